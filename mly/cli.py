@@ -1,0 +1,97 @@
+"""``mly-fast``: a thin click shell over ``mly.server.run`` and ``config.load``."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from mly.errors import MlyError
+
+__all__ = ["main"]
+
+#: Exit code for a config or model that cannot be served (uvicorn's STARTUP_FAILURE).
+STARTUP_FAILURE = 3
+
+
+def _import_modules(modules: tuple[str, ...]) -> None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise click.ClickException(f"--import {name}: {exc}") from exc
+
+
+@click.group(context_settings={"auto_envvar_prefix": "MLY", "help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mly")
+def main() -> None:
+    """Serve TensorFlow SavedModels over the viant/mly HTTP API with a prediction cache."""
+
+
+_import_option = click.option(
+    "--import", "imports", multiple=True, metavar="MODULE",
+    help="Import MODULE first (to register transformers); repeatable.",
+)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to bind.")
+@click.option("--port", type=int, default=None, help="Port (default: Endpoint.Port of the config).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes; each loads every model.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@_import_option
+def serve(config: str, host: str, port: int | None, workers: int, log_level: str,
+          imports: tuple[str, ...]) -> None:
+    """Load every model of CONFIG and serve them."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _import_modules(imports)
+    from mly.server import run
+
+    try:
+        run(config, host=host, port=port, workers=workers, log_level=log_level)
+    except MlyError as exc:
+        click.echo(f"mly-fast: cannot start: {exc}", err=True)
+        sys.exit(STARTUP_FAILURE)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@_import_option
+def check(config: str, imports: tuple[str, ...]) -> None:
+    """Load and validate CONFIG and its models; print what each model takes and returns."""
+    logging.basicConfig(level="WARNING")
+    _import_modules(imports)
+    from mly.config.load import load_config
+    from mly.service.registry import ModelRegistry
+
+    try:
+        cfg = load_config(config)
+        registry = ModelRegistry(cfg, inference_threads=1)
+        try:
+            registry.load_all()
+        finally:
+            registry.close()
+    except MlyError as exc:
+        click.echo(f"mly-fast: {config}: {exc}", err=True)
+        sys.exit(STARTUP_FAILURE)
+    for model_id, service in registry.services.items():
+        generation = service.current
+        interface = generation.interface
+        click.echo(f"model {model_id} ({service.config.url})")
+        for field in interface.inputs:
+            flags = [k for k, v in (("auxiliary", field.auxiliary), ("wildcard", field.wildcard)) if v]
+            if field.precision:
+                flags.append(f"precision={field.precision}")
+            layer = generation.dictionary.layer(field.name) if generation.dictionary else None
+            if layer is not None:
+                flags.append(f"vocabulary={layer.size}")
+            click.echo(f"  input  {field.name}: {field.data_type} {' '.join(flags)}".rstrip())
+        for out in interface.outputs:
+            click.echo(f"  output {out.name}: {out.data_type}")
+        click.echo(f"  dictHash {generation.dict_hash}; cacheable: {generation.key_schema is not None}")
+    click.echo(f"ok: {len(registry.services)} model(s)")

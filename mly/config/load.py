@@ -1,0 +1,247 @@
+"""Read a YAML config into ``schema.Config``: validated once, errors name the key path.
+
+YAML keys match the Go names case-insensitively (the Go example writes ``id``,
+``url``, ``useDict``, ``keyfields``), ``${VAR}`` / ``${VAR:-default}`` expand
+from the environment, and unknown keys are rejected rather than ignored, so a
+typo such as ``Precison`` fails at start instead of silently changing keys.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from mly.config.schema import Config, go_name
+from mly.errors import ConfigError
+
+__all__ = ["load_config", "parse_config", "parse_section"]
+
+T = TypeVar("T")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_INPUT_TYPES = {"", "string", "int", "int32", "int64", "float", "float32", "float64", "bool"}
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Load and validate a YAML config file (a local path or ``file://`` URL)."""
+    text_path = str(path)
+    if text_path.startswith("file://"):
+        text_path = text_path[len("file://") :]
+    try:
+        text = Path(text_path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config {text_path}: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{text_path} is not valid YAML: {exc}") from exc
+    return parse_config(raw, base_dir=Path(text_path).resolve().parent)
+
+
+def parse_config(raw: Any, *, base_dir: Path | None = None) -> Config:
+    """Build a ``Config`` from parsed YAML/JSON; relative model URLs resolve against ``base_dir``."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("", "the config must be a mapping at the top level")
+    config = _convert(_expand_env(raw, ""), Config, "")
+    if base_dir is not None:
+        config = _resolve_urls(config, base_dir)
+    validate(config)
+    return config
+
+
+def parse_section(raw: Any, tp: Any, path: str) -> Any:
+    """Convert one part of a config (e.g. a meta/config ``Inputs`` list) to its schema type."""
+    return _convert(raw, tp, path)
+
+
+def _expand_env(value: Any, path: str) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(path, f"environment variable {name} is not set (use ${{{name}:-default}})")
+
+        return _ENV.sub(replace, value)
+    if isinstance(value, Mapping):
+        return {k: _expand_env(v, _join(path, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, options[0], path)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        text = str(value).lower() if value is not None else ""
+        if text not in allowed:
+            raise ConfigError(path, f"must be one of {', '.join(allowed)}, got {value!r}")
+        return text
+    if origin is tuple:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise ConfigError(path, f"must be a list, got {type(value).__name__}")
+        item_type = typing.get_args(tp)[0]
+        return tuple(_convert(v, item_type, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(path, f"must be a mapping, got {type(value).__name__}")
+        return dict(value)
+    if is_dataclass(tp):
+        return _convert_dataclass(value, tp, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"must be an integer, got {value!r}")
+        return value
+    if tp is str:
+        if isinstance(value, (Mapping, list)):
+            raise ConfigError(path, f"must be a string, got {type(value).__name__}")
+        return "" if value is None else str(value)
+    if tp is Any:
+        return value
+    raise ConfigError(path, f"unsupported config type {tp!r}")  # pragma: no cover - schema bug
+
+
+def _convert_dataclass(value: Any, cls: type[T], path: str) -> T:
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, f"must be a mapping, got {type(value).__name__}")
+    hints = typing.get_type_hints(cls)
+    by_key = {go_name(f).lower(): f for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    seen: dict[str, str] = {}
+    for key, item in value.items():
+        f = by_key.get(str(key).lower())
+        key_path = _join(path, str(key))
+        if f is None:
+            known = ", ".join(go_name(x) for x in fields(cls))  # type: ignore[arg-type]
+            raise ConfigError(key_path, f"unknown key (known: {known})")
+        if f.name in seen:
+            raise ConfigError(key_path, f"given twice (also as {seen[f.name]!r})")
+        seen[f.name] = str(key)
+        kwargs[f.name] = _convert(item, hints[f.name], _join(path, go_name(f)))
+    return cls(**kwargs)
+
+
+def _resolve_urls(config: Config, base_dir: Path) -> Config:
+    """Relative model paths are relative to the config file, not the working directory."""
+    import dataclasses
+
+    models = []
+    for model in config.models:
+        url = model.url
+        if url and "://" not in url and not os.path.isabs(url):
+            url = str((base_dir / url).resolve())
+        models.append(dataclasses.replace(model, url=url))
+    return dataclasses.replace(config, models=tuple(models))
+
+
+def validate(config: Config) -> None:
+    """Cross-field rules; each error names the first key at fault."""
+    if not config.models:
+        raise ConfigError("Models", "at least one model is required")
+    seen: dict[str, int] = {}
+    for i, model in enumerate(config.models):
+        where = f"Models[{i}]"
+        if not model.id:
+            raise ConfigError(f"{where}.ID", "is required")
+        if "/" in model.id:
+            raise ConfigError(f"{where}.ID", f"must not contain '/', got {model.id!r}")
+        if model.id in seen:
+            raise ConfigError(f"{where}.ID", f"duplicate model ID {model.id!r} (also Models[{seen[model.id]}])")
+        seen[model.id] = i
+        if not model.url:
+            raise ConfigError(f"{where}.URL", f"is required (model {model.id!r})")
+        if model.datastore and config.datastore(model.datastore) is None:
+            raise ConfigError(f"{where}.DataStore", f"unknown datastore {model.datastore!r}")
+        if model.reload_interval_sec < 0:
+            raise ConfigError(f"{where}.ReloadIntervalSec", "must be >= 0 (0 turns polling off)")
+        names: set[str] = set()
+        for j, field_ in enumerate(model.inputs):
+            at = f"{where}.Inputs[{j}]"
+            if not field_.name:
+                raise ConfigError(f"{at}.Name", "is required")
+            if field_.name in names:
+                raise ConfigError(f"{at}.Name", f"duplicate input {field_.name!r}")
+            names.add(field_.name)
+            if field_.precision < 0:
+                raise ConfigError(f"{at}.Precision", "must be >= 0")
+            if field_.precision > 15:
+                raise ConfigError(f"{at}.Precision", "must be <= 15 (float64 has no more digits)")
+            if field_.data_type.lower() not in _INPUT_TYPES:
+                raise ConfigError(f"{at}.DataType", f"unknown type {field_.data_type!r}")
+        for name in ("batch_size", "cache_key"):
+            if name in names:
+                raise ConfigError(f"{where}.Inputs", f"{name!r} is a reserved request key")
+    for i, conn in enumerate(config.connections):
+        where = f"Connections[{i}]"
+        if not conn.id:
+            raise ConfigError(f"{where}.ID", "is required")
+        if not conn.hosts:
+            raise ConfigError(f"{where}.Hostnames", f"is required (connection {conn.id!r})")
+        if not 0 <= conn.port <= 65535:
+            raise ConfigError(f"{where}.Port", f"must be 0..65535, got {conn.port}")
+    if config.connections and not config.datastores:
+        raise ConfigError("Datastores", "Connections are configured but no Datastores use them")
+    ds_seen: set[str] = set()
+    for i, ds in enumerate(config.datastores):
+        where = f"Datastores[{i}]"
+        if not ds.id:
+            raise ConfigError(f"{where}.ID", "is required")
+        if ds.id in ds_seen:
+            raise ConfigError(f"{where}.ID", f"duplicate datastore ID {ds.id!r}")
+        ds_seen.add(ds.id)
+        if ds.cache is not None and ds.cache.size_mb < 0:
+            raise ConfigError(f"{where}.Cache.SizeMb", "must be >= 0")
+        if ds.time_to_live_ms < 0:
+            raise ConfigError(f"{where}.TimeToLiveMs", "must be >= 0")
+        if ds.retry_time_ms < 0:
+            raise ConfigError(f"{where}.RetryTimeMs", "must be >= 0")
+        if ds.connection:
+            conn = config.connection(ds.connection)
+            if conn is None:
+                raise ConfigError(f"{where}.Connection", f"unknown connection {ds.connection!r}")
+            if not ds.dataset:
+                raise ConfigError(f"{where}.Dataset", "is required when Connection is set")
+            if conn.kind == "aerospike" and not ds.namespace:
+                raise ConfigError(f"{where}.Namespace", "is required for an Aerospike connection")
+        if ds.l2 is not None and ds.l2.connection:
+            if not ds.connection:
+                raise ConfigError(f"{where}.L2", "needs an L1 Connection")
+            if config.connection(ds.l2.connection) is None:
+                raise ConfigError(f"{where}.L2.Connection", f"unknown connection {ds.l2.connection!r}")
+    ep = config.endpoint
+    if not 0 <= ep.port <= 65535:
+        raise ConfigError("Endpoint.Port", f"must be 0..65535, got {ep.port}")
+    if ep.buffer_size <= 0:
+        raise ConfigError("Endpoint.BufferSize", "must be > 0")
+    if ep.write_timeout_ms <= 1 and ep.write_timeout <= 0:
+        raise ConfigError("Endpoint.WriteTimeoutMs", "must be > 1")

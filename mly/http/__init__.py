@@ -1,0 +1,1 @@
+"""The HTTP layer: Starlette, kept thin (bytes in, bytes out)."""

@@ -1,0 +1,121 @@
+"""``create_app``: the routes of the Go mly server on Starlette.
+
+Endpoints only translate between HTTP and the service layer; every error is
+raised as an ``MlyError`` and rendered in one place (``responses.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mly.common.wire import STATUS_OK
+from mly.config.schema import to_json
+from mly.errors import PayloadTooLargeError
+from mly.http.guard import AllowedSubnetMiddleware
+from mly.http.responses import JSONResponse, exception_handlers
+from mly.service.registry import ModelRegistry
+from mly.service.request import parse_body, parse_query
+
+__all__ = ["create_app"]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read at most ``limit`` bytes; a larger body is a 413 before it is all buffered."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLargeError(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _rfc3339(ts: float) -> str | None:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else None
+
+
+def create_app(registry: ModelRegistry) -> Starlette:
+    config = registry.config
+    buffer_size = config.endpoint.buffer_size
+
+    async def evaluate(request: Request) -> Response:
+        started = time.perf_counter_ns()
+        service = registry.get(request.path_params["model_id"])
+        if request.method == "GET":
+            eval_request = parse_query(request.query_params.multi_items(), service.current)
+        else:
+            eval_request = parse_body(await _read_body(request, buffer_size))
+        result = await service.evaluate(eval_request)
+        body: dict[str, Any] = {"status": STATUS_OK}
+        if result.dict_hash:
+            body["dictHash"] = result.dict_hash
+        body["serviceTimeMcs"] = (time.perf_counter_ns() - started) // 1000
+        body["data"] = result.rows if result.batch else result.rows[0]
+        return JSONResponse(body)
+
+    async def meta_config(request: Request) -> Response:
+        service = registry.get(request.path_params["model_id"])
+        return Response(service.current.meta_json, media_type="application/json")
+
+    async def meta_dictionary(request: Request) -> Response:
+        service = registry.get(request.path_params["model_id"])
+        return Response(
+            service.current.dictionary_gzip,
+            media_type="application/json",
+            headers={"Content-Encoding": "gzip"},
+        )
+
+    async def meta_stats(request: Request) -> Response:
+        registry.get(request.path_params["model_id"])
+        return JSONResponse({})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({model_id: int(s.healthy) for model_id, s in registry.services.items()})
+
+    async def server_config(request: Request) -> Response:
+        data = to_json(config)
+        for model_json in data["Models"]:
+            service = registry.services[model_json["ID"]]
+            generation = service.generation
+            snapshot = generation.loaded.snapshot if generation else None
+            model_json["Modified"] = {
+                "Min": _rfc3339(snapshot.min_mtime) if snapshot else None,
+                "Max": _rfc3339(snapshot.max_mtime) if snapshot else None,
+            }
+            model_json["DictMeta"] = {
+                "Hash": generation.dict_hash if generation else 0,
+                "Reloaded": _rfc3339(service.reloaded_at),
+                "Error": service.error,
+            }
+        return JSONResponse(data)
+
+    model = "/v1/api/model/{model_id}"
+    routes = [
+        Route(f"{model}/eval", evaluate, methods=["GET", "POST", "PUT"]),
+        Route(f"{model}/meta/config", meta_config, methods=["GET"]),
+        Route(f"{model}/meta/dictionary", meta_dictionary, methods=["GET"]),
+        Route(f"{model}/meta/stats", meta_stats, methods=["GET"]),
+        Route("/v1/api/config", server_config, methods=["GET"]),
+        Route("/v1/api/config/", server_config, methods=["GET"]),
+        Route("/v1/api/health", health, methods=["GET"]),
+    ]
+    middleware = [Middleware(AllowedSubnetMiddleware, prefixes=config.allowed_subnet)]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+    )
+    app.state.registry = registry
+    return app

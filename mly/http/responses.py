@@ -1,0 +1,54 @@
+"""orjson responses and the one place errors become HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mly.common.wire import STATUS_ERROR
+from mly.errors import MlyError
+
+__all__ = ["JSONResponse", "error_response", "exception_handlers"]
+
+log = logging.getLogger("mly.http")
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"status": STATUS_ERROR, "error": message}, status_code=status)
+
+
+async def _mly_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MlyError)
+    if exc.status >= 500:
+        log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc)
+    return error_response(exc.status, str(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = exc.detail if exc.status_code != 404 else f"no such path: {request.url.path}"
+    return error_response(exc.status_code, message)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path)
+    return error_response(500, f"internal error: {type(exc).__name__}")
+
+
+exception_handlers = {
+    MlyError: _mly_error,
+    HTTPException: _http_error,
+    Exception: _internal_error,
+}

@@ -1,0 +1,61 @@
+"""Run the server: load every model first, then serve on uvicorn + uvloop + httptools.
+
+Models load before the socket opens, so a bad config or model stops the start
+with its reason instead of serving 503s.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from mly.config.load import load_config
+from mly.config.schema import Config
+
+__all__ = ["build_app", "create_app_from_env", "run"]
+
+CONFIG_ENV = "MLY_CONFIG"
+log = logging.getLogger("mly.server")
+
+
+def build_app(config: Config):  # type: ignore[no-untyped-def]
+    """A ready Starlette app with every model loaded (raises ``ModelLoadError``)."""
+    from mly.http.app import create_app
+    from mly.service.registry import ModelRegistry
+
+    registry = ModelRegistry(config)
+    try:
+        registry.load_all()
+    except BaseException:
+        registry.close()
+        raise
+    return create_app(registry)
+
+
+def create_app_from_env():  # type: ignore[no-untyped-def]
+    """uvicorn factory for ``--workers N``: each worker process loads the models itself."""
+    return build_app(load_config(os.environ[CONFIG_ENV]))
+
+
+def run(config_path: str, *, host: str = "0.0.0.0", port: int | None = None, workers: int = 1,
+        log_level: str = "info") -> None:
+    import uvicorn
+
+    config = load_config(config_path)
+    bind_port = port if port is not None else config.endpoint.port
+    options = dict(
+        host=host,
+        port=bind_port,
+        loop="uvloop",
+        http="httptools",
+        log_level=log_level,
+        timeout_keep_alive=max(5, config.endpoint.read_timeout_ms // 1000),
+        access_log=False,
+    )
+    if workers > 1:
+        os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+        uvicorn.run("mly.server:create_app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        return
+    app = build_app(config)
+    log.info("serving %d model(s) on http://%s:%d", len(config.models), host, bind_port)
+    uvicorn.run(app, **options)  # type: ignore[arg-type]

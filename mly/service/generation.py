@@ -1,0 +1,103 @@
+"""One loaded version of a model with everything derived from it.
+
+A request reads ``ModelService.current`` once and uses that generation to the
+end, so a reload that swaps in a new generation never mixes the old dictionary
+with the new model (or the old keys with the new hash) inside one request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+from dataclasses import dataclass, field
+
+import orjson
+
+from mly._native import encode as _encode
+from mly.common.dictionary import Dictionary
+from mly.common.keys import KeySchema
+from mly.common.meta import ModelMeta
+from mly.config.schema import Config, ModelConfig, StoreField
+from mly.model.interface import ModelInterface
+from mly.model.loader import LoadedModel
+
+__all__ = ["DTYPE_CODES", "Generation", "build_generation"]
+
+DTYPE_CODES = {
+    "string": _encode.DT_STRING,
+    "int64": _encode.DT_INT64,
+    "int32": _encode.DT_INT32,
+    "float32": _encode.DT_FLOAT32,
+    "float64": _encode.DT_FLOAT64,
+    "bool": _encode.DT_BOOL,
+}
+
+
+@dataclass(frozen=True)
+class Generation:
+    loaded: LoadedModel
+    key_schema: KeySchema | None
+    """``None`` when this model's predictions are not cacheable."""
+    meta_json: bytes
+    dictionary_gzip: bytes
+    encoders: tuple[tuple[str, int, int], ...] = field(default=())
+    """``(input name, dtype code, precision)`` for every request input, in meta order."""
+
+    @property
+    def interface(self) -> ModelInterface:
+        return self.loaded.interface
+
+    @property
+    def dictionary(self) -> Dictionary | None:
+        return self.loaded.dictionary
+
+    @property
+    def dict_hash(self) -> int:
+        return self.loaded.dictionary.hash if self.loaded.dictionary is not None else 0
+
+
+def build_meta(model: ModelConfig, config: Config, interface: ModelInterface) -> ModelMeta:
+    datastore = config.datastore(model.datastore) if model.datastore else None
+    connections = []
+    if datastore is not None:
+        for conn_id in (datastore.connection, datastore.l2.connection if datastore.l2 else ""):
+            conn = config.connection(conn_id) if conn_id else None
+            if conn is not None and conn not in connections:
+                connections.append(conn)
+        if datastore.fields is None:
+            # The default storable: one field (store bin) per output.
+            fields = tuple(StoreField(o.name, o.data_type) for o in interface.outputs)
+            datastore = dataclasses.replace(datastore, fields=fields)
+    return ModelMeta(
+        inputs=interface.inputs,
+        outputs=interface.outputs,
+        key_fields=interface.key_fields,
+        auxiliary=(),
+        datastore=datastore,
+        connections=tuple(connections),
+    )
+
+
+def build_generation(model: ModelConfig, config: Config, loaded: LoadedModel) -> Generation:
+    interface = loaded.interface
+    meta = build_meta(model, config, interface)
+    key_schema = None
+    if model.use_dict and loaded.dictionary is not None:
+        schema = KeySchema(interface.inputs, loaded.dictionary)
+        # Cacheable only if every input TensorFlow sees is part of the key;
+        # otherwise two different requests could share one cache entry.
+        if set(interface.fed) <= schema.keyed:
+            key_schema = schema
+    dictionary_json = (
+        loaded.dictionary.to_gzip_json() if loaded.dictionary is not None else gzip.compress(b"null")
+    )
+    encoders = tuple(
+        (f.name, DTYPE_CODES[interface.dtypes[f.name]], f.precision) for f in interface.inputs
+    )
+    return Generation(
+        loaded=loaded,
+        key_schema=key_schema,
+        meta_json=orjson.dumps(meta.to_json()),
+        dictionary_gzip=dictionary_json,
+        encoders=encoders,
+    )
