@@ -1,0 +1,53 @@
+"""Session-wide fixtures: TensorFlow models are built once, one real server serves them all."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from live_server import BUFFER_SIZE, LiveServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Every test model, built once per session (TensorFlow is imported only here)."""
+    import model_builders as mb
+
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "keras": mb.build_keras_lookup_model(str(root / "keras")),
+        "ops": mb.build_export_op_model(str(root / "ops")),
+        "numeric": mb.build_numeric_model(str(root / "numeric")),
+    }
+
+
+def server_config(model_dirs: dict[str, str]) -> dict[str, Any]:
+    return {
+        "Endpoint": {"Port": 0, "BufferSize": BUFFER_SIZE},
+        "Models": [
+            {"ID": "sli", "URL": model_dirs["keras"], "DataStore": "mem",
+             "Inputs": [{"Name": "fl", "Precision": 2}]},
+            {"ID": "ops", "URL": model_dirs["ops"]},
+            {"ID": "num", "URL": model_dirs["numeric"], "UseDict": False},
+            # Go example style: lower-case keys, auxiliary inputs and key fields, a transformer.
+            {"id": "aux", "url": model_dirs["keras"], "useDict": True, "datastore": "mem",
+             "transformer": "e2e_transformers:score_class",
+             "keyfields": ["sa", "sl", "kf"],
+             "inputs": [{"name": "sa"}, {"name": "sl"}, {"name": "note"}, {"name": "kf"},
+                        {"name": "fl", "precision": 1}]},
+        ],
+        "Datastores": [{"ID": "mem", "Cache": {"SizeMb": 8}}],
+    }
+
+
+@pytest.fixture(scope="session")
+def server(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer(server_config(model_dirs), tmp_path_factory.mktemp("server")).start()
+    yield live
+    live.stop()

@@ -1,0 +1,145 @@
+"""``mly-fast check`` and ``mly-fast serve``: real processes for the happy paths, click's runner for failures."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from live_server import free_port
+from mly.cli import STARTUP_FAILURE, main
+
+TESTS = Path(__file__).resolve().parent.parent
+
+
+def go_style_config(model_dirs: dict[str, str], path: Path) -> Path:
+    path.write_text(yaml.safe_dump({
+        "endpoint": {"port": 0},
+        "models": [{
+            "id": "aux", "url": model_dirs["keras"], "useDict": True, "datastore": "mem",
+            "transformer": "e2e_transformers:score_class", "keyfields": ["sa", "sl", "kf"],
+            "inputs": [{"name": "sa"}, {"name": "sl"}, {"name": "note"}, {"name": "kf"},
+                       {"name": "fl", "precision": 1}],
+        }],
+        "datastores": [{"id": "mem", "cache": {"sizeMb": 4}}],
+    }))
+    return path
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    return env
+
+
+def mly_fast() -> list[str]:
+    exe = shutil.which("mly-fast", path=os.path.dirname(sys.executable)) or shutil.which("mly-fast")
+    assert exe, "mly-fast console script is not installed (pip install -e .)"
+    return [exe]
+
+
+def test_check_go_style_config(model_dirs: dict[str, str], tmp_path: Path) -> None:
+    config = go_style_config(model_dirs, tmp_path / "config.yaml")
+    done = subprocess.run([*mly_fast(), "check", str(config)], capture_output=True, text=True, env=cli_env(),
+                          timeout=240)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "model aux" in out
+    assert "input  kf: string auxiliary wildcard" in out
+    assert "input  sa: string vocabulary=3" in out
+    assert "input  fl: float precision=1" in out
+    assert "output score: float32" in out
+    assert "ok: 1 model(s)" in out
+
+
+def run_check(tmp_path: Path, config: dict) -> tuple[int, str]:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(main, ["check", str(path)])
+    return result.exit_code, result.output
+
+
+def test_check_refuses_missing_model_path(tmp_path: Path) -> None:
+    code, out = run_check(tmp_path, {"Models": [{"ID": "gone", "URL": str(tmp_path / "none")}]})
+    assert code == STARTUP_FAILURE
+    assert "model 'gone'" in out and "does not exist" in out
+
+
+def test_check_refuses_folder_that_is_not_a_saved_model(tmp_path: Path) -> None:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("not a model")
+    code, out = run_check(tmp_path, {"Models": [{"ID": "bogus", "URL": str(folder)}]})
+    assert code == STARTUP_FAILURE
+    assert "model 'bogus'" in out
+
+
+def test_check_refuses_duplicate_model_id(tmp_path: Path, model_dirs: dict[str, str]) -> None:
+    code, out = run_check(tmp_path, {"Models": [{"ID": "m", "URL": model_dirs["ops"]},
+                                                {"ID": "m", "URL": model_dirs["ops"]}]})
+    assert code == STARTUP_FAILURE
+    assert "Models[1].ID: duplicate model ID 'm'" in out
+
+
+def test_check_refuses_unknown_transformer(tmp_path: Path, model_dirs: dict[str, str]) -> None:
+    code, out = run_check(tmp_path, {"Models": [{"ID": "m", "URL": model_dirs["ops"], "Transformer": "nope"}]})
+    assert code == STARTUP_FAILURE
+    assert "model 'm'" in out and "unknown transformer 'nope'" in out
+
+
+def test_check_refuses_float_input_without_precision(tmp_path: Path, model_dirs: dict[str, str]) -> None:
+    code, out = run_check(tmp_path, {"Models": [{"ID": "num", "URL": model_dirs["numeric"]}]})
+    assert code == STARTUP_FAILURE
+    assert "model 'num'" in out and "input 'x1' is a float" in out
+
+
+def test_check_refuses_invalid_config(tmp_path: Path) -> None:
+    code, out = run_check(tmp_path, {"Models": [{"ID": "m", "URL": "/m", "Inputs": [{"Name": "a", "Precision": -2}]}]})
+    assert code == STARTUP_FAILURE
+    assert "Models[0].Inputs[0].Precision: must be >= 0" in out
+
+
+def test_serve_starts_answers_and_stops_on_sigint(model_dirs: dict[str, str], tmp_path: Path) -> None:
+    config = go_style_config(model_dirs, tmp_path / "config.yaml")
+    port = free_port()
+    proc = subprocess.Popen([*mly_fast(), "serve", str(config), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env())
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/v1/api/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.2)
+        assert health.json() == {"aux": 1}
+        row = {"sa": "b", "sl": "b", "note": "x", "kf": "k", "fl": 0.0, "i1": 10}
+        out = httpx.post(f"http://127.0.0.1:{port}/v1/api/model/aux/eval", json=row, timeout=30).json()
+        assert out["status"] == "ok" and out["data"]["Class"] == "other"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("server did not stop on SIGINT")
+    assert proc.returncode == 0
+
+
+def test_serve_refuses_bad_model_with_exit_code(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"Models": [{"ID": "gone", "URL": str(tmp_path / "none")}]}))
+    result = CliRunner().invoke(main, ["serve", str(config), "--port", str(free_port())])
+    assert result.exit_code == STARTUP_FAILURE
+    assert "cannot start" in result.output and "model 'gone'" in result.output

@@ -1,0 +1,63 @@
+"""A real mly server on loopback, in a background thread, for end-to-end tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+import yaml
+
+from mly.config import load_config
+from mly.server import build_app
+
+#: Endpoint.BufferSize of the shared test server, small so the 413 path is cheap to reach.
+BUFFER_SIZE = 16384
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """Serves a config (written to ``workdir/config.yaml``) until ``stop()``."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
+        self.path = workdir / "config.yaml"
+        self.path.write_text(yaml.safe_dump(config))
+        self.config = load_config(self.path)
+        self.app = build_app(self.config)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, loop="uvloop", http="httptools",
+                           log_level="warning", lifespan="off")
+        )
+        self._thread = threading.Thread(target=self._server.run, name="mly-live-server", daemon=True)
+
+    def start(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        return self
+
+    @property
+    def registry(self) -> Any:
+        return self.app.state.registry
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self.registry.close()
