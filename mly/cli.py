@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import click
@@ -11,6 +12,9 @@ import click
 from mly.errors import MlyError
 
 __all__ = ["main"]
+
+# TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) buries mly's own output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 #: Exit code for a config or model that cannot be served (uvicorn's STARTUP_FAILURE).
 STARTUP_FAILURE = 3

@@ -37,7 +37,7 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = uvicorn.Server(
             uvicorn.Config(self.app, host="127.0.0.1", port=self.port, loop="uvloop", http="httptools",
-                           log_level="warning", lifespan="off")
+                           log_level="warning", lifespan="on")
         )
         self._thread = threading.Thread(target=self._server.run, name="mly-live-server", daemon=True)
 
@@ -60,4 +60,3 @@ class LiveServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
-        self.registry.close()

@@ -6,7 +6,9 @@ raised as an ``MlyError`` and rendered in one place (``responses.py``).
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -112,10 +114,18 @@ def create_app(registry: ModelRegistry) -> Starlette:
         Route("/v1/api/health", health, methods=["GET"]),
     ]
     middleware = [Middleware(AllowedSubnetMiddleware, prefixes=config.allowed_subnet)]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        # Shutdown: flush write-behind cache writes, stop the inference pool.
+        await registry.aclose()
+
     app = Starlette(
         routes=routes,
         middleware=middleware,
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        lifespan=lifespan,
     )
     app.state.registry = registry
     return app

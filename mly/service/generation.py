@@ -20,6 +20,7 @@ from mly.common.meta import ModelMeta
 from mly.config.schema import Config, ModelConfig, StoreField
 from mly.model.interface import ModelInterface
 from mly.model.loader import LoadedModel
+from mly.service.singleflight import SingleFlight
 
 __all__ = ["DTYPE_CODES", "Generation", "build_generation"]
 
@@ -42,6 +43,9 @@ class Generation:
     dictionary_gzip: bytes
     encoders: tuple[tuple[str, int, int], ...] = field(default=())
     """``(input name, dtype code, precision)`` for every request input, in meta order."""
+    flight: SingleFlight = field(default_factory=SingleFlight, compare=False)
+    """In-flight evaluations of this generation only: a reload never hands a
+    request the result computed by the previous model."""
 
     @property
     def interface(self) -> ModelInterface:

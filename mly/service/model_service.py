@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
+from mly.cache.tiered import TieredCache
 from mly.config.schema import Config, ModelConfig
 from mly.errors import EvaluationError, MlyError, ModelLoadError, ModelNotReadyError
 from mly.model.loader import load_model
@@ -37,8 +39,11 @@ class EvalResult:
 
 
 class ModelService:
-    def __init__(self, model: ModelConfig, config: Config, executor: Executor) -> None:
+    def __init__(
+        self, model: ModelConfig, config: Config, executor: Executor, *, cache: TieredCache | None = None
+    ) -> None:
         self.config = model
+        self.cache = cache if model.use_dict else None
         self.app_config = config
         self.id = model.id
         self._executor = executor
@@ -48,6 +53,8 @@ class ModelService:
         except ValueError as exc:
             raise ModelLoadError(model.id, str(exc)) from exc
         self._generation: Generation | None = None
+        self.tf_calls = 0
+        self.rows_evaluated = 0
         self.healthy = False
         self.error = ""
         self.reloaded_at = 0.0
@@ -83,22 +90,84 @@ class ModelService:
         return generation
 
     async def evaluate(self, request: EvalRequest) -> EvalResult:
+        """encode -> keys -> cache -> single-flight -> evaluate the misses -> write back."""
+        deadline = asyncio.get_running_loop().time() + self._deadline_s
         generation = self.current
         columns = encode_request(request, generation)
+        rows = request.rows
+        cache = self.cache
+        if cache is None or generation.key_schema is None:
+            values = await self._evaluate(generation, columns, rows, deadline)
+            return EvalResult(values, request.batch, generation.dict_hash)
+
+        keys = generation.key_schema.keys(columns, rows)
+        found = await cache.get_many(keys, generation.dict_hash)
+        results: list[Any] = [None] * rows
+        misses: list[int] = []
+        for i, value in enumerate(found):
+            if value is None:
+                misses.append(i)
+            else:
+                results[i] = orjson.Fragment(value)
+        if misses:
+            await self._fill_misses(generation, cache, columns, keys, misses, results, deadline)
+        return EvalResult(results, request.batch, generation.dict_hash)
+
+    async def _fill_misses(
+        self,
+        generation: Generation,
+        cache: TieredCache,
+        columns: dict[str, np.ndarray],
+        keys: list[str],
+        misses: list[int],
+        results: list[Any],
+        deadline: float,
+    ) -> None:
+        flight = generation.flight
+        claim = flight.claim([keys[i] for i in misses], misses)
+        if claim.owned:
+            index = np.asarray(claim.owned, dtype=np.intp)
+            subset = {name: column[index] for name, column in columns.items()}
+            try:
+                computed = await self._evaluate(generation, subset, len(claim.owned), deadline)
+                encoded = [orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) for row in computed]
+            except BaseException as exc:
+                flight.fail(claim.keys, exc)
+                raise
+            flight.resolve(claim.keys, encoded)
+            # Entries carry the hash of the dictionary they were computed under,
+            # so after a reload they can never be served as fresh.
+            cache.put_many(list(zip(claim.keys, computed, encoded)), generation.dict_hash)
+            for i, row_json in zip(claim.owned, encoded):
+                results[i] = orjson.Fragment(row_json)
+        for i, future in claim.waiting.items():
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                results[i] = orjson.Fragment(await asyncio.wait_for(asyncio.shield(future), max(remaining, 0)))
+            except TimeoutError:
+                raise self._deadline_error() from None
+
+    async def _evaluate(
+        self, generation: Generation, columns: dict[str, np.ndarray], rows: int, deadline: float
+    ) -> Sequence[Any]:
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._compute, generation, columns, request.rows)
+        future = loop.run_in_executor(self._executor, self._compute, generation, columns, rows)
         try:
-            rows = await asyncio.wait_for(future, self._deadline_s)
+            return await asyncio.wait_for(future, max(deadline - loop.time(), 0))
         except TimeoutError:
-            raise EvaluationError(
-                f"model {self.id!r}: evaluation did not finish within {self._deadline_s * 1000:.0f} ms"
-            ) from None
-        return EvalResult(rows, request.batch, generation.dict_hash)
+            raise self._deadline_error() from None
+
+    def _deadline_error(self) -> EvaluationError:
+        return EvaluationError(
+            f"model {self.id!r}: evaluation did not finish within {self._deadline_s * 1000:.0f} ms"
+        )
 
     def _compute(self, generation: Generation, columns: dict[str, np.ndarray], rows: int) -> Sequence[Any]:
         """Runs in the inference pool: one TensorFlow call, then the transformer."""
         interface = generation.interface
         feeds = {name: columns[name] for name in interface.fed}
+        self.tf_calls += 1
+        self.rows_evaluated += rows
         try:
             outputs = generation.loaded.runner.run(feeds)  # type: ignore[attr-defined]
         except Exception as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+from mly.cache.factory import build_datastore
+from mly.cache.tiered import TieredCache
 from mly.config.schema import Config
 from mly.errors import NotFoundError
 from mly.service.model_service import ModelService
@@ -23,7 +25,16 @@ class ModelRegistry:
         self.config = config
         threads = inference_threads or max(2, os.cpu_count() or 2)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mly-infer")
-        self.services = {m.id: ModelService(m, config, self.executor) for m in config.models}
+        # One cache per datastore, shared by the models that name it (as Go does).
+        self.caches: dict[str, TieredCache] = {
+            ds.id: build_datastore(ds, config)
+            for ds in config.datastores
+            if any(m.datastore == ds.id and m.use_dict for m in config.models)
+        }
+        self.services = {
+            m.id: ModelService(m, config, self.executor, cache=self.caches.get(m.datastore))
+            for m in config.models
+        }
 
     def load_all(self) -> None:
         """Load every model; the first failure propagates (the server must not start)."""
@@ -35,6 +46,12 @@ class ModelRegistry:
         if service is None:
             raise NotFoundError(f"unknown model {model_id!r} (serving: {', '.join(self.services)})")
         return service
+
+    async def aclose(self) -> None:
+        """Flush the caches' write-behind queues, then stop the inference pool."""
+        for cache in self.caches.values():
+            await cache.aclose()
+        self.close()
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

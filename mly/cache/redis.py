@@ -1,0 +1,249 @@
+"""Redis as an L1/L2 tier (decisions.md #13), async and sync over one layout.
+
+Layout, one Redis hash per cache entry:
+
+- key ``"{namespace}:{dataset}:{cache_key}"``; an empty namespace or dataset is
+  left out with its colon (``"{dataset}:{cache_key}"``), so a Redis used only by
+  mly needs no namespace. Keys are raw UTF-8; cache keys may contain ``:``, which
+  is harmless since nothing ever splits a stored key.
+- one hash field per row field, holding that value as orjson JSON text, so
+  every type (int, float, str, bool, null, lists, nested dicts) comes back as it
+  went in; plus field ``dictHash`` holding the dictionary hash as decimal text
+  (always written, 0 included: Redis entries are mly-only, no Go reader).
+- TTL: ``PEXPIRE ttl_ms`` (0 -> Go's 1 h fallback) in the same pipeline as the
+  write. The write is ``DEL`` + ``HSET`` + ``PEXPIRE``: the ``DEL`` drops fields
+  a previous model version wrote that this one no longer has.
+
+Only the first of ``Connection.hosts`` is used (no Cluster or Sentinel). redis-py's
+own retries are turned off: the tiered cache's breaker decides when to try again,
+and a retry loop inside one lookup would only make the miss slower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from mly.cache.base import DICT_HASH_FIELD, StoredRow, StoreUnavailableError, effective_ttl_ms
+
+if TYPE_CHECKING:
+    import redis as redis_sync
+    import redis.asyncio as redis_async
+
+    from mly.config.schema import Connection
+
+__all__ = ["RedisStore", "SyncRedisStore", "entry_key", "redis_client_options"]
+
+_DICT_HASH_BYTES = DICT_HASH_FIELD.encode()
+
+
+def _import_redis() -> Any:
+    try:
+        import redis
+        import redis.asyncio  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "a Redis datastore needs the redis package: pip install 'mly[redis]'"
+        ) from exc
+    return redis
+
+
+def entry_key(namespace: str, dataset: str, cache_key: str) -> str:
+    """The Redis key of one entry (see module docstring)."""
+    prefix = ":".join(part for part in (namespace, dataset) if part)
+    return f"{prefix}:{cache_key}" if prefix else cache_key
+
+
+def redis_client_options(connection: Connection) -> dict[str, Any]:
+    """Keyword arguments for ``redis.Redis`` / ``redis.asyncio.Redis`` from a config connection.
+
+    ``Timeout.Total`` bounds each socket operation and ``Timeout.Connection`` the
+    connect, as the Aerospike connection maps them (reference §4.3).
+    """
+    redis = _import_redis()
+    hosts = connection.hosts
+    if not hosts:
+        raise ValueError(f"connection {connection.id!r} has no Hostnames")
+    timeout = connection.timeout
+    return {
+        "host": hosts[0],
+        "port": connection.effective_port,
+        "db": connection.database,
+        "socket_timeout": timeout.ms(timeout.total) / 1000.0,
+        "socket_connect_timeout": timeout.ms(timeout.connection) / 1000.0,
+        "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+        "decode_responses": False,
+        "client_name": "mly",
+    }
+
+
+def _encode(stored: StoredRow) -> dict[str, bytes]:
+    mapping = {name: orjson.dumps(value) for name, value in stored.fields.items()}
+    mapping[DICT_HASH_FIELD] = str(stored.dict_hash).encode()
+    return mapping
+
+
+def _decode(raw: dict[bytes, bytes] | None) -> StoredRow | None:
+    if not raw:
+        return None
+    dict_hash = 0
+    fields: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == _DICT_HASH_BYTES:
+            dict_hash = int(value)
+        else:
+            fields[name.decode()] = orjson.loads(value)
+    return StoredRow(fields, dict_hash)
+
+
+class _RedisLayout:
+    """Everything but I/O, shared by the async and sync stores (style.md habit 4)."""
+
+    def __init__(
+        self, *, namespace: str, dataset: str, ttl_ms: int, read_only: bool, name: str
+    ) -> None:
+        self.name = name
+        self.namespace = namespace
+        self.dataset = dataset
+        self.ttl_ms = effective_ttl_ms(ttl_ms)
+        self.read_only = read_only
+        self._redis = _import_redis()
+
+    def key(self, cache_key: str) -> str:
+        return entry_key(self.namespace, self.dataset, cache_key)
+
+    def _queue_reads(self, pipe: Any, keys: Sequence[str]) -> None:
+        for key in keys:
+            pipe.hgetall(self.key(key))
+
+    def _queue_writes(self, pipe: Any, items: Sequence[tuple[str, StoredRow]]) -> None:
+        for key, stored in items:
+            redis_key = self.key(key)
+            pipe.delete(redis_key)
+            pipe.hset(redis_key, mapping=_encode(stored))
+            pipe.pexpire(redis_key, self.ttl_ms)
+
+    def _unavailable(self, exc: BaseException) -> OSError:
+        """redis-py errors as the builtin kinds the tiered cache counts (timeouts apart)."""
+        if isinstance(exc, self._redis.TimeoutError):
+            return TimeoutError(f"{self.name}: {exc}")
+        return StoreUnavailableError(self.name, f"{type(exc).__name__}: {exc}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, prefix={self.key('')!r})"
+
+
+class RedisStore(_RedisLayout):
+    """``AsyncStore`` over ``redis.asyncio``: one pipeline per ``get_many``/``put_many``."""
+
+    def __init__(
+        self,
+        client: redis_async.Redis,
+        *,
+        namespace: str = "",
+        dataset: str = "",
+        ttl_ms: int,
+        read_only: bool = False,
+        name: str = "redis",
+    ) -> None:
+        super().__init__(namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only, name=name)
+        self.client = client
+
+    @classmethod
+    def from_connection(
+        cls,
+        connection: Connection,
+        *,
+        namespace: str,
+        dataset: str,
+        ttl_ms: int,
+        read_only: bool = False,
+        name: str = "",
+    ) -> RedisStore:
+        redis = _import_redis()
+        client = redis.asyncio.Redis(**redis_client_options(connection))
+        return cls(client, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only,
+                   name=name or f"redis:{connection.id}")
+
+    async def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
+        if not keys:
+            return []
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                self._queue_reads(pipe, keys)
+                raw = await pipe.execute()
+        except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        return [_decode(r) for r in raw]
+
+    async def put_many(self, items: Sequence[tuple[str, StoredRow]]) -> None:
+        if self.read_only or not items:
+            return
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                self._queue_writes(pipe, items)
+                await pipe.execute()
+        except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class SyncRedisStore(_RedisLayout):
+    """``SyncStore`` over blocking ``redis.Redis``; same layout as ``RedisStore``."""
+
+    def __init__(
+        self,
+        client: redis_sync.Redis,
+        *,
+        namespace: str = "",
+        dataset: str = "",
+        ttl_ms: int,
+        read_only: bool = False,
+        name: str = "redis",
+    ) -> None:
+        super().__init__(namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only, name=name)
+        self.client = client
+
+    @classmethod
+    def from_connection(
+        cls,
+        connection: Connection,
+        *,
+        namespace: str,
+        dataset: str,
+        ttl_ms: int,
+        read_only: bool = False,
+        name: str = "",
+    ) -> SyncRedisStore:
+        redis = _import_redis()
+        client = redis.Redis(**redis_client_options(connection))
+        return cls(client, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only,
+                   name=name or f"redis:{connection.id}")
+
+    def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
+        if not keys:
+            return []
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                self._queue_reads(pipe, keys)
+                raw = pipe.execute()
+        except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        return [_decode(r) for r in raw]
+
+    def put_many(self, items: Sequence[tuple[str, StoredRow]]) -> None:
+        if self.read_only or not items:
+            return
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                self._queue_writes(pipe, items)
+                pipe.execute()
+        except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def close(self) -> None:
+        self.client.close()

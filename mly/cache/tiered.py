@@ -1,0 +1,392 @@
+"""memory -> L1 -> L2 lookups with upward copies, and write-behind to the external tiers.
+
+Reads (``get_many``) walk the tiers in order, each asked only for what the
+previous one missed, in one batched call. An external hit is turned into the
+same JSON bytes the memory tier holds and copied upward: into memory at once, and
+from L2 into L1 through the write queue. A hit computed under another dictionary
+(``dictHash`` differs, strict equality, decisions.md #3) is a miss and counted
+``stale``, so a new vocabulary never serves old predictions.
+
+A cache lookup must never cost more than computing the answer, nor fail a
+request. So every external call goes through the store's circuit breaker and is
+bounded by ``timeout_s``; an error, a timeout or an open breaker is a miss plus a
+counter, never an exception. The worst case for one lookup is ``timeout_s`` per
+external tier, and only until the breaker opens.
+
+Writes (``put_many``) are synchronous and never wait: the memory tier is written
+at once, the external writes go into a bounded queue that a background task
+drains in batches; a full queue drops rows (``write_dropped``). L1 and L2 are
+written independently: Go skips L2 when the L1 write fails, mly still writes it,
+since an L2 is usually the shared store that outlives a lost L1. L2 writes use
+the L1 TTL as in Go (the stores are built that way, see ``factory``).
+
+Negative entries: when ``retry_time_ms > 0`` and the memory tier exists, a key
+that every external tier answered "absent" is remembered as absent in memory
+for ``retry_time_ms`` (Go's NotFound marker, ``RetryTimeMs``), so repeated
+misses skip the network. It only skips the lookup: the caller still computes the
+row and ``put_many`` replaces the marker.
+
+Use from one event loop; ``put_many`` may also be called from other threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+
+from mly.cache.base import AsyncStore, StoredRow, effective_ttl_ms
+from mly.cache.breaker import CircuitBreaker
+from mly.cache.stats import CacheCounters
+from mly.cache.storable import DEFAULT_STORABLE, Storable
+
+if TYPE_CHECKING:
+    from mly._native.mru import MRUCache
+
+__all__ = ["TieredCache"]
+
+log = logging.getLogger("mly.cache")
+
+_T = TypeVar("_T")
+_FAILED: Any = object()
+_SKIPPED: Any = object()
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+DEFAULT_WRITE_BATCH = 256
+DEFAULT_CLOSE_TIMEOUT_S = 5.0
+
+
+@dataclass(slots=True)
+class _Tier:
+    label: str
+    store: AsyncStore
+    breaker: CircuitBreaker
+
+
+@dataclass(slots=True)
+class _Write:
+    """One queued external write. ``payload`` is a row, or a ``StoredRow`` being copied up."""
+
+    key: str
+    payload: Any
+    dict_hash: int
+    to_l1: bool
+    to_l2: bool
+
+
+class TieredCache:
+    """The cache of one datastore: optional memory tier, optional L1 and L2 stores."""
+
+    def __init__(
+        self,
+        memory: MRUCache | None,
+        l1: AsyncStore | None,
+        l2: AsyncStore | None,
+        *,
+        storable: Storable = DEFAULT_STORABLE,
+        ttl_ms: int,
+        timeout_s: float,
+        write_queue_size: int = 10_000,
+        counters: CacheCounters | None = None,
+        retry_time_ms: int = 0,
+        write_timeout_s: float | None = None,
+        write_batch_size: int = DEFAULT_WRITE_BATCH,
+        breaker_factory: Callable[[str], CircuitBreaker] | None = None,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if write_queue_size < 1 or write_batch_size < 1:
+            raise ValueError("write_queue_size and write_batch_size must be >= 1")
+        make_breaker = breaker_factory or (lambda name: CircuitBreaker(name=name))
+        self.memory = memory
+        self.l1 = _Tier("l1", l1, make_breaker(l1.name)) if l1 is not None else None
+        self.l2 = _Tier("l2", l2, make_breaker(l2.name)) if l2 is not None else None
+        self.storable = storable
+        self.ttl_ms = effective_ttl_ms(ttl_ms)
+        self.retry_time_ms = retry_time_ms
+        self.timeout_s = timeout_s
+        self.write_timeout_s = write_timeout_s or max(1.0, 4 * timeout_s)
+        self.write_queue_size = write_queue_size
+        self.write_batch_size = write_batch_size
+        self.counters = counters if counters is not None else CacheCounters()
+        self._write_l1 = self.l1 is not None and not getattr(l1, "read_only", False)
+        self._write_l2 = self.l2 is not None and not getattr(l2, "read_only", False)
+        self._queue: deque[_Write] = deque()
+        self.counters.bind_queue(self._queue)
+        self._wakeup: asyncio.Event | None = None
+        self._drainer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._in_flight = 0
+        self._closed = False
+
+    # ------------------------------------------------------------------ reads
+
+    async def get_many(self, keys: list[str], dict_hash: int) -> list[bytes | None]:
+        """Row JSON for each key, ``None`` for a miss. Never raises for a store problem."""
+        out: list[bytes | None] = [None] * len(keys)
+        counters = self.counters
+        if self.memory is not None:
+            pending: list[int] = []
+            hits = negatives = 0
+            for i, value in enumerate(self.memory.get_many(keys, dict_hash)):
+                if type(value) is bytes:
+                    out[i] = value
+                    hits += 1
+                elif value is None:
+                    pending.append(i)
+                else:  # KNOWN_MISSING: every store said absent a moment ago
+                    negatives += 1
+            counters.hits_memory += hits
+            counters.negative_hits += negatives
+            counters.misses += negatives
+        else:
+            pending = list(range(len(keys)))
+        if not pending:
+            return out
+        external = [tier for tier in (self.l1, self.l2) if tier is not None]
+        answered = True
+        for tier in external:
+            found = await self._read_tier(tier, keys, pending, dict_hash, out)
+            if found is None:
+                answered = False
+                continue
+            if found:
+                if tier is self.l2 and self._write_l1:
+                    for i, stored in found:
+                        self._enqueue(_Write(keys[i], stored, dict_hash, True, False))
+                pending = [i for i in pending if out[i] is None]
+                if not pending:
+                    break
+        counters.misses += len(pending)
+        if pending and answered and external and self.retry_time_ms > 0 and self.memory is not None:
+            for i in pending:
+                self.memory.put_missing(keys[i], dict_hash, self.retry_time_ms)
+        return out
+
+    async def _read_tier(
+        self, tier: _Tier, keys: list[str], pending: list[int], dict_hash: int, out: list[bytes | None]
+    ) -> list[tuple[int, StoredRow]] | None:
+        """Ask one store for the pending keys; fill ``out``; return the hits, ``None`` on failure."""
+        rows = await self._call(tier, tier.store.get_many, [keys[i] for i in pending], timeout_s=self.timeout_s)
+        if rows is _FAILED or rows is _SKIPPED:
+            return None
+        if len(rows) != len(pending):
+            self.counters.errors += 1
+            log.warning("%s returned %d rows for %d keys", tier.store.name, len(rows), len(pending))
+            return None
+        found: list[tuple[int, StoredRow]] = []
+        counters = self.counters
+        for i, stored in zip(pending, rows, strict=True):
+            if stored is None:
+                continue
+            if stored.dict_hash != dict_hash:
+                counters.stale += 1
+                continue
+            try:
+                data = orjson.dumps(self.storable.from_fields(stored.fields), option=_JSON_OPTIONS)
+            except Exception as exc:  # noqa: BLE001 - a bad entry is a miss, not a failed request
+                counters.errors += 1
+                log.warning("%s: cannot decode entry %r: %s", tier.store.name, keys[i], exc)
+                continue
+            out[i] = data
+            found.append((i, stored))
+            if self.memory is not None:
+                self.memory.put(keys[i], data, dict_hash, self.ttl_ms)
+        if tier is self.l1:
+            counters.hits_l1 += len(found)
+        else:
+            counters.hits_l2 += len(found)
+        return found
+
+    async def _call(self, tier: _Tier, fn: Callable[[_T], Awaitable[Any]], arg: _T, *, timeout_s: float) -> Any:
+        """One store call through its breaker and a deadline.
+
+        Returns ``_SKIPPED`` (breaker open, no I/O) or ``_FAILED`` instead of raising.
+        """
+        breaker = tier.breaker
+        counters = self.counters
+        if not breaker.allow():
+            counters.breaker_open_skips += 1
+            return _SKIPPED
+        try:
+            result = await asyncio.wait_for(fn(arg), timeout_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            counters.timeouts += 1
+            self._failed(tier, f"no answer within {timeout_s * 1000:.0f} ms")
+            return _FAILED
+        except OSError as exc:  # StoreUnavailableError is a ConnectionError
+            counters.errors += 1
+            self._failed(tier, str(exc))
+            return _FAILED
+        except asyncio.CancelledError:
+            breaker.release_probe()
+            raise
+        except Exception as exc:  # noqa: BLE001 - the store answered; a cache never fails a request
+            breaker.record_success()
+            counters.errors += 1
+            log.warning("%s %s: %s: %s", tier.label, tier.store.name, type(exc).__name__, exc)
+            return _FAILED
+        breaker.record_success()
+        return result
+
+    def _failed(self, tier: _Tier, reason: str) -> None:
+        tier.breaker.record_failure()
+        delay = max(0.0, tier.breaker.retry_at - tier.breaker.clock())
+        log.warning("%s %s unavailable (%s); skipped for %.1f s", tier.label, tier.store.name, reason, delay)
+
+    # ----------------------------------------------------------------- writes
+
+    def put_many(self, items: Sequence[tuple[str, Any, bytes]], dict_hash: int) -> None:
+        """Cache freshly computed rows: ``(key, row, row_json)``. Never blocks, never raises.
+
+        ``row_json`` goes into memory now; ``row`` is converted by the storable and
+        written to the external tiers later, so do not mutate it afterwards.
+        """
+        if self.memory is not None:
+            put = self.memory.put
+            for key, _row, row_json in items:
+                put(key, row_json, dict_hash, self.ttl_ms)
+        if not (self._write_l1 or self._write_l2):
+            return
+        for key, row, _row_json in items:
+            self._enqueue(_Write(key, row, dict_hash, self._write_l1, self._write_l2), wake=False)
+        self._wake()
+
+    def _enqueue(self, write: _Write, *, wake: bool = True) -> None:
+        if self._closed or len(self._queue) >= self.write_queue_size:
+            self.counters.write_dropped += 1
+            return
+        self._queue.append(write)
+        if wake:
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._drainer is None and not self._closed:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop in this thread: start() will drain what is queued
+            self.start()
+        if self._wakeup is None or self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._wakeup.set()
+            return
+        # RuntimeError: the loop is closed (aclose() was skipped), nothing will drain.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    def start(self) -> None:
+        """Start the write-behind task on the running loop (``put_many`` does it on first use)."""
+        if self._drainer is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._wakeup = asyncio.Event()
+        self._drainer = self._loop.create_task(self._drain_forever(), name="mly-cache-write-behind")
+        if self._queue:
+            self._wakeup.set()
+
+    async def _drain_forever(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self._drain_queue()
+            except Exception:  # pragma: no cover - a bug; keep draining rather than die silently
+                log.exception("cache write-behind failed")
+
+    async def _drain_queue(self) -> None:
+        while self._queue:
+            n = min(len(self._queue), self.write_batch_size)
+            batch = [self._queue.popleft() for _ in range(n)]
+            self._in_flight = n
+            try:
+                await self._write_batch(batch)
+            finally:
+                self._in_flight = 0
+
+    async def _write_batch(self, batch: list[_Write]) -> None:
+        counters = self.counters
+        l1_items: list[tuple[str, StoredRow]] = []
+        l2_items: list[tuple[str, StoredRow]] = []
+        for write in batch:
+            stored = write.payload
+            if not isinstance(stored, StoredRow):
+                try:
+                    stored = StoredRow(self.storable.to_fields(write.payload), write.dict_hash)
+                except Exception as exc:  # noqa: BLE001 - one bad row must not stop the others
+                    counters.write_errors += write.to_l1 + write.to_l2
+                    log.warning("cannot store row %r: %s", write.key, exc)
+                    continue
+            if write.to_l1:
+                l1_items.append((write.key, stored))
+            if write.to_l2:
+                l2_items.append((write.key, stored))
+        for tier, items in ((self.l1, l1_items), (self.l2, l2_items)):
+            if tier is None or not items:
+                continue
+            result = await self._call(tier, tier.store.put_many, items, timeout_s=self.write_timeout_s)
+            if result is _SKIPPED:
+                counters.write_dropped += len(items)
+            elif result is _FAILED:
+                counters.write_errors += len(items)
+            else:
+                counters.writes += len(items)
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def flush(self, timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> bool:
+        """Wait until every queued write has been attempted; False if ``timeout_s`` passed first."""
+        if self._queue and self._drainer is None and not self._closed:
+            self.start()
+        deadline = time.monotonic() + timeout_s
+        while self._queue or self._in_flight:
+            if time.monotonic() >= deadline:
+                return False
+            if self._wakeup is not None:
+                self._wakeup.set()
+            await asyncio.sleep(0.005)
+        return True
+
+    async def aclose(self, timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> None:
+        """Drain the write queue (up to ``timeout_s``), stop the task, close the stores."""
+        if self._closed:
+            return
+        if self._queue and self._drainer is None:
+            self.start()
+        await self.flush(timeout_s)
+        self._closed = True
+        unfinished = len(self._queue) + self._in_flight
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+            self._drainer = None
+        self.counters.write_dropped += unfinished
+        self._queue.clear()
+        for tier in (self.l1, self.l2):
+            if tier is not None:
+                try:
+                    await tier.store.aclose()
+                except Exception as exc:  # noqa: BLE001 - closing must go on for the other store
+                    log.warning("closing %s: %s", tier.store.name, exc)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, breaker states and the memory tier's own stats, for metrics endpoints."""
+        out = self.counters.as_dict()
+        for tier in (self.l1, self.l2):
+            if tier is not None:
+                out[f"{tier.label}_breaker"] = tier.breaker.state.value
+        if self.memory is not None:
+            out["memory"] = self.memory.stats()
+        return out

@@ -1,0 +1,156 @@
+"""External stores against real servers: one body per behaviour, run for Redis and Aerospike."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from mly.cache.base import AsyncStore, StoredRow, StoreUnavailableError
+
+MakeStore = Callable[..., AsyncStore]
+Servers = dict[str, Any]  # name -> conftest.RedisServer
+
+ROW = {
+    "int": -(2**62),
+    "float": 0.125,
+    "str": "naïve/ключ",
+    "list": [1, 2.5, "x"],
+    "nested": {"a": [1, {"b": 2}], "c": "d"},
+    "bool": True,
+}
+HASH = -8_765_432_109_876_543_210 // 1000
+
+
+@pytest.mark.asyncio
+async def test_roundtrip_keeps_types_and_hash(make_store: MakeStore) -> None:
+    store = make_store()
+    try:
+        await store.put_many([("k1", StoredRow(ROW, HASH)), ("k/2:x", StoredRow({"v": 1}, 0))])
+        got = await store.get_many(["k1", "absent", "k/2:x"])
+        assert got == [StoredRow(ROW, HASH), None, StoredRow({"v": 1}, 0)]
+        assert await store.get_many([]) == []
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.asyncio
+async def test_rewrite_replaces_all_fields(make_store: MakeStore) -> None:
+    store = make_store()
+    try:
+        await store.put_many([("k", StoredRow({"old": 1, "keep": 2}, 1))])
+        await store.put_many([("k", StoredRow({"keep": 3}, 2))])
+        assert await store.get_many(["k"]) == [StoredRow({"keep": 3}, 2)]
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.asyncio
+async def test_ttl_is_honoured(make_store: MakeStore, store_kind: str) -> None:
+    # Aerospike TTLs are whole seconds (rounded up), Redis ones milliseconds.
+    ttl_ms, wait_s = (150, 0.4) if store_kind == "redis" else (1000, 2.2)
+    store = make_store(ttl_ms=ttl_ms)
+    try:
+        await store.put_many([("k", StoredRow({"v": 1}, 0))])
+        assert (await store.get_many(["k"]))[0] is not None
+        await asyncio.sleep(wait_s)
+        assert await store.get_many(["k"]) == [None]
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.asyncio
+async def test_read_only_store_never_writes(make_store: MakeStore) -> None:
+    writer, reader = make_store(), make_store(read_only=True)
+    try:
+        await reader.put_many([("k", StoredRow({"v": 1}, 0))])
+        assert await reader.get_many(["k"]) == [None]
+        await writer.put_many([("k", StoredRow({"v": 2}, 0))])
+        assert await reader.get_many(["k"]) == [StoredRow({"v": 2}, 0)]
+    finally:
+        await writer.aclose()
+        await reader.aclose()
+
+
+# ---- Redis-only: layout details and the sync twin
+
+
+@pytest.mark.asyncio
+async def test_redis_layout(redis: Servers, new_redis_store: MakeStore) -> None:
+    store = new_redis_store(redis["l1"], ttl_ms=5000)
+    bare = new_redis_store(redis["l1"], namespace="", dataset="ds")
+    try:
+        await store.put_many([("a/b", StoredRow({"x": [1, "y"], "z": 0.5}, 42))])
+        await bare.put_many([("k", StoredRow({"x": 1}, 0))])
+    finally:
+        await store.aclose()
+        await bare.aclose()
+    with redis["l1"].client() as r:
+        assert sorted(r.keys()) == [b"ds:k", b"ns:ds:a/b"]
+        assert r.hgetall("ns:ds:a/b") == {b"x": b'[1,"y"]', b"z": b"0.5", b"dictHash": b"42"}
+        assert 4000 < r.pttl("ns:ds:a/b") <= 5000
+        assert r.hgetall("ds:k") == {b"x": b"1", b"dictHash": b"0"}
+
+
+def test_sync_redis_store(redis: Servers, new_redis_store: MakeStore) -> None:
+    from mly.cache.redis import SyncRedisStore
+
+    store = SyncRedisStore.from_connection(redis["l1"].connection(), namespace="ns", dataset="ds", ttl_ms=5000)
+    try:
+        store.put_many([("k", StoredRow(ROW, HASH))])
+        assert store.get_many(["k", "nope"]) == [StoredRow(ROW, HASH), None]
+    finally:
+        store.close()
+    # The async store reads what the sync one wrote: one layout.
+    async def read() -> list[StoredRow | None]:
+        async_store = new_redis_store(redis["l1"])
+        try:
+            return await async_store.get_many(["k"])
+        finally:
+            await async_store.aclose()
+
+    assert asyncio.run(read()) == [StoredRow(ROW, HASH)]
+
+
+@pytest.mark.asyncio
+async def test_redis_down_is_store_unavailable(
+    redis: Servers, new_redis_store: MakeStore, unused_port: Callable[[], int]
+) -> None:
+    server = type(redis["l1"])("nothing", redis["l1"].workdir)  # a port nobody listens on
+    server.port = unused_port()
+    store = new_redis_store(server)
+    try:
+        with pytest.raises(StoreUnavailableError, match="redis:nothing"):
+            await store.get_many(["k"])
+        with pytest.raises(StoreUnavailableError):
+            await store.put_many([("k", StoredRow({}, 0))])
+    finally:
+        await store.aclose()
+
+
+# ---- Aerospike without a server: the import, the thread pool and the error mapping still run.
+
+
+@pytest.mark.asyncio
+async def test_aerospike_without_server_is_store_unavailable(unused_port: Callable[[], int]) -> None:
+    pytest.importorskip("aerospike", reason="pip install 'mly[aerospike]'")
+    from mly.cache.aerospike import AerospikeStore, aerospike_client_config, ttl_seconds
+    from mly.config.schema import Connection, Timeout
+
+    connection = Connection(id="aero", hostnames="127.0.0.1", port=unused_port(), kind="aerospike",
+                            timeout=Timeout(connection=300, socket=100, total=200))
+    config = aerospike_client_config(connection)
+    assert config["connect_timeout"] == 300
+    assert config["policies"]["read"] == {"socket_timeout": 100, "total_timeout": 200}
+    assert [ttl_seconds(0), ttl_seconds(1), ttl_seconds(1500), ttl_seconds(900_000)] == [3600, 1, 2, 900]
+    store = AerospikeStore.from_connection(connection, namespace="test", dataset="ds", ttl_ms=1000)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="aerospike:aero"):
+            await store.get_many(["k"])
+        assert time.monotonic() - started < 2.0
+    finally:
+        await store.aclose()

@@ -1,0 +1,349 @@
+"""TieredCache over real stores: read order, upward copies, stale hashes, write-behind, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from mly._native.mru import KNOWN_MISSING, MRUCache
+from mly.cache import CacheCounters, TieredCache, build_datastore
+from mly.cache.base import AsyncStore, StoredRow
+from mly.cache.breaker import BreakerState, CircuitBreaker, ExponentialBackoff
+from mly.config.schema import CacheConfig, Config, Datastore, L2Reference
+from mly.errors import ConfigError
+
+MakeStore = Callable[..., AsyncStore]
+Servers = dict[str, Any]  # name -> conftest.RedisServer
+
+H = 1234567890123
+OTHER = -42
+TIMEOUT_S = 0.3
+BACKOFF_S = 0.3
+
+
+def fast_breaker(name: str) -> CircuitBreaker:
+    return CircuitBreaker(ExponentialBackoff(base_s=BACKOFF_S, cap_s=2.0, jitter=0.0), name=name)
+
+
+def make_cache(l1: AsyncStore | None, l2: AsyncStore | None = None, *, memory: bool = True,
+               **kwargs: Any) -> TieredCache:
+    return TieredCache(MRUCache(1 << 20) if memory else None, l1, l2, ttl_ms=60_000, timeout_s=TIMEOUT_S,
+                       breaker_factory=fast_breaker, **kwargs)
+
+
+def rows(n: int, prefix: str = "k") -> list[tuple[str, Any, bytes]]:
+    out = []
+    for i in range(n):
+        row = {"i": i, "s": f"v{i}"}
+        out.append((f"{prefix}{i}", row, orjson.dumps(row)))
+    return out
+
+
+@pytest.mark.asyncio
+async def test_read_order_and_upward_copy(make_store: MakeStore) -> None:
+    l1, l2 = make_store("l1"), make_store("l2")
+    cache = make_cache(l1, l2)
+    try:
+        await l2.put_many([("a", StoredRow({"y": 2, "x": 1}, H)), ("b", StoredRow({"v": "l2"}, H))])
+        await l1.put_many([("b", StoredRow({"v": "l1"}, H))])
+        got = await cache.get_many(["a", "b", "c"], H)
+        assert got == [b'{"x":1,"y":2}', b'{"v":"l1"}', None]  # L1 before L2; fields sorted
+        c = cache.counters
+        assert (c.hits_memory, c.hits_l1, c.hits_l2, c.misses) == (0, 1, 1, 1)
+        assert cache.memory is not None and cache.memory.get("a", H) == b'{"x":1,"y":2}'
+        assert await cache.flush()
+        assert await l1.get_many(["a"]) == [StoredRow({"x": 1, "y": 2}, H)]  # L2 hit copied to L1
+        assert c.writes == 1
+        assert await cache.get_many(["a", "b", "c"], H) == got
+        assert (c.hits_memory, c.hits_l1, c.hits_l2, c.misses) == (2, 1, 1, 2)
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_put_writes_memory_now_and_stores_later(make_store: MakeStore) -> None:
+    l1, l2 = make_store("l1"), make_store("l2")
+    l2_read_only = make_store("l2", read_only=True)
+    cache = make_cache(l1, l2_read_only)
+    try:
+        cache.put_many([("k", {"b": 1.5, "a": [1, 2]}, b'{"b":1.5,"a":[1,2]}')], H)
+        assert cache.memory is not None and cache.memory.get("k", H) == b'{"b":1.5,"a":[1,2]}'
+        assert await cache.get_many(["k"], H) == [b'{"b":1.5,"a":[1,2]}']
+        assert cache.counters.hits_memory == 1
+        assert await cache.flush()
+        assert await l1.get_many(["k"]) == [StoredRow({"b": 1.5, "a": [1, 2]}, H)]
+        assert await l2.get_many(["k"]) == [None]  # read-only L2 is never written
+        assert cache.counters.writes == 1
+    finally:
+        await cache.aclose()
+        await l2.aclose()
+
+
+@pytest.mark.asyncio
+async def test_stale_hash_is_never_served(make_store: MakeStore) -> None:
+    l1, l2 = make_store("l1"), make_store("l2")
+    cache = make_cache(l1, l2)
+    try:
+        await l1.put_many([("old", StoredRow({"v": 1}, H)), ("mixed", StoredRow({"v": "stale"}, H))])
+        await l2.put_many([("mixed", StoredRow({"v": "fresh"}, OTHER))])
+        assert await cache.get_many(["old", "mixed"], OTHER) == [None, b'{"v":"fresh"}']
+        c = cache.counters
+        assert (c.stale, c.misses, c.hits_l2) == (2, 1, 1)  # both L1 entries are stale
+        assert cache.memory is not None and cache.memory.get("old", OTHER) is None
+        # The memory tier applies the same rule to its own entries.
+        cache.put_many([("mem", {"v": 2}, b'{"v":2}')], H)
+        assert await cache.get_many(["mem"], OTHER) == [None]
+        assert await cache.get_many(["old"], H) == [b'{"v":1}']
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_queue_overflow_is_counted(make_store: MakeStore) -> None:
+    l1 = make_store("l1")
+    cache = make_cache(l1, write_queue_size=10)
+    try:
+        cache.put_many(rows(25), H)
+        c = cache.counters
+        assert (c.write_dropped, c.write_queue_depth) == (15, 10)
+        assert c.as_dict()["write_queue_depth"] == 10
+        assert await cache.flush()
+        assert (c.writes, c.write_queue_depth) == (10, 0)
+        found = await l1.get_many([key for key, _, _ in rows(25)])
+        assert sum(r is not None for r in found) == 10
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_aclose_drains_the_queue(make_store: MakeStore) -> None:
+    l1, reader = make_store("l1"), make_store("l1")
+    cache = make_cache(l1)
+    items = rows(300)
+    cache.put_many(items, H)
+    await cache.aclose()
+    try:
+        assert cache.counters.writes == 300
+        found = await reader.get_many([key for key, _, _ in items])
+        assert found[299] == StoredRow({"i": 299, "s": "v299"}, H)
+        assert all(found)
+    finally:
+        await reader.aclose()
+
+
+@pytest.mark.asyncio
+async def test_negative_entries_skip_the_stores_for_retry_time(make_store: MakeStore) -> None:
+    l1 = make_store("l1")
+    cache = make_cache(l1, retry_time_ms=300)
+    try:
+        assert await cache.get_many(["k"], H) == [None]
+        assert cache.memory is not None and cache.memory.get("k", H) is KNOWN_MISSING
+        await l1.put_many([("k", StoredRow({"v": 1}, H))])
+        assert await cache.get_many(["k"], H) == [None]
+        assert cache.counters.negative_hits == 1
+        await asyncio.sleep(0.4)
+        assert await cache.get_many(["k"], H) == [b'{"v":1}']
+        cache.put_many([("z", {"v": 0}, b'{"v":0}')], H)  # a computed row replaces a marker
+        assert await cache.get_many(["z"], H) == [b'{"v":0}']
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_put_from_another_thread(make_store: MakeStore) -> None:
+    l1 = make_store("l1")
+    cache = make_cache(l1, memory=False)
+    try:
+        cache.start()
+        await asyncio.to_thread(cache.put_many, rows(5), H)
+        assert await cache.flush()
+        assert cache.counters.writes == 5
+        assert await cache.get_many(["k4"], H) == [b'{"i":4,"s":"v4"}']
+    finally:
+        await cache.aclose()
+
+
+# ---- faults caused for real on redis-server processes
+
+
+async def wait_for_probe(breaker: CircuitBreaker) -> None:
+    await asyncio.sleep(max(0.0, breaker.retry_at - time.monotonic()) + 0.02)
+
+
+@pytest.mark.asyncio
+async def test_killed_l1_misses_fast_breaker_opens_then_probe_closes(
+    redis: Servers, new_redis_store: MakeStore
+) -> None:
+    server = redis["l1"]
+    l1 = new_redis_store(server)
+    cache = make_cache(l1, memory=False)
+    c = cache.counters
+    try:
+        await l1.put_many([("k", StoredRow({"v": 1}, H))])
+        assert await cache.get_many(["k"], H) == [b'{"v":1}']
+        server.kill()
+        started = time.monotonic()
+        assert await cache.get_many(["k"], H) == [None]
+        assert time.monotonic() - started < TIMEOUT_S
+        assert cache.l1 is not None and cache.l1.breaker.state is BreakerState.OPEN
+        failures = c.errors + c.timeouts
+        assert failures == 1
+        for _ in range(20):  # while open: instant misses, no I/O at all
+            assert await cache.get_many(["k"], H) == [None]
+        assert (c.errors + c.timeouts, c.breaker_open_skips, c.misses) == (1, 20, 21)
+        cache.put_many(rows(3), H)
+        assert await cache.flush()
+        assert (c.write_dropped, c.breaker_open_skips, c.writes) == (3, 21, 0)
+
+        server.restart()  # empty: nothing is persisted
+        await l1.put_many([("k", StoredRow({"v": 2}, H))])  # the store itself has no breaker
+        await wait_for_probe(cache.l1.breaker)
+        assert await cache.get_many(["k"], H) == [b'{"v":2}']  # the probe
+        assert cache.l1.breaker.state is BreakerState.CLOSED
+        assert await cache.get_many(["k"], H) == [b'{"v":2}']
+        assert (c.hits_l1, c.errors + c.timeouts, c.breaker_open_skips) == (3, 1, 21)
+    finally:
+        server.ensure_up()
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_paused_l1_times_out_and_l2_still_answers(redis: Servers, new_redis_store: MakeStore) -> None:
+    l1, l2 = new_redis_store(redis["l1"]), new_redis_store(redis["l2"])
+    cache = make_cache(l1, l2)
+    c = cache.counters
+    try:
+        await l1.put_many([("x", StoredRow({"v": 0}, H))])  # opens the connection before the fault
+        await l2.put_many([("k", StoredRow({"v": "l2"}, H))])
+        redis["l1"].pause()
+        started = time.monotonic()
+        assert await cache.get_many(["k", "absent"], H) == [b'{"v":"l2"}', None]
+        assert time.monotonic() - started < TIMEOUT_S + 0.2
+        assert (c.timeouts, c.hits_l2, c.misses) == (1, 1, 1)
+        assert cache.l1 is not None and cache.l1.breaker.state is BreakerState.OPEN
+        assert await cache.flush()
+        assert c.write_dropped == 1  # the L2 -> L1 copy meets the open breaker
+        redis["l1"].resume()
+        await wait_for_probe(cache.l1.breaker)
+        assert await cache.get_many(["x"], H) == [b'{"v":0}']
+        assert cache.l1.breaker.state is BreakerState.CLOSED
+    finally:
+        redis["l1"].ensure_up()
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_write_behind_never_blocks_on_a_stuck_store(redis: Servers, new_redis_store: MakeStore) -> None:
+    l1 = new_redis_store(redis["l1"])
+    cache = make_cache(l1)
+    items = rows(200)
+    try:
+        await l1.get_many(["warm"])
+        redis["l1"].pause()
+        started = time.monotonic()
+        cache.put_many(items, H)
+        assert time.monotonic() - started < 0.1  # 200 rows: memory puts + queue appends only
+        assert await cache.get_many(["k0", "k199"], H) == [items[0][2], items[199][2]]  # memory, no I/O
+        await asyncio.sleep(0.1)  # the drainer's pipeline is now waiting on the stopped server
+        redis["l1"].resume()
+        assert await cache.flush(3.0)
+        assert (cache.counters.writes, cache.counters.write_errors) == (200, 0)
+        found = await l1.get_many(["k0", "k199"])
+        assert found == [StoredRow({"i": 0, "s": "v0"}, H), StoredRow({"i": 199, "s": "v199"}, H)]
+    finally:
+        redis["l1"].ensure_up()
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_aclose_gives_up_on_a_stuck_store_in_time(redis: Servers, new_redis_store: MakeStore) -> None:
+    l1 = new_redis_store(redis["l1"])
+    cache = make_cache(l1)
+    try:
+        await l1.get_many(["warm"])
+        redis["l1"].pause()
+        cache.put_many(rows(300), H)  # 256 go out in the first batch and hang, 44 wait
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await cache.aclose(timeout_s=0.3)
+        assert time.monotonic() - started < 0.8
+        c = cache.counters
+        assert (c.write_errors + c.write_dropped, c.writes) == (300, 0)  # each row accounted for once
+        assert cache.counters.write_queue_depth == 0
+    finally:
+        redis["l1"].ensure_up()
+
+
+@pytest.mark.asyncio
+async def test_store_answering_an_error_is_a_miss_not_an_outage(
+    redis: Servers, new_redis_store: MakeStore
+) -> None:
+    l1 = new_redis_store(redis["l1"])
+    cache = make_cache(l1, memory=False)
+    with redis["l1"].client() as r:
+        r.set("ns:ds:k", "not a hash")  # HGETALL answers WRONGTYPE
+    try:
+        assert await cache.get_many(["k"], H) == [None]
+        assert cache.counters.errors == 1
+        assert cache.l1 is not None and cache.l1.breaker.state is BreakerState.CLOSED
+        stats = cache.stats()
+        assert (stats["l1_breaker"], stats["errors"], stats["misses"]) == ("closed", 1, 1)
+        assert "memory" not in stats
+    finally:
+        await cache.aclose()
+
+
+# ---- factory
+
+
+@pytest.mark.asyncio
+async def test_build_datastore_from_config(redis: Servers) -> None:
+    config = Config(
+        connections=(redis["l1"].connection(), redis["l2"].connection(400)),
+        datastores=(
+            Datastore(id="ds", cache=CacheConfig(size_mb=2), connection="l1", namespace="ns", dataset="ds",
+                      time_to_live_ms=5000, l2=L2Reference(connection="l2", namespace="ns", dataset="ds2")),
+        ),
+    )
+    counters = CacheCounters()
+    cache = build_datastore(config.datastores[0], config, counters=counters)
+    try:
+        assert cache.memory is not None and cache.memory.max_bytes == 2 << 20
+        assert cache.l1 is not None and cache.l2 is not None
+        assert (cache.l1.store.name, cache.l2.store.name) == ("redis:l1:ds", "redis:l2:ds2")
+        assert (cache.ttl_ms, cache.timeout_s, cache.retry_time_ms) == (5000, 0.4, 5000)
+        cache.put_many([("k", {"v": 1}, b'{"v":1}')], H)
+        assert await cache.flush()
+        assert counters.writes == 2
+        with redis["l2"].client() as r:
+            assert 4000 < r.pttl("ns:ds2:k") <= 5000  # L2 written with the L1 TTL (Go)
+    finally:
+        await cache.aclose()
+
+
+def test_build_datastore_errors_name_the_key(redis: Servers) -> None:
+    config = Config(connections=(redis["l1"].connection(),))
+    with pytest.raises(ConfigError, match=r"Datastores\[ds\]\.Connection: unknown connection 'nope'"):
+        build_datastore(Datastore(id="ds", connection="nope", dataset="d"), config)
+    with pytest.raises(ConfigError, match=r"Datastores\[ds\]\.Storable: unknown storable 'zzz'"):
+        build_datastore(Datastore(id="ds", storable="zzz"), config)
+    memory_only = build_datastore(Datastore(id="m", cache=CacheConfig()), config)
+    assert memory_only.memory is not None and memory_only.l1 is None and memory_only.l2 is None
+    assert memory_only.memory.max_bytes == 1 << 20
+
+
+def test_build_datastore_aerospike_is_lazy() -> None:
+    pytest.importorskip("aerospike", reason="pip install 'mly[aerospike]'")
+    from mly.cache.aerospike import AerospikeStore
+    from mly.config.schema import Connection
+
+    config = Config(connections=(Connection(id="a", hostnames="127.0.0.1", port=1),))
+    cache = build_datastore(Datastore(id="ds", connection="a", namespace="test", dataset="d"), config)
+    assert cache.l1 is not None and isinstance(cache.l1.store, AerospikeStore)
+    assert cache.memory is None
+    asyncio.run(cache.aclose())
