@@ -6,6 +6,7 @@ i.e. FNV-1, multiply then xor), so Go clients accept our ``dictHash``.
 """
 
 cimport cython
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport int64_t, uint64_t, uint8_t
 
 cdef uint64_t FNV64_OFFSET = 14695981039346656037ULL
@@ -76,3 +77,26 @@ def fnv1_64_ints(const int64_t[::1] values) -> int:
                 h = h * FNV64_PRIME
                 h = h ^ byte
     return _signed(h)
+
+
+def key_hash(str key) -> int:
+    """FNV-1a 64 of the key's UTF-8 bytes, unsigned.
+
+    Stable across processes and languages (unlike ``hash(str)``), so it can pick
+    a shard or an index that another process or a Go peer agrees on. Lone
+    surrogates (never produced by a JSON parser) are hashed as ``surrogatepass``
+    bytes rather than failing.
+    """
+    cdef Py_ssize_t n = 0
+    cdef const char* p
+    cdef bytes raw
+    cdef uint64_t h
+    try:
+        p = PyUnicode_AsUTF8AndSize(key, &n)
+    except UnicodeEncodeError:
+        raw = key.encode("utf-8", "surrogatepass")
+        p = raw
+        n = len(raw)
+    # Keys are short: releasing the GIL would cost more than hashing them.
+    h = fnv1a_64_update(FNV64_OFFSET, <const unsigned char*>p, n)
+    return h

@@ -1,0 +1,417 @@
+# cython: language_level=3
+"""Byte-budget MRU cache of row JSON: TTL, negative entries, a dictionary hash per entry.
+
+Each entry is one allocation holding a fixed header, the key's UTF-8 bytes and
+the value, linked into a recency list and indexed by an open-addressing table.
+No Python object is kept per entry, so the byte budget measures what the
+process really spends, and the garbage collector never walks the cache.
+
+Thread safety comes from the GIL: every method computes what may call Python
+code (``hash(key)``, the key's UTF-8, ``bytes(value)``) first, then changes the
+structure with C calls only, which cannot switch threads.
+"""
+
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject_Hash
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy, memset
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+cdef extern from *:
+    """
+    #define MLY_MISSING_LEN 0xFFFFFFFFu
+    """
+    const uint32_t MISSING_LEN "MLY_MISSING_LEN"
+
+ctypedef struct Entry:
+    Entry* prev
+    Entry* next
+    Py_hash_t hash
+    int64_t dict_hash
+    int64_t expires_ns
+    uint32_t key_len
+    uint32_t value_len
+
+# A table slot keeps the hash beside the pointer: probing and backward-shift
+# deletion then read only the table, not one scattered entry per step.
+ctypedef struct Bucket:
+    Py_hash_t hash
+    Entry* entry
+
+ENTRY_HEADER_BYTES = sizeof(Entry)
+MIN_MAX_BYTES = 1024
+cdef size_t INITIAL_SLOTS = 8
+cdef int64_t MAX_TTL_MS = 100 * 366 * 24 * 3600 * 1000
+
+
+@cython.final
+cdef class _KnownMissing:
+    """A negative entry: the stores were asked and had nothing (falsy, like a miss)."""
+
+    def __repr__(self):
+        return "KNOWN_MISSING"
+
+    def __bool__(self):
+        return False
+
+    def __reduce__(self):
+        return "KNOWN_MISSING"
+
+
+KNOWN_MISSING = _KnownMissing()
+cdef object _MISSING = KNOWN_MISSING
+
+
+cdef inline size_t block_bytes(size_t n) noexcept nogil:
+    """What a PyMem_Malloc(n) really takes (CPython 3.11, 64-bit glibc).
+
+    pymalloc serves <= 512 bytes from 16-byte size classes without a per-block
+    header; bigger requests go to malloc: an 8-byte chunk header, 16-byte
+    alignment, and whole pages once above the 128 KiB mmap threshold.
+    """
+    if n <= 512:
+        return (n + 15) & ~(<size_t>15)
+    if n >= 128 * 1024:
+        return (n + 16 + 4095) & ~(<size_t>4095)
+    return (n + 8 + 15) & ~(<size_t>15)
+
+
+cdef inline char* _data(Entry* e) noexcept nogil:
+    return (<char*>e) + sizeof(Entry)
+
+
+cdef inline size_t _entry_size(const Entry* e) noexcept nogil:
+    return sizeof(Entry) + e.key_len + (0 if e.value_len == MISSING_LEN else e.value_len)
+
+
+cdef inline int64_t _now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef object _key_holder(str key):
+    # The object owning the key's UTF-8: the str itself (CPython caches its
+    # UTF-8), or surrogatepass bytes for a key no JSON parser would produce.
+    try:
+        PyUnicode_AsUTF8AndSize(key, NULL)
+        return key
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogatepass")
+
+
+cdef inline const char* _key_ptr(object holder, Py_ssize_t* n) except NULL:
+    if type(holder) is str:
+        return PyUnicode_AsUTF8AndSize(holder, n)
+    n[0] = PyBytes_GET_SIZE(holder)
+    return PyBytes_AS_STRING(holder)
+
+
+@cython.final
+cdef class MRUCache:
+    """Keeps the most recently used rows within ``max_bytes`` of real memory.
+
+    ``bytes_used`` counts each entry's allocation as the allocator rounds it
+    (header + key + value) and the index table, so the budget is the memory the
+    process spends, not the payload alone.
+    """
+
+    cdef Bucket* _table
+    cdef size_t _mask
+    cdef Entry* _head
+    cdef Entry* _tail
+    cdef Py_ssize_t _count
+    cdef Py_ssize_t _used
+    cdef Py_ssize_t _max
+    cdef uint64_t _hits, _misses, _negative_hits, _evictions, _expired, _stale
+
+    def __cinit__(self, Py_ssize_t max_bytes):
+        if max_bytes < MIN_MAX_BYTES:
+            raise ValueError(f"max_bytes must be >= {MIN_MAX_BYTES}, got {max_bytes}")
+        self._max = max_bytes
+        self._resize(INITIAL_SLOTS)
+
+    def __dealloc__(self):
+        self._free_entries()
+        PyMem_Free(self._table)
+
+    cdef void _free_entries(self) noexcept:
+        cdef Entry* e = self._head
+        cdef Entry* nxt
+        while e != NULL:
+            nxt = e.next
+            PyMem_Free(e)
+            e = nxt
+        self._head = self._tail = NULL
+        self._count = 0
+
+    cdef int _resize(self, size_t slots) except -1:
+        cdef Bucket* table = <Bucket*>PyMem_Malloc(slots * sizeof(Bucket))
+        cdef Entry* e
+        cdef size_t i
+        if table == NULL:
+            raise MemoryError()
+        memset(table, 0, slots * sizeof(Bucket))
+        e = self._head
+        while e != NULL:
+            i = <size_t>e.hash & (slots - 1)
+            while table[i].entry != NULL:
+                i = (i + 1) & (slots - 1)
+            table[i].hash = e.hash
+            table[i].entry = e
+            e = e.next
+        if self._table != NULL:
+            self._used -= block_bytes((self._mask + 1) * sizeof(Bucket))
+            PyMem_Free(self._table)
+        self._table = table
+        self._mask = slots - 1
+        self._used += block_bytes(slots * sizeof(Bucket))
+        return 0
+
+    cdef inline Py_ssize_t _find(self, Py_hash_t h, const char* k, Py_ssize_t n) noexcept:
+        """The slot holding the key, or ``-1 - free slot`` where it would go."""
+        cdef size_t i = <size_t>h & self._mask
+        cdef Entry* e
+        while True:
+            e = self._table[i].entry
+            if e == NULL:
+                return -1 - <Py_ssize_t>i
+            if self._table[i].hash == h and e.key_len == <uint32_t>n and memcmp(_data(e), k, n) == 0:
+                return <Py_ssize_t>i
+            i = (i + 1) & self._mask
+
+    cdef inline void _unlink(self, Entry* e) noexcept:
+        if e.prev != NULL:
+            e.prev.next = e.next
+        else:
+            self._head = e.next
+        if e.next != NULL:
+            e.next.prev = e.prev
+        else:
+            self._tail = e.prev
+
+    cdef inline void _push_front(self, Entry* e) noexcept:
+        e.prev = NULL
+        e.next = self._head
+        if self._head != NULL:
+            self._head.prev = e
+        self._head = e
+        if self._tail == NULL:
+            self._tail = e
+
+    cdef void _remove(self, size_t slot) noexcept:
+        # Backward-shift deletion keeps linear probing tombstone-free.
+        cdef Entry* e = self._table[slot].entry
+        cdef size_t i = slot, j = slot, home
+        self._unlink(e)
+        self._count -= 1
+        self._used -= block_bytes(_entry_size(e))
+        PyMem_Free(e)
+        while True:
+            j = (j + 1) & self._mask
+            if self._table[j].entry == NULL:
+                break
+            home = <size_t>self._table[j].hash & self._mask
+            if (j > i and (home <= i or home > j)) or (j < i and home <= i and home > j):
+                self._table[i] = self._table[j]
+                i = j
+        self._table[i].entry = NULL
+
+    cdef void _remove_entry(self, Entry* e) noexcept:
+        cdef size_t i = <size_t>e.hash & self._mask
+        while self._table[i].entry != e:
+            i = (i + 1) & self._mask
+        self._remove(i)
+
+    cdef int _store(self, str key, const char* value, Py_ssize_t value_len, int64_t dict_hash,
+                    int64_t ttl_ms) except -1:
+        """Insert or update ``key``; ``value == NULL`` stores a negative entry."""
+        cdef Py_ssize_t klen, slot
+        cdef Entry* e
+        cdef Entry* moved
+        cdef size_t size, charge
+        if ttl_ms < 0:
+            raise ValueError(f"ttl_ms must be >= 0 (0: no expiry), got {ttl_ms}")
+        holder = _key_holder(key)
+        cdef const char* k = _key_ptr(holder, &klen)
+        cdef Py_hash_t h = PyObject_Hash(key)
+        if klen >= MISSING_LEN or value_len >= MISSING_LEN:
+            raise ValueError("key or value larger than 4 GiB")
+        size = sizeof(Entry) + klen + (value_len if value != NULL else 0)
+        charge = block_bytes(size)
+        # Capped at ~100 years so the nanosecond deadline cannot overflow.
+        cdef int64_t expires = _now_ns() + min(ttl_ms, MAX_TTL_MS) * 1000000 if ttl_ms > 0 else 0
+        slot = self._find(h, k, klen)
+        if charge + block_bytes((self._mask + 1) * sizeof(Bucket)) > <size_t>self._max:
+            # Cannot fit even alone; an older value must not outlive this write.
+            if slot >= 0:
+                self._remove(slot)
+            return 0
+        if slot >= 0:
+            e = self._table[slot].entry
+            if _entry_size(e) != size:
+                self._used -= block_bytes(_entry_size(e))
+                moved = <Entry*>PyMem_Realloc(e, size)
+                if moved == NULL:
+                    self._used += block_bytes(_entry_size(e))
+                    raise MemoryError()
+                if moved != e:
+                    e = moved
+                    self._table[slot].entry = e
+                    if e.prev != NULL:
+                        e.prev.next = e
+                    else:
+                        self._head = e
+                    if e.next != NULL:
+                        e.next.prev = e
+                    else:
+                        self._tail = e
+                self._used += charge
+            self._unlink(e)
+        else:
+            if <size_t>(self._count + 1) * 4 > (self._mask + 1) * 3:
+                self._resize((self._mask + 1) * 2)
+                slot = self._find(h, k, klen)
+            e = <Entry*>PyMem_Malloc(size)
+            if e == NULL:
+                raise MemoryError()
+            e.hash = h
+            e.key_len = <uint32_t>klen
+            memcpy(_data(e), k, klen)
+            self._table[-1 - slot].hash = h
+            self._table[-1 - slot].entry = e
+            self._count += 1
+            self._used += charge
+        e.dict_hash = dict_hash
+        e.expires_ns = expires
+        if value == NULL:
+            e.value_len = MISSING_LEN
+        else:
+            e.value_len = <uint32_t>value_len
+            memcpy(_data(e) + klen, value, value_len)
+        self._push_front(e)
+        while self._used > self._max and self._tail != NULL:
+            self._remove_entry(self._tail)
+            self._evictions += 1
+        return 0
+
+    cdef object _lookup(self, str key, int64_t dict_hash, int64_t now):
+        cdef Py_ssize_t klen, slot
+        holder = _key_holder(key)
+        cdef const char* k = _key_ptr(holder, &klen)
+        cdef Py_hash_t h = PyObject_Hash(key)
+        slot = self._find(h, k, klen)
+        if slot < 0:
+            self._misses += 1
+            return None
+        cdef Entry* e = self._table[slot].entry
+        if e.expires_ns != 0 and now >= e.expires_ns:
+            self._remove(slot)
+            self._expired += 1
+            self._misses += 1
+            return None
+        if e.dict_hash != dict_hash:
+            self._remove(slot)
+            self._stale += 1
+            self._misses += 1
+            return None
+        if e != self._head:
+            self._unlink(e)
+            self._push_front(e)
+        if e.value_len == MISSING_LEN:
+            self._negative_hits += 1
+            return _MISSING
+        self._hits += 1
+        return PyBytes_FromStringAndSize(_data(e) + e.key_len, e.value_len)
+
+    def get(self, str key not None, int64_t dict_hash):
+        """The value, ``KNOWN_MISSING``, or None (absent, expired, or computed under another dictionary)."""
+        return self._lookup(key, dict_hash, _now_ns())
+
+    def get_many(self, list keys not None, int64_t dict_hash) -> list:
+        """``get`` for each key, against one clock reading."""
+        cdef int64_t now = _now_ns()
+        cdef Py_ssize_t i, n = len(keys)
+        cdef list out = [None] * n
+        for i in range(n):
+            out[i] = self._lookup(<str?>keys[i], dict_hash, now)
+        return out
+
+    def put(self, str key not None, value, int64_t dict_hash, int64_t ttl_ms):
+        """Store ``value`` (bytes) under ``key``; ``ttl_ms == 0`` never expires."""
+        cdef bytes raw
+        if type(value) is bytes:
+            raw = value
+        elif isinstance(value, (bytearray, memoryview)):
+            raw = bytes(value)
+        else:  # bytes(5) would quietly store five zero bytes
+            raise TypeError(f"value must be bytes, got {type(value).__name__}")
+        self._store(key, PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), dict_hash, ttl_ms)
+
+    def put_missing(self, str key not None, int64_t dict_hash, int64_t ttl_ms):
+        """Remember that the stores have nothing for ``key`` (until ``ttl_ms`` passes)."""
+        self._store(key, NULL, 0, dict_hash, ttl_ms)
+
+    def delete(self, str key not None) -> bool:
+        cdef Py_ssize_t klen, slot
+        holder = _key_holder(key)
+        cdef const char* k = _key_ptr(holder, &klen)
+        slot = self._find(PyObject_Hash(key), k, klen)
+        if slot < 0:
+            return False
+        self._remove(slot)
+        return True
+
+    def clear(self):
+        self._free_entries()
+        memset(self._table, 0, (self._mask + 1) * sizeof(Bucket))
+        self._used = block_bytes((self._mask + 1) * sizeof(Bucket))
+
+    def __len__(self):
+        return self._count
+
+    @property
+    def bytes_used(self) -> int:
+        return self._used
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max
+
+    def stats(self) -> dict:
+        return {
+            "hits": self._hits,
+            "misses": self._misses,
+            "negative_hits": self._negative_hits,
+            "evictions": self._evictions,
+            "expired": self._expired,
+            "stale": self._stale,
+            "entries": self._count,
+            "bytes": self._used,
+        }
+
+    def _check_invariants(self):
+        """Walk list and table and compare with the counters (tests only: O(n))."""
+        cdef Entry* e = self._head
+        cdef Entry* prev = NULL
+        cdef Py_ssize_t n = 0, in_table = 0, slot
+        cdef size_t used = block_bytes((self._mask + 1) * sizeof(Bucket)), i
+        while e != NULL:
+            assert e.prev == prev, "broken prev link"
+            slot = self._find(e.hash, _data(e), e.key_len)
+            assert slot >= 0 and self._table[slot].entry == e, "entry not reachable from its hash"
+            used += block_bytes(_entry_size(e))
+            n += 1
+            prev = e
+            e = e.next
+        assert prev == self._tail, "tail is not the last entry"
+        for i in range(self._mask + 1):
+            in_table += self._table[i].entry != NULL
+            assert self._table[i].entry == NULL or self._table[i].hash == self._table[i].entry.hash
+        assert n == self._count == in_table, f"count {self._count}, list {n}, table {in_table}"
+        assert used == <size_t>self._used, f"bytes_used {self._used}, recomputed {used}"
+        assert self._used <= self._max, "over budget"
+        return True

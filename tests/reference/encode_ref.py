@@ -1,0 +1,97 @@
+"""Pure-Python reference for ``mly._native.encode``: the straightforward version.
+
+Same contract and the same error messages (tests compare both), written the
+obvious way: a Python type check per value, then ``np.asarray``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from keys_ref import round_precision
+
+from mly.errors import InputError
+
+DT_STRING, DT_INT64, DT_INT32, DT_FLOAT32, DT_FLOAT64, DT_BOOL = range(6)
+_EXPECTED = ("string", "int", "int", "float", "float", "bool")
+_NP = (object, np.int64, np.int32, np.float32, np.float64, np.bool_)
+_RANGE = {DT_INT64: (-(2**63), 2**63 - 1, "int64"), DT_INT32: (-(2**31), 2**31 - 1, "int32")}
+
+
+def json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, (bool, np.bool_)):
+        return "bool"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, (int, np.integer)):
+        return "int"
+    if isinstance(v, (float, np.floating)):
+        return "float"
+    if isinstance(v, (list, tuple)):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
+
+
+def _check(name: str, dtype: int, v: Any, row: int | None) -> Any:
+    def wrong() -> InputError:
+        return InputError(name, f"expected {_EXPECTED[dtype]}, got {json_type(v)}", row=row)
+
+    is_bool = isinstance(v, (bool, np.bool_))
+    if dtype == DT_STRING:
+        if not isinstance(v, str):
+            raise wrong()
+        return v
+    if dtype == DT_BOOL:
+        if not is_bool:
+            raise wrong()
+        return bool(v)
+    if dtype in _RANGE:
+        if is_bool or not isinstance(v, (int, np.integer)):
+            raise wrong()
+        lo, hi, tname = _RANGE[dtype]
+        if not lo <= int(v) <= hi:
+            raise InputError(name, f"integer out of range for {tname}", row=row)
+        return int(v)
+    if is_bool or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise wrong()
+    try:
+        return float(v)
+    except OverflowError:
+        raise InputError(name, "integer out of range for float", row=row) from None
+
+
+def encode_column(
+    name: str, dtype: int, values: Any, n_rows: int, batch: bool, precision: int = 0
+) -> np.ndarray:
+    if batch:
+        if not isinstance(values, (list, tuple)):
+            raise InputError(name, f"expected an array of {n_rows} values, got {json_type(values)}")
+        if len(values) == 0:
+            raise InputError(name, f"expected an array of {n_rows} values, got an empty array")
+        if len(values) not in (1, n_rows):
+            if n_rows == 1:
+                raise InputError(name, f"has {len(values)} values, batch_size is 1")
+            raise InputError(
+                name,
+                f"has {len(values)} values, batch_size is {n_rows} "
+                f"(give 1 value to broadcast, or {n_rows})",
+            )
+        checked = [_check(name, dtype, v, i) for i, v in enumerate(values)]
+    else:
+        checked = [_check(name, dtype, values, None)]
+    if dtype == DT_STRING:
+        out = np.empty(len(checked), dtype=object)
+        out[:] = checked
+    else:
+        with np.errstate(over="ignore"):
+            out = np.asarray(checked, dtype=_NP[dtype])
+    if precision > 0 and dtype in (DT_FLOAT32, DT_FLOAT64):
+        out = round_precision(out, precision, dtype == DT_FLOAT32)
+    if batch and len(out) == 1 and n_rows > 1:
+        out = np.repeat(out, n_rows)
+    return out
