@@ -12,6 +12,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from live_server import BUFFER_SIZE, LiveServer  # noqa: E402
+from redis_server import REDIS_BINARY, RedisServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +52,25 @@ def server(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     live = LiveServer(server_config(model_dirs), tmp_path_factory.mktemp("server")).start()
     yield live
     live.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RedisServer]]:
+    """Two real redis-servers, ``l1`` and ``l2``, on free loopback ports for the whole session.
+
+    Without the binary the Redis tests skip, except under CI (``CI=true``), where
+    ``.ci/run`` installs it and a skip would hide a broken setup.
+    """
+    if not os.access(REDIS_BINARY, os.X_OK):
+        message = f"redis-server not found at {REDIS_BINARY} (apt-get install -y redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    servers = {name: RedisServer(name, tmp_path_factory.mktemp(f"redis-{name}")) for name in ("l1", "l2")}
+    try:
+        for server in servers.values():
+            server.start()
+        yield servers
+    finally:
+        for server in servers.values():
+            server.kill()

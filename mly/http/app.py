@@ -80,8 +80,8 @@ def create_app(registry: ModelRegistry) -> Starlette:
         )
 
     async def meta_stats(request: Request) -> Response:
-        registry.get(request.path_params["model_id"])
-        return JSONResponse({})
+        batcher = registry.get(request.path_params["model_id"]).current.batcher
+        return JSONResponse(batcher.stats() if batcher is not None else {})
 
     async def health(request: Request) -> Response:
         return JSONResponse({model_id: int(s.healthy) for model_id, s in registry.services.items()})

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from mly._native import encode as _encode
+from mly.batching import Batcher
 from mly.common.dictionary import Dictionary
 from mly.common.keys import KeySchema
 from mly.common.meta import ModelMeta
@@ -43,6 +44,9 @@ class Generation:
     dictionary_gzip: bytes
     encoders: tuple[tuple[str, int, int], ...] = field(default=())
     """``(input name, dtype code, precision)`` for every request input, in meta order."""
+    batcher: Batcher | None = field(default=None, compare=False)
+    """Merges concurrent requests' rows into one TensorFlow call (one per generation:
+    it is bound to this generation's runner)."""
     flight: SingleFlight = field(default_factory=SingleFlight, compare=False)
     """In-flight evaluations of this generation only: a reload never hands a
     request the result computed by the previous model."""

@@ -8,6 +8,7 @@ evaluate without the HTTP layer knowing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from mly.batching import Batcher, settings_for
 from mly.cache.tiered import TieredCache
 from mly.config.schema import Config, ModelConfig
 from mly.errors import EvaluationError, MlyError, ModelLoadError, ModelNotReadyError
@@ -40,7 +42,13 @@ class EvalResult:
 
 class ModelService:
     def __init__(
-        self, model: ModelConfig, config: Config, executor: Executor, *, cache: TieredCache | None = None
+        self,
+        model: ModelConfig,
+        config: Config,
+        executor: Executor,
+        *,
+        cache: TieredCache | None = None,
+        pool_threads: int | None = None,
     ) -> None:
         self.config = model
         self.cache = cache if model.use_dict else None
@@ -48,12 +56,12 @@ class ModelService:
         self.id = model.id
         self._executor = executor
         self._deadline_s = config.endpoint.deadline_ms / 1000
+        self.batch_settings = settings_for(model, config, pool_threads=pool_threads)
         try:
             self.transformer: Transformer = resolve_transformer(model.transformer)
         except ValueError as exc:
             raise ModelLoadError(model.id, str(exc)) from exc
         self._generation: Generation | None = None
-        self.tf_calls = 0
         self.rows_evaluated = 0
         self.healthy = False
         self.error = ""
@@ -79,6 +87,8 @@ class ModelService:
         try:
             loaded = load_model(self.config, caching=self.caching)
             generation = build_generation(self.config, self.app_config, loaded)
+            batcher = Batcher(loaded.runner.run, self._executor, self.batch_settings, name=self.id)  # type: ignore[attr-defined]
+            generation = dataclasses.replace(generation, batcher=batcher)
         except MlyError as exc:
             self.healthy = False
             self.error = str(exc)
@@ -150,29 +160,28 @@ class ModelService:
     async def _evaluate(
         self, generation: Generation, columns: dict[str, np.ndarray], rows: int, deadline: float
     ) -> Sequence[Any]:
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._compute, generation, columns, rows)
+        """TensorFlow through the batcher (which honours the deadline), then the transformer."""
+        interface = generation.interface
+        feeds = {name: columns[name] for name in interface.fed}
+        assert generation.batcher is not None
+        self.rows_evaluated += rows
         try:
-            return await asyncio.wait_for(future, max(deadline - loop.time(), 0))
-        except TimeoutError:
-            raise self._deadline_error() from None
+            outputs = await generation.batcher.submit(feeds, rows, deadline)
+        except MlyError:
+            raise
+        except Exception as exc:
+            log.exception("model %s: evaluation failed", self.id)
+            raise EvaluationError(f"model {self.id!r}: evaluation failed: {exc}") from exc
+        return self._transform(interface, columns, outputs, rows)
 
     def _deadline_error(self) -> EvaluationError:
         return EvaluationError(
             f"model {self.id!r}: evaluation did not finish within {self._deadline_s * 1000:.0f} ms"
         )
 
-    def _compute(self, generation: Generation, columns: dict[str, np.ndarray], rows: int) -> Sequence[Any]:
-        """Runs in the inference pool: one TensorFlow call, then the transformer."""
-        interface = generation.interface
-        feeds = {name: columns[name] for name in interface.fed}
-        self.tf_calls += 1
-        self.rows_evaluated += rows
-        try:
-            outputs = generation.loaded.runner.run(feeds)  # type: ignore[attr-defined]
-        except Exception as exc:
-            log.exception("model %s: evaluation failed", self.id)
-            raise EvaluationError(f"model {self.id!r}: evaluation failed: {exc}") from exc
+    def _transform(
+        self, interface: Any, columns: dict[str, np.ndarray], outputs: Any, rows: int
+    ) -> Sequence[Any]:
         data = TransformInput(self.id, rows, columns, outputs, [o.name for o in interface.outputs])
         try:
             result = self.transformer(data)

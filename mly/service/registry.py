@@ -32,7 +32,9 @@ class ModelRegistry:
             if any(m.datastore == ds.id and m.use_dict for m in config.models)
         }
         self.services = {
-            m.id: ModelService(m, config, self.executor, cache=self.caches.get(m.datastore))
+            m.id: ModelService(
+                m, config, self.executor, cache=self.caches.get(m.datastore), pool_threads=threads
+            )
             for m in config.models
         }
 

@@ -108,4 +108,7 @@ def test_health_and_server_config(server: LiveServer) -> None:
 
 def test_meta_stats(server: LiveServer) -> None:
     with server.client() as client:
-        assert client.get("/v1/api/model/sli/meta/stats").json() == {}
+        stats = client.get("/v1/api/model/sli/meta/stats").json()
+    # Go's batcher stats shape; ``timeout`` is the current wait in nanoseconds.
+    assert set(stats) == {"activeEvaluators", "batchQueueLen", "shedding", "timeout"}
+    assert stats["shedding"] is False and stats["activeEvaluators"] >= 0
