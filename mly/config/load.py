@@ -120,6 +120,10 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(path, f"must be an integer, got {value!r}")
         return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, f"must be a number, got {value!r}")
+        return float(value)
     if tp is str:
         if isinstance(value, (Mapping, list)):
             raise ConfigError(path, f"must be a string, got {type(value).__name__}")

@@ -197,7 +197,8 @@ class ModelConfig:
     outputs: tuple[OutputField, ...] = setting("Outputs", (), omitempty=True)
     output_type: str = setting("OutputType", "", omitempty=True)
     stream: dict[str, Any] | None = setting("Stream", None, omitempty=True)
-    reload_interval_sec: int = setting("ReloadIntervalSec", DEFAULT_RELOAD_INTERVAL_SEC)
+    reload_interval_sec: float = setting("ReloadIntervalSec", DEFAULT_RELOAD_INTERVAL_SEC)
+    """Seconds between checks of the model's files for a change; 0 turns polling off."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ raised as an ``MlyError`` and rendered in one place (``responses.py``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -117,8 +118,16 @@ def create_app(registry: ModelRegistry) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        watchers = [
+            asyncio.create_task(service.watch(), name=f"mly-reload-{service.id}")
+            for service in registry.services.values()
+            if service.config.reload_interval_sec > 0
+        ]
         yield
-        # Shutdown: flush write-behind cache writes, stop the inference pool.
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        # Flush write-behind cache writes, then stop the inference pool.
         await registry.aclose()
 
     app = Starlette(

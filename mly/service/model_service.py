@@ -23,7 +23,8 @@ from mly.batching import Batcher, settings_for
 from mly.cache.tiered import TieredCache
 from mly.config.schema import Config, ModelConfig
 from mly.errors import EvaluationError, MlyError, ModelLoadError, ModelNotReadyError
-from mly.model.loader import load_model
+from mly.model.loader import ModelChangedError, load_model
+from mly.model.source import ModelSource
 from mly.service.generation import Generation, build_generation
 from mly.service.request import EvalRequest, encode_request
 from mly.service.transform import TransformInput, Transformer, resolve_transformer
@@ -61,8 +62,11 @@ class ModelService:
             self.transformer: Transformer = resolve_transformer(model.transformer)
         except ValueError as exc:
             raise ModelLoadError(model.id, str(exc)) from exc
+        self.source = ModelSource(model.url, model_id=model.id, location=model.location)
         self._generation: Generation | None = None
         self.rows_evaluated = 0
+        self.reloads = 0
+        self.reload_failures = 0
         self.healthy = False
         self.error = ""
         self.reloaded_at = 0.0
@@ -82,22 +86,86 @@ class ModelService:
     def generation(self) -> Generation | None:
         return self._generation
 
+    def _build(self) -> Generation:
+        """Load a new generation (blocking: TensorFlow). Nothing is swapped here."""
+        loaded = load_model(self.config, caching=self.caching, source=self.source)
+        generation = build_generation(self.config, self.app_config, loaded)
+        batcher = Batcher(loaded.runner.run, self._executor, self.batch_settings, name=self.id)  # type: ignore[attr-defined]
+        return dataclasses.replace(generation, batcher=batcher)
+
+    def _install(self, generation: Generation) -> Generation | None:
+        old, self._generation = self._generation, generation
+        self.healthy = True
+        self.error = ""
+        self.reloaded_at = time.time()
+        self.source.discard_except(generation.loaded.path)
+        return old
+
     def load(self) -> Generation:
-        """Load (blocking) and swap in a new generation; on failure keep the old one."""
+        """Load at start-up (blocking); a failure propagates so the server does not start."""
         try:
-            loaded = load_model(self.config, caching=self.caching)
-            generation = build_generation(self.config, self.app_config, loaded)
-            batcher = Batcher(loaded.runner.run, self._executor, self.batch_settings, name=self.id)  # type: ignore[attr-defined]
-            generation = dataclasses.replace(generation, batcher=batcher)
+            generation = self._build()
         except MlyError as exc:
             self.healthy = False
             self.error = str(exc)
             raise
-        self._generation = generation
-        self.healthy = True
-        self.error = ""
-        self.reloaded_at = time.time()
+        self._install(generation)
         return generation
+
+    async def reload_if_changed(self) -> bool:
+        """One poll: reload when any model file changed. True when a new generation was swapped in.
+
+        A failed reload keeps the old generation serving, sets health to 0 with
+        the reason, and is tried again at the next poll; health returns to 1 when
+        a good version loads (or the files return to the loaded version).
+        """
+        try:
+            snapshot = await asyncio.to_thread(self.source.snapshot)
+        except Exception as exc:
+            self._reload_failed(f"cannot list the model's files: {exc}")
+            return False
+        current = self._generation
+        if current is not None and snapshot == current.loaded.snapshot:
+            if not self.healthy:
+                log.info("model %s: files are back to the loaded version", self.id)
+                self.healthy, self.error = True, ""
+            return False
+        try:
+            generation = await asyncio.to_thread(self._build)
+        except MlyError as exc:
+            if isinstance(exc.__cause__, ModelChangedError):
+                log.info("model %s: files still changing, will retry", self.id)
+                return False
+            self._reload_failed(str(exc))
+            return False
+        old = self._install(generation)
+        self.reloads += 1
+        log.info("model %s: reloaded (dictHash %d)", self.id, generation.dict_hash)
+        if old is not None and old.batcher is not None:
+            # Requests that already hold the old generation finish on it; none can
+            # outlive its deadline, so its batcher is drained and closed after that.
+            asyncio.get_running_loop().call_later(
+                self._deadline_s + 1, lambda: asyncio.ensure_future(old.batcher.close())  # type: ignore[union-attr]
+            )
+        return True
+
+    def _reload_failed(self, reason: str) -> None:
+        self.reload_failures += 1
+        self.healthy = False
+        self.error = reason
+        log.error("model %s: reload failed, still serving the previous version: %s", self.id, reason)
+
+    async def watch(self) -> None:
+        """Poll every ``ReloadIntervalSec`` until cancelled."""
+        interval = self.config.reload_interval_sec
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reload_if_changed()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the watcher die; the next poll tries again
+                log.exception("model %s: reload check failed", self.id)
 
     async def evaluate(self, request: EvalRequest) -> EvalResult:
         """encode -> keys -> cache -> single-flight -> evaluate the misses -> write back."""

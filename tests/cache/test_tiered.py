@@ -223,7 +223,7 @@ async def test_paused_l1_times_out_and_l2_still_answers(redis: Servers, new_redi
         redis["l1"].pause()
         started = time.monotonic()
         assert await cache.get_many(["k", "absent"], H) == [b'{"v":"l2"}', None]
-        assert time.monotonic() - started < TIMEOUT_S + 0.2
+        assert time.monotonic() - started < TIMEOUT_S + 1.0  # bounded by the timeout, not by the stopped server
         assert (c.timeouts, c.hits_l2, c.misses) == (1, 1, 1)
         assert cache.l1 is not None and cache.l1.breaker.state is BreakerState.OPEN
         assert await cache.flush()
@@ -247,7 +247,8 @@ async def test_write_behind_never_blocks_on_a_stuck_store(redis: Servers, new_re
         redis["l1"].pause()
         started = time.monotonic()
         cache.put_many(items, H)
-        assert time.monotonic() - started < 0.1  # 200 rows: memory puts + queue appends only
+        # No I/O on the caller's path: one store round trip would already take TIMEOUT_S.
+        assert time.monotonic() - started < TIMEOUT_S
         assert await cache.get_many(["k0", "k199"], H) == [items[0][2], items[199][2]]  # memory, no I/O
         await asyncio.sleep(0.1)  # the drainer's pipeline is now waiting on the stopped server
         redis["l1"].resume()
@@ -271,7 +272,7 @@ async def test_aclose_gives_up_on_a_stuck_store_in_time(redis: Servers, new_redi
         await asyncio.sleep(0.05)
         started = time.monotonic()
         await cache.aclose(timeout_s=0.3)
-        assert time.monotonic() - started < 0.8
+        assert time.monotonic() - started < 0.3 + 1.0  # gives up at its timeout, whatever the store does
         c = cache.counters
         assert (c.write_errors + c.write_dropped, c.writes) == (300, 0)  # each row accounted for once
         assert cache.counters.write_queue_depth == 0

@@ -1,0 +1,162 @@
+"""Hot reload on a real server: zero failed requests under load, no stale cache entries,
+a corrupt version keeps the old one serving with health 0 until a good one arrives.
+
+Versions are deployed the way a careful operator does it locally: each version
+in its own folder, and the served path a symlink switched atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from model_builders import build_changed_vocab_model, expected_keras_lookup
+
+from live_server import LiveServer
+
+POLL_S = 0.2
+
+
+def point(link: Path, target: Path) -> None:
+    """Atomically repoint ``link`` at ``target``."""
+    tmp = link.with_name(link.name + ".new")
+    if tmp.is_symlink():
+        tmp.unlink()
+    tmp.symlink_to(target, target_is_directory=True)
+    os.replace(tmp, link)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def versions(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("versions")
+    v1 = root / "v1"
+    shutil.copytree(model_dirs["keras"], v1)
+    v2 = Path(build_changed_vocab_model(str(root / "v2")))
+    broken = root / "broken"
+    shutil.copytree(v1, broken)
+    (broken / "saved_model.pb").write_bytes(b"this is not a protobuf")
+    return {"v1": v1, "v2": v2, "broken": broken, "link": root / "current"}
+
+
+@pytest.fixture
+def reloading_server(versions: dict[str, Path], tmp_path: Path) -> Iterator[LiveServer]:
+    point(versions["link"], versions["v1"])
+    config = {
+        "Models": [{"ID": "r", "URL": str(versions["link"]), "DataStore": "mem", "ReloadIntervalSec": POLL_S,
+                    "Inputs": [{"Name": "fl", "Precision": 2}]}],
+        "Datastores": [{"ID": "mem", "Cache": {"SizeMb": 4}}],
+    }
+    live = LiveServer(config, tmp_path).start()
+    yield live
+    live.stop()
+
+
+def post(client: httpx.Client, row: dict) -> httpx.Response:
+    return client.post("/v1/api/model/r/eval", content=orjson.dumps(row))
+
+
+class Load:
+    """Continuous requests from a few threads; every status is recorded."""
+
+    def __init__(self, server: LiveServer, threads: int = 4) -> None:
+        self.server = server
+        self.statuses: list[int] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def _run(self, n: int) -> None:
+        with self.server.client() as client:
+            i = 0
+            while not self._stop.is_set():
+                i += 1
+                row = {"sa": "abcd"[i % 4], "sl": "a", "i1": 10, "fl": float((n * 1000 + i) % 50)}
+                try:
+                    response = post(client, row)
+                    self.statuses.append(response.status_code)
+                    if response.status_code != 200:
+                        self.errors.append(response.text)
+                except httpx.HTTPError as exc:
+                    self.statuses.append(0)
+                    self.errors.append(repr(exc))
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
+
+def test_reload_under_load_drops_nothing_and_serves_nothing_stale(
+    reloading_server: LiveServer, versions: dict[str, Path]
+) -> None:
+    server = reloading_server
+    service = server.registry.get("r")
+    oov = {"sa": "zz", "sl": "b", "i1": 20, "fl": 1.0}  # "zz" is [UNK] in both versions: same key
+    new_word = {"sa": "d", "sl": "b", "i1": 20, "fl": 1.0}  # [UNK] in v1, in the vocabulary in v2
+    with server.client() as client:
+        before = post(client, oov).json()
+        assert post(client, new_word).json()["data"] == before["data"]  # both [UNK] under v1
+        with Load(server) as load:
+            time.sleep(0.5)
+            point(versions["link"], versions["v2"])
+            wait_until(lambda: service.reloads >= 1, "the reload")
+            time.sleep(0.5)
+        assert load.statuses and all(s == 200 for s in load.statuses), load.errors[:5]
+        assert len(load.statuses) > 20
+
+        evaluated = service.rows_evaluated
+        after = post(client, oov).json()
+        # Same key text, new dictionary: the old entry is stale and must be recomputed.
+        assert service.rows_evaluated == evaluated + 1
+        assert after["dictHash"] != before["dictHash"]
+        assert after["dictHash"] == service.current.dict_hash
+        d = post(client, new_word).json()
+    want = expected_keras_lookup(["d"], ["b"], [20], [1.0], sa_vocab=("a", "b", "c", "d"))
+    assert d["data"]["score"] == pytest.approx(float(want["score"][0, 0]))
+    assert d["data"] != before["data"]
+    with server.client() as client:
+        assert client.get("/v1/api/health").json() == {"r": 1}
+
+
+def test_corrupt_version_keeps_old_one_serving(reloading_server: LiveServer, versions: dict[str, Path]) -> None:
+    server = reloading_server
+    service = server.registry.get("r")
+    row = {"sa": "a", "sl": "a", "i1": 10, "fl": 0.5}
+    with server.client() as client:
+        good = post(client, row).json()
+        failures = service.reload_failures
+        point(versions["link"], versions["broken"])
+        wait_until(lambda: service.reload_failures > failures, "the failed reload")
+        assert client.get("/v1/api/health").json() == {"r": 0}
+        config = client.get("/v1/api/config").json()
+        assert "r" in config["Models"][0]["DictMeta"]["Error"]
+        served = post(client, row)
+        assert served.status_code == 200 and served.json()["data"] == good["data"]
+        assert served.json()["dictHash"] == good["dictHash"]
+        # Retried at every poll while the broken version stays.
+        seen = service.reload_failures
+        wait_until(lambda: service.reload_failures > seen, "a retry")
+
+        point(versions["link"], versions["v2"])
+        wait_until(lambda: client.get("/v1/api/health").json() == {"r": 1}, "health back to 1")
+        assert client.get("/v1/api/config").json()["Models"][0]["DictMeta"]["Error"] == ""
+        assert post(client, row).json()["dictHash"] != good["dictHash"]
