@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -10,6 +11,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+import uvloop
 import yaml
 
 from mly.config import load_config
@@ -39,7 +41,12 @@ class LiveServer:
             uvicorn.Config(self.app, host="127.0.0.1", port=self.port, loop="uvloop", http="httptools",
                            log_level="warning", lifespan="on")
         )
-        self._thread = threading.Thread(target=self._server.run, name="mly-live-server", daemon=True)
+        self.loop = uvloop.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name="mly-live-server", daemon=True)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._server.serve())
 
     def start(self) -> LiveServer:
         self._thread.start()
