@@ -9,13 +9,20 @@ process really spends, and the garbage collector never walks the cache.
 Thread safety comes from the GIL: every method computes what may call Python
 code (``hash(key)``, the key's UTF-8, ``bytes(value)``) first, then changes the
 structure with C calls only, which cannot switch threads.
+
+At 100k entries a put that evicts is bound by cache misses, not instructions:
+the new key's table slot, the victim entry, the victim's table slot and its
+neighbour in the recency list are all cold. So ``put`` prefetches the new
+key's slot before reading the clock, a put that evicted prefetches what the
+next eviction will touch, and an eviction victim whose allocation has the
+size the new entry needs is reused instead of freed and allocated again.
 """
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject_Hash
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DATA, PyUnicode_GET_LENGTH
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -23,8 +30,18 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 cdef extern from *:
     """
     #define MLY_MISSING_LEN 0xFFFFFFFFu
+    #if defined(__GNUC__) || defined(__clang__)
+    #define MLY_PREFETCH_W(p) __builtin_prefetch((const void*)(p), 1, 3)
+    #else
+    #define MLY_PREFETCH_W(p) ((void)(p))
+    #endif
     """
     const uint32_t MISSING_LEN "MLY_MISSING_LEN"
+    # A hint only (no effect on results): start loading a line we will write soon.
+    void prefetch_w "MLY_PREFETCH_W"(const void* p) noexcept nogil
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
 
 ctypedef struct Entry:
     Entry* prev
@@ -79,6 +96,23 @@ cdef inline size_t block_bytes(size_t n) noexcept nogil:
     return (n + 8 + 15) & ~(<size_t>15)
 
 
+cdef inline size_t alloc_bytes(size_t n) noexcept nogil:
+    """What to request from PyMem_Malloc for an entry of ``n`` bytes.
+
+    Up to 512 bytes: the whole pymalloc size class, which costs no more memory
+    than ``n`` (``block_bytes`` is the same) and lets the block later hold any
+    entry of that class (a reused eviction victim, an in-place update) while
+    writing only inside what was requested, which the debug allocator hooks
+    (``-X dev``, ``PYTHONMALLOC=debug``) check. Bigger entries request exactly
+    ``n``, so they are only ever reused for the very same size. Every entry's
+    allocation is ``alloc_bytes(_entry_size(e))`` bytes: the header has no
+    room for a capacity field.
+    """
+    if n <= 512:
+        return (n + 15) & ~(<size_t>15)
+    return n
+
+
 cdef inline char* _data(Entry* e) noexcept nogil:
     return (<char*>e) + sizeof(Entry)
 
@@ -93,21 +127,20 @@ cdef inline int64_t _now_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
-cdef object _key_holder(str key):
-    # The object owning the key's UTF-8: the str itself (CPython caches its
-    # UTF-8), or surrogatepass bytes for a key no JSON parser would produce.
+cdef inline const char* _key_utf8(str key, Py_ssize_t* n) except? NULL:
+    """The key's UTF-8 without a copy: an ASCII str is its own UTF-8, any other
+    str caches its UTF-8 on first use. NULL with no error set means the key has
+    lone surrogates (no JSON parser makes those): the caller encodes it with
+    ``surrogatepass`` itself, so distinct keys stay distinct."""
+    if PyUnicode_IS_COMPACT_ASCII(key):
+        n[0] = PyUnicode_GET_LENGTH(key)
+        return <const char*>PyUnicode_DATA(key)
+    cdef const char* p
     try:
-        PyUnicode_AsUTF8AndSize(key, NULL)
-        return key
+        p = PyUnicode_AsUTF8AndSize(key, n)
     except UnicodeEncodeError:
-        return key.encode("utf-8", "surrogatepass")
-
-
-cdef inline const char* _key_ptr(object holder, Py_ssize_t* n) except NULL:
-    if type(holder) is str:
-        return PyUnicode_AsUTF8AndSize(holder, n)
-    n[0] = PyBytes_GET_SIZE(holder)
-    return PyBytes_AS_STRING(holder)
+        return NULL
+    return p
 
 
 @cython.final
@@ -202,14 +235,14 @@ cdef class MRUCache:
         if self._tail == NULL:
             self._tail = e
 
-    cdef void _remove(self, size_t slot) noexcept:
+    cdef Entry* _detach(self, size_t slot) noexcept:
+        """Take the entry in ``slot`` out of list, table and counters; the caller frees or reuses it."""
         # Backward-shift deletion keeps linear probing tombstone-free.
         cdef Entry* e = self._table[slot].entry
         cdef size_t i = slot, j = slot, home
         self._unlink(e)
         self._count -= 1
         self._used -= block_bytes(_entry_size(e))
-        PyMem_Free(e)
         while True:
             j = (j + 1) & self._mask
             if self._table[j].entry == NULL:
@@ -219,12 +252,46 @@ cdef class MRUCache:
                 self._table[i] = self._table[j]
                 i = j
         self._table[i].entry = NULL
+        return e
 
-    cdef void _remove_entry(self, Entry* e) noexcept:
+    cdef inline void _remove(self, size_t slot) noexcept:
+        PyMem_Free(self._detach(slot))
+
+    cdef inline size_t _slot_of(self, const Entry* e) noexcept:
         cdef size_t i = <size_t>e.hash & self._mask
         while self._table[i].entry != e:
             i = (i + 1) & self._mask
-        self._remove(i)
+        return i
+
+    cdef Entry* _evict_until(self, size_t room, size_t want_alloc) noexcept:
+        """Evict from the tail until ``room`` more bytes fit the budget.
+
+        Returns one victim whose allocation is exactly ``want_alloc`` bytes
+        instead of freeing it (NULL if none was): the caller reuses it, which
+        skips a free and a malloc on blocks whose allocator metadata is cold.
+        """
+        cdef Entry* spare = NULL
+        cdef Entry* v
+        while <size_t>self._used + room > <size_t>self._max and self._tail != NULL:
+            v = self._detach(self._slot_of(self._tail))
+            self._evictions += 1
+            if spare == NULL and alloc_bytes(_entry_size(v)) == want_alloc:
+                spare = v
+            else:
+                PyMem_Free(v)
+        return spare
+
+    cdef inline void _prefetch_next_victim(self) noexcept:
+        """Start loading what evicting the current tail will write: its table slot and its list neighbour.
+
+        The tail itself is warm (the eviction that made it the tail just wrote
+        its ``next``), so its hash can be read for free.
+        """
+        cdef Entry* t = self._tail
+        if t != NULL:
+            prefetch_w(&self._table[<size_t>t.hash & self._mask])
+            if t.prev != NULL:
+                prefetch_w(t.prev)
 
     cdef int _store(self, str key, const char* value, Py_ssize_t value_len, int64_t dict_hash,
                     int64_t ttl_ms) except -1:
@@ -232,16 +299,24 @@ cdef class MRUCache:
         cdef Py_ssize_t klen, slot
         cdef Entry* e
         cdef Entry* moved
-        cdef size_t size, charge
+        cdef size_t size, charge, want
+        cdef uint64_t evictions_before = self._evictions
+        cdef object holder
         if ttl_ms < 0:
             raise ValueError(f"ttl_ms must be >= 0 (0: no expiry), got {ttl_ms}")
-        holder = _key_holder(key)
-        cdef const char* k = _key_ptr(holder, &klen)
+        cdef const char* k = _key_utf8(key, &klen)
+        if k == NULL:
+            holder = key.encode("utf-8", "surrogatepass")
+            k = PyBytes_AS_STRING(holder)
+            klen = PyBytes_GET_SIZE(holder)
         cdef Py_hash_t h = PyObject_Hash(key)
+        # The slot's line loads while the clock is read and the sizes computed.
+        prefetch_w(&self._table[<size_t>h & self._mask])
         if klen >= MISSING_LEN or value_len >= MISSING_LEN:
             raise ValueError("key or value larger than 4 GiB")
         size = sizeof(Entry) + klen + (value_len if value != NULL else 0)
         charge = block_bytes(size)
+        want = alloc_bytes(size)
         # Capped at ~100 years so the nanosecond deadline cannot overflow.
         cdef int64_t expires = _now_ns() + min(ttl_ms, MAX_TTL_MS) * 1000000 if ttl_ms > 0 else 0
         slot = self._find(h, k, klen)
@@ -252,12 +327,11 @@ cdef class MRUCache:
             return 0
         if slot >= 0:
             e = self._table[slot].entry
-            if _entry_size(e) != size:
-                self._used -= block_bytes(_entry_size(e))
-                moved = <Entry*>PyMem_Realloc(e, size)
+            if alloc_bytes(_entry_size(e)) != want:
+                moved = <Entry*>PyMem_Realloc(e, want)
                 if moved == NULL:
-                    self._used += block_bytes(_entry_size(e))
                     raise MemoryError()
+                self._used += <Py_ssize_t>charge - <Py_ssize_t>block_bytes(_entry_size(e))
                 if moved != e:
                     e = moved
                     self._table[slot].entry = e
@@ -269,15 +343,19 @@ cdef class MRUCache:
                         e.next.prev = e
                     else:
                         self._tail = e
-                self._used += charge
+            # else: the block already holds ``want`` bytes and is charged ``charge``.
             self._unlink(e)
         else:
             if <size_t>(self._count + 1) * 4 > (self._mask + 1) * 3:
                 self._resize((self._mask + 1) * 2)
-                slot = self._find(h, k, klen)
-            e = <Entry*>PyMem_Malloc(size)
+            # Evict before allocating, so a victim of the right size can be reused.
+            e = self._evict_until(charge, want)
             if e == NULL:
-                raise MemoryError()
+                e = <Entry*>PyMem_Malloc(want)
+                if e == NULL:
+                    raise MemoryError()
+            # Evictions and a resize move slots: probe again (the line is warm now).
+            slot = self._find(h, k, klen)
             e.hash = h
             e.key_len = <uint32_t>klen
             memcpy(_data(e), k, klen)
@@ -293,17 +371,24 @@ cdef class MRUCache:
             e.value_len = <uint32_t>value_len
             memcpy(_data(e) + klen, value, value_len)
         self._push_front(e)
-        while self._used > self._max and self._tail != NULL:
-            self._remove_entry(self._tail)
-            self._evictions += 1
+        # An update that grew its entry evicts after the fact (the entry is at
+        # the head, and fits alone, so it is never its own victim).
+        e = self._evict_until(0, 0)
+        if e != NULL:  # want_alloc 0 matches no entry; defensive
+            PyMem_Free(e)
+        if self._evictions != evictions_before:
+            self._prefetch_next_victim()
         return 0
 
     cdef object _lookup(self, str key, int64_t dict_hash, int64_t now):
         cdef Py_ssize_t klen, slot
-        holder = _key_holder(key)
-        cdef const char* k = _key_ptr(holder, &klen)
-        cdef Py_hash_t h = PyObject_Hash(key)
-        slot = self._find(h, k, klen)
+        cdef object holder
+        cdef const char* k = _key_utf8(key, &klen)
+        if k == NULL:
+            holder = key.encode("utf-8", "surrogatepass")
+            k = PyBytes_AS_STRING(holder)
+            klen = PyBytes_GET_SIZE(holder)
+        slot = self._find(PyObject_Hash(key), k, klen)
         if slot < 0:
             self._misses += 1
             return None
@@ -357,8 +442,12 @@ cdef class MRUCache:
 
     def delete(self, str key not None) -> bool:
         cdef Py_ssize_t klen, slot
-        holder = _key_holder(key)
-        cdef const char* k = _key_ptr(holder, &klen)
+        cdef object holder
+        cdef const char* k = _key_utf8(key, &klen)
+        if k == NULL:
+            holder = key.encode("utf-8", "surrogatepass")
+            k = PyBytes_AS_STRING(holder)
+            klen = PyBytes_GET_SIZE(holder)
         slot = self._find(PyObject_Hash(key), k, klen)
         if slot < 0:
             return False

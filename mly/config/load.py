@@ -247,5 +247,9 @@ def validate(config: Config) -> None:
         raise ConfigError("Endpoint.Port", f"must be 0..65535, got {ep.port}")
     if ep.buffer_size <= 0:
         raise ConfigError("Endpoint.BufferSize", "must be > 0")
+    for key, value in (("InferenceThreads", ep.inference_threads), ("TFIntraOpThreads", ep.tf_intra_op_threads),
+                       ("TFInterOpThreads", ep.tf_inter_op_threads)):
+        if value < (0 if key == "InferenceThreads" else -1):
+            raise ConfigError(f"Endpoint.{key}", f"must be >= {0 if key == 'InferenceThreads' else -1}, got {value}")
     if ep.write_timeout_ms <= 1 and ep.write_timeout <= 0:
         raise ConfigError("Endpoint.WriteTimeoutMs", "must be > 1")

@@ -213,6 +213,12 @@ class EndpointConfig:
     max_evaluator_concurrency: int = setting("MaxEvaluatorConcurrency", 5000)
     max_evaluator_wait_ms: int = setting("MaxEvaluatorWaitMs", 50)
     max_evaluator_wait: int = setting("MaxEvaluatorWait", 0)
+    inference_threads: int = setting("InferenceThreads", 0, omitempty=True)
+    """Threads running TensorFlow calls (all models); 0 = one per CPU core."""
+    tf_intra_op_threads: int = setting("TFIntraOpThreads", 0, omitempty=True)
+    """TensorFlow intra-op threads; 0 = 1 (measured fastest here, see docs/performance.md), -1 = TF's default."""
+    tf_inter_op_threads: int = setting("TFInterOpThreads", 0, omitempty=True)
+    """TensorFlow inter-op threads; 0 = 1, -1 = TF's default."""
 
     @property
     def deadline_ms(self) -> int:
