@@ -17,7 +17,7 @@ setup: $(PY)
 	$(PIP) install --quiet -e '.[server]'
 
 setup-dev: $(PY)
-	$(PIP) install --quiet -e '.[server,redis,dev]'
+	$(PIP) install --quiet -e '.[server,redis,aerospike,dev]'
 
 examples/model/saved_model.pb: examples/build_model.py | setup
 	$(PY) examples/build_model.py examples/model
