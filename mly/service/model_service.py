@@ -140,6 +140,12 @@ class ModelService:
             return False
         old = self._install(generation)
         self.reloads += 1
+        if old is not None and old.dict_hash == generation.dict_hash and self.cache is not None:
+            # Same vocabulary, new weights: the hash cannot tell the versions apart,
+            # so drop this process's memory tier. External tiers keep such entries
+            # until their TTL (docs/differences-from-go.md, "Known limits").
+            if self.cache.memory is not None:
+                self.cache.memory.clear()
         log.info("model %s: reloaded (dictHash %d)", self.id, generation.dict_hash)
         if old is not None and old.batcher is not None:
             # Requests that already hold the old generation finish on it; none can
