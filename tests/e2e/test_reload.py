@@ -46,10 +46,14 @@ def versions(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactor
     v1 = root / "v1"
     shutil.copytree(model_dirs["keras"], v1)
     v2 = Path(build_changed_vocab_model(str(root / "v2")))
+    retrained = root / "v1-retrained"  # same files, new mtimes: a new version with the same vocabulary
+    shutil.copytree(v1, retrained)
+    for path in retrained.rglob("*"):
+        os.utime(path, (time.time() + 5, time.time() + 5))
     broken = root / "broken"
     shutil.copytree(v1, broken)
     (broken / "saved_model.pb").write_bytes(b"this is not a protobuf")
-    return {"v1": v1, "v2": v2, "broken": broken, "link": root / "current"}
+    return {"v1": v1, "v2": v2, "retrained": retrained, "broken": broken, "link": root / "current"}
 
 
 @pytest.fixture
@@ -160,3 +164,21 @@ def test_corrupt_version_keeps_old_one_serving(reloading_server: LiveServer, ver
         wait_until(lambda: client.get("/v1/api/health").json() == {"r": 1}, "health back to 1")
         assert client.get("/v1/api/config").json()["Models"][0]["DictMeta"]["Error"] == ""
         assert post(client, row).json()["dictHash"] != good["dictHash"]
+
+
+def test_reload_with_same_vocabulary_drops_memory_entries(
+    reloading_server: LiveServer, versions: dict[str, Path]
+) -> None:
+    server = reloading_server
+    service = server.registry.get("r")
+    row = {"sa": "b", "sl": "c", "i1": 30, "fl": 2.0}
+    with server.client() as client:
+        first = post(client, row).json()
+        evaluated = service.rows_evaluated
+        post(client, row)
+        assert service.rows_evaluated == evaluated  # cached
+        point(versions["link"], versions["retrained"])
+        wait_until(lambda: service.reloads >= 1, "the reload")
+        again = post(client, row).json()
+    assert again["dictHash"] == first["dictHash"]  # same vocabulary, same hash
+    assert service.rows_evaluated == evaluated + 1  # but evaluated by the new version
