@@ -22,7 +22,7 @@ and a retry loop inside one lookup would only make the miss slower.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
@@ -102,14 +102,41 @@ class _RedisLayout:
     """Everything but I/O, shared by the async and sync stores (style.md habit 4)."""
 
     def __init__(
-        self, *, namespace: str, dataset: str, ttl_ms: int, read_only: bool, name: str
+        self,
+        client: Any,
+        *,
+        namespace: str = "",
+        dataset: str = "",
+        ttl_ms: int,
+        read_only: bool = False,
+        name: str = "redis",
     ) -> None:
+        self.client = client
         self.name = name
         self.namespace = namespace
         self.dataset = dataset
         self.ttl_ms = effective_ttl_ms(ttl_ms)
         self.read_only = read_only
         self._redis = _import_redis()
+
+    @staticmethod
+    def _make_client(redis: Any, options: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def from_connection(
+        cls,
+        connection: Connection,
+        *,
+        namespace: str,
+        dataset: str,
+        ttl_ms: int,
+        read_only: bool = False,
+        name: str = "",
+    ) -> Self:
+        client = cls._make_client(_import_redis(), redis_client_options(connection))
+        return cls(client, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only,
+                   name=name or f"redis:{connection.id}")
 
     def key(self, cache_key: str) -> str:
         return entry_key(self.namespace, self.dataset, cache_key)
@@ -138,34 +165,11 @@ class _RedisLayout:
 class RedisStore(_RedisLayout):
     """``AsyncStore`` over ``redis.asyncio``: one pipeline per ``get_many``/``put_many``."""
 
-    def __init__(
-        self,
-        client: redis_async.Redis,
-        *,
-        namespace: str = "",
-        dataset: str = "",
-        ttl_ms: int,
-        read_only: bool = False,
-        name: str = "redis",
-    ) -> None:
-        super().__init__(namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only, name=name)
-        self.client = client
+    client: redis_async.Redis
 
-    @classmethod
-    def from_connection(
-        cls,
-        connection: Connection,
-        *,
-        namespace: str,
-        dataset: str,
-        ttl_ms: int,
-        read_only: bool = False,
-        name: str = "",
-    ) -> RedisStore:
-        redis = _import_redis()
-        client = redis.asyncio.Redis(**redis_client_options(connection))
-        return cls(client, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only,
-                   name=name or f"redis:{connection.id}")
+    @staticmethod
+    def _make_client(redis: Any, options: dict[str, Any]) -> Any:
+        return redis.asyncio.Redis(**options)
 
     async def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
         if not keys:
@@ -195,34 +199,11 @@ class RedisStore(_RedisLayout):
 class SyncRedisStore(_RedisLayout):
     """``SyncStore`` over blocking ``redis.Redis``; same layout as ``RedisStore``."""
 
-    def __init__(
-        self,
-        client: redis_sync.Redis,
-        *,
-        namespace: str = "",
-        dataset: str = "",
-        ttl_ms: int,
-        read_only: bool = False,
-        name: str = "redis",
-    ) -> None:
-        super().__init__(namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only, name=name)
-        self.client = client
+    client: redis_sync.Redis
 
-    @classmethod
-    def from_connection(
-        cls,
-        connection: Connection,
-        *,
-        namespace: str,
-        dataset: str,
-        ttl_ms: int,
-        read_only: bool = False,
-        name: str = "",
-    ) -> SyncRedisStore:
-        redis = _import_redis()
-        client = redis.Redis(**redis_client_options(connection))
-        return cls(client, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only,
-                   name=name or f"redis:{connection.id}")
+    @staticmethod
+    def _make_client(redis: Any, options: dict[str, Any]) -> Any:
+        return redis.Redis(**options)
 
     def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
         if not keys:
