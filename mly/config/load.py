@@ -110,7 +110,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(path, f"must be a mapping, got {type(value).__name__}")
         return dict(value)
-    if is_dataclass(tp):
+    if isinstance(tp, type) and is_dataclass(tp):
         return _convert_dataclass(value, tp, path)
     if tp is bool:
         if not isinstance(value, bool):
@@ -230,12 +230,12 @@ def validate(config: Config) -> None:
         if ds.retry_time_ms < 0:
             raise ConfigError(f"{where}.RetryTimeMs", "must be >= 0")
         if ds.connection:
-            conn = config.connection(ds.connection)
-            if conn is None:
+            l1 = config.connection(ds.connection)
+            if l1 is None:
                 raise ConfigError(f"{where}.Connection", f"unknown connection {ds.connection!r}")
             if not ds.dataset:
                 raise ConfigError(f"{where}.Dataset", "is required when Connection is set")
-            if conn.kind == "aerospike" and not ds.namespace:
+            if l1.kind == "aerospike" and not ds.namespace:
                 raise ConfigError(f"{where}.Namespace", "is required for an Aerospike connection")
         if ds.l2 is not None and ds.l2.connection:
             if not ds.connection:
