@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import importlib
+import io
 import logging
 import os
 import sys
@@ -53,6 +56,8 @@ def serve(config: str, host: str, port: int | None, workers: int, log_level: str
           imports: tuple[str, ...]) -> None:
     """Load every model of CONFIG and serve them."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(io.UnsupportedOperation, ValueError):  # stderr without a file descriptor
+        faulthandler.enable()  # a crash in native code (TensorFlow, Cython) leaves a Python traceback
     _import_modules(imports)
     from mly.server import run
 

@@ -6,6 +6,7 @@ with its reason instead of serving 503s.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 
@@ -31,7 +32,20 @@ def build_app(config: Config):  # type: ignore[no-untyped-def]
     except BaseException:
         registry.close()
         raise
+    freeze_heap()
     return create_app(registry)
+
+
+def freeze_heap() -> None:
+    """Move everything alive now (TensorFlow's object graph above all) out of the GC's sight.
+
+    A loaded model is hundreds of thousands of tracked objects; every full
+    collection walked them all and stalled the event loop for ~180 ms, which
+    was the whole p99 under load. Frozen objects are still freed by reference
+    counting; a reload unfreezes, collects and freezes again (``ModelService``).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def create_app_from_env():  # type: ignore[no-untyped-def]

@@ -235,23 +235,29 @@ cdef class MRUCache:
         if self._tail == NULL:
             self._tail = e
 
-    cdef Entry* _detach(self, size_t slot) noexcept:
-        """Take the entry in ``slot`` out of list, table and counters; the caller frees or reuses it."""
-        # Backward-shift deletion keeps linear probing tombstone-free.
+    cdef inline Entry* _detach(self, size_t slot) noexcept:
+        """Take the entry in ``slot`` out of list, table and counters; the caller frees or reuses it.
+
+        Backward-shift deletion keeps linear probing tombstone-free: each later
+        entry of the cluster moves into the hole unless its home lies in
+        ``(hole, j]``, i.e. unless it is nearer its home than the hole is. One
+        unsigned comparison decides that, so the loop has a single
+        data-dependent branch instead of four.
+        """
         cdef Entry* e = self._table[slot].entry
-        cdef size_t i = slot, j = slot, home
+        cdef Bucket* table = self._table
+        cdef size_t mask = self._mask, hole = slot, j = slot
         self._unlink(e)
         self._count -= 1
         self._used -= block_bytes(_entry_size(e))
         while True:
-            j = (j + 1) & self._mask
-            if self._table[j].entry == NULL:
+            j = (j + 1) & mask
+            if table[j].entry == NULL:
                 break
-            home = <size_t>self._table[j].hash & self._mask
-            if (j > i and (home <= i or home > j)) or (j < i and home <= i and home > j):
-                self._table[i] = self._table[j]
-                i = j
-        self._table[i].entry = NULL
+            if ((j - <size_t>table[j].hash) & mask) >= ((j - hole) & mask):
+                table[hole] = table[j]
+                hole = j
+        table[hole].entry = NULL
         return e
 
     cdef inline void _remove(self, size_t slot) noexcept:
@@ -263,12 +269,13 @@ cdef class MRUCache:
             i = (i + 1) & self._mask
         return i
 
-    cdef Entry* _evict_until(self, size_t room, size_t want_alloc) noexcept:
+    cdef inline Entry* _evict_until(self, size_t room, size_t want_alloc) noexcept:
         """Evict from the tail until ``room`` more bytes fit the budget.
 
         Returns one victim whose allocation is exactly ``want_alloc`` bytes
         instead of freeing it (NULL if none was): the caller reuses it, which
-        skips a free and a malloc on blocks whose allocator metadata is cold.
+        saves a free and a malloc and writes into a block that is already in
+        the CPU cache.
         """
         cdef Entry* spare = NULL
         cdef Entry* v
@@ -282,10 +289,12 @@ cdef class MRUCache:
         return spare
 
     cdef inline void _prefetch_next_victim(self) noexcept:
-        """Start loading what evicting the current tail will write: its table slot and its list neighbour.
+        """Start loading what evicting the current tail will touch: its table slot and its list neighbour.
 
-        The tail itself is warm (the eviction that made it the tail just wrote
-        its ``next``), so its hash can be read for free.
+        Called after a put that evicted, so the next put probably evicts too.
+        The tail was prefetched (as the previous tail's neighbour) one put
+        earlier, so reading its hash rarely waits; the lines asked for here
+        arrive while Python runs the caller's loop.
         """
         cdef Entry* t = self._tail
         if t != NULL:
@@ -348,14 +357,17 @@ cdef class MRUCache:
         else:
             if <size_t>(self._count + 1) * 4 > (self._mask + 1) * 3:
                 self._resize((self._mask + 1) * 2)
+                slot = 0  # stale: probe again below
             # Evict before allocating, so a victim of the right size can be reused.
             e = self._evict_until(charge, want)
             if e == NULL:
                 e = <Entry*>PyMem_Malloc(want)
                 if e == NULL:
                     raise MemoryError()
-            # Evictions and a resize move slots: probe again (the line is warm now).
-            slot = self._find(h, k, klen)
+            if slot >= 0 or self._evictions != evictions_before:
+                # A resize or an eviction's backward shift may have moved the
+                # free slot; the line is in cache now, so probing again is cheap.
+                slot = self._find(h, k, klen)
             e.hash = h
             e.key_len = <uint32_t>klen
             memcpy(_data(e), k, klen)
@@ -371,16 +383,18 @@ cdef class MRUCache:
             e.value_len = <uint32_t>value_len
             memcpy(_data(e) + klen, value, value_len)
         self._push_front(e)
-        # An update that grew its entry evicts after the fact (the entry is at
-        # the head, and fits alone, so it is never its own victim).
-        e = self._evict_until(0, 0)
-        if e != NULL:  # want_alloc 0 matches no entry; defensive
-            PyMem_Free(e)
+        if <size_t>self._used > <size_t>self._max:
+            # An update that grew its entry evicts after the fact; so does an
+            # insert whose table resize ate the room it evicted for. The new
+            # entry is at the head, so it goes last, and only if alone it
+            # still does not fit.
+            self._evict_until(0, 0)  # want_alloc 0 matches no entry: all victims are freed
         if self._evictions != evictions_before:
             self._prefetch_next_victim()
         return 0
 
-    cdef object _lookup(self, str key, int64_t dict_hash, int64_t now):
+    cdef object _lookup(self, str key, int64_t dict_hash, int64_t* now):
+        """One get; ``now[0] == 0`` means not read yet: it is read only for an entry that has a TTL."""
         cdef Py_ssize_t klen, slot
         cdef object holder
         cdef const char* k = _key_utf8(key, &klen)
@@ -393,11 +407,14 @@ cdef class MRUCache:
             self._misses += 1
             return None
         cdef Entry* e = self._table[slot].entry
-        if e.expires_ns != 0 and now >= e.expires_ns:
-            self._remove(slot)
-            self._expired += 1
-            self._misses += 1
-            return None
+        if e.expires_ns != 0:
+            if now[0] == 0:
+                now[0] = _now_ns()
+            if now[0] >= e.expires_ns:
+                self._remove(slot)
+                self._expired += 1
+                self._misses += 1
+                return None
         if e.dict_hash != dict_hash:
             self._remove(slot)
             self._stale += 1
@@ -414,15 +431,16 @@ cdef class MRUCache:
 
     def get(self, str key not None, int64_t dict_hash):
         """The value, ``KNOWN_MISSING``, or None (absent, expired, or computed under another dictionary)."""
-        return self._lookup(key, dict_hash, _now_ns())
+        cdef int64_t now = 0
+        return self._lookup(key, dict_hash, &now)
 
     def get_many(self, list keys not None, int64_t dict_hash) -> list:
-        """``get`` for each key, against one clock reading."""
-        cdef int64_t now = _now_ns()
+        """``get`` for each key, against one clock reading (taken when the first entry with a TTL is found)."""
+        cdef int64_t now = 0
         cdef Py_ssize_t i, n = len(keys)
         cdef list out = [None] * n
         for i in range(n):
-            out[i] = self._lookup(<str?>keys[i], dict_hash, now)
+            out[i] = self._lookup(<str?>keys[i], dict_hash, &now)
         return out
 
     def put(self, str key not None, value, int64_t dict_hash, int64_t ttl_ms):

@@ -182,6 +182,10 @@ class Batcher:
             if request.state == _PENDING:  # the caller was cancelled
                 self._withdraw(request)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def close(self) -> None:
         """Stop accepting, dispatch the open batch (``closing``) and wait for every batch to finish."""
         self._closed = True

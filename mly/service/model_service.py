@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -147,13 +148,24 @@ class ModelService:
             if self.cache.memory is not None:
                 self.cache.memory.clear()
         log.info("model %s: reloaded (dictHash %d)", self.id, generation.dict_hash)
-        if old is not None and old.batcher is not None:
+        if old is not None:
             # Requests that already hold the old generation finish on it; none can
-            # outlive its deadline, so its batcher is drained and closed after that.
+            # outlive its deadline, so it is retired after that.
             asyncio.get_running_loop().call_later(
-                self._deadline_s + 1, lambda: asyncio.ensure_future(old.batcher.close())  # type: ignore[union-attr]
+                self._deadline_s + 1, lambda: asyncio.ensure_future(self._retire(old))
             )
         return True
+
+    async def _retire(self, old: Generation) -> None:
+        if old.batcher is not None:
+            await old.batcher.close()
+        del old
+        if gc.get_freeze_count():
+            # The server froze the heap after start-up (mly.server.freeze_heap); the
+            # old model's cycles are frozen too, so release them with one full pass.
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
 
     def _reload_failed(self, reason: str) -> None:
         self.reload_failures += 1

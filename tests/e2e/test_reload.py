@@ -60,6 +60,7 @@ def versions(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactor
 def reloading_server(versions: dict[str, Path], tmp_path: Path) -> Iterator[LiveServer]:
     point(versions["link"], versions["v1"])
     config = {
+        "Endpoint": {"WriteTimeoutMs": 1000},  # old versions retire 1 s after the deadline: 2 s
         "Models": [{"ID": "r", "URL": str(versions["link"]), "DataStore": "mem", "ReloadIntervalSec": POLL_S,
                     "Inputs": [{"Name": "fl", "Precision": 2}]}],
         "Datastores": [{"ID": "mem", "Cache": {"SizeMb": 4}}],
@@ -182,3 +183,20 @@ def test_reload_with_same_vocabulary_drops_memory_entries(
         again = post(client, row).json()
     assert again["dictHash"] == first["dictHash"]  # same vocabulary, same hash
     assert service.rows_evaluated == evaluated + 1  # but evaluated by the new version
+
+
+def test_old_version_is_retired_and_freed(reloading_server: LiveServer, versions: dict[str, Path]) -> None:
+    import gc
+    import weakref
+
+    service = reloading_server.registry.get("r")
+    old = service.current
+    batcher = old.batcher
+    assert batcher is not None
+    gone = weakref.ref(old.loaded)
+    del old
+    point(versions["link"], versions["v2"])
+    wait_until(lambda: service.reloads >= 1, "the reload")
+    wait_until(lambda: batcher.closed, "the old batcher to close", 30)
+    gc.collect()
+    wait_until(lambda: gone() is None, "the old model to be freed", 30)
