@@ -29,6 +29,9 @@ SLOT_WILDCARD = 3
 SLOT_FLOAT = 4
 OOV_STRING = "[UNK]"
 
+
+cdef Py_ssize_t NOGIL_MIN_ROWS = 512  # below this a batch renders with the GIL held
+
 cdef enum:
     K_NONE = 0
     K_STRING_VOCAB = 1
@@ -340,7 +343,13 @@ cdef class KeyBuilder:
                 raise MemoryError()
             for k in range(self._n):
                 self._prepare(k, columns[k], n_rows, &cols[k], keep)
-            with nogil:
+            # Releasing the GIL for a few rows costs more than it saves: on the
+            # event loop thread, getting it back can wait a whole switch interval
+            # (5 ms) behind a busy inference thread.
+            if n_rows >= NOGIL_MIN_ROWS:
+                with nogil:
+                    rc = _render_rows(self._slots, cols, self._n, n_rows, &buf, offs)
+            else:
                 rc = _render_rows(self._slots, cols, self._n, n_rows, &buf, offs)
             if rc < 0:
                 raise MemoryError()

@@ -23,7 +23,7 @@ class ModelRegistry:
 
     def __init__(self, config: Config, *, inference_threads: int | None = None) -> None:
         self.config = config
-        threads = inference_threads or max(2, os.cpu_count() or 2)
+        threads = inference_threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mly-infer")
         # One cache per datastore, shared by the models that name it (as Go does).
         self.caches: dict[str, TieredCache] = {
