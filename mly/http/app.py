@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,54 +17,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mly.common.wire import STATUS_OK
 from mly.config.schema import to_json
-from mly.errors import PayloadTooLargeError
+from mly.http.fast import EvalFastPath
 from mly.http.guard import AllowedSubnetMiddleware
 from mly.http.responses import JSONResponse, exception_handlers
 from mly.service.registry import ModelRegistry
-from mly.service.request import parse_body, parse_query
 
 __all__ = ["create_app"]
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """Read at most ``limit`` bytes; a larger body is a 413 before it is all buffered."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise PayloadTooLargeError(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _rfc3339(ts: float) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else None
 
 
-def create_app(registry: ModelRegistry) -> Starlette:
+def create_app(registry: ModelRegistry) -> EvalFastPath:
+    """The ASGI app: eval on the fast path, everything else on Starlette."""
     config = registry.config
-    buffer_size = config.endpoint.buffer_size
-
-    async def evaluate(request: Request) -> Response:
-        started = time.perf_counter_ns()
-        service = registry.get(request.path_params["model_id"])
-        if request.method == "GET":
-            eval_request = parse_query(request.query_params.multi_items(), service.current)
-        else:
-            eval_request = parse_body(await _read_body(request, buffer_size))
-        result = await service.evaluate(eval_request)
-        body: dict[str, Any] = {"status": STATUS_OK}
-        if result.dict_hash:
-            body["dictHash"] = result.dict_hash
-        body["serviceTimeMcs"] = (time.perf_counter_ns() - started) // 1000
-        body["data"] = result.rows if result.batch else result.rows[0]
-        return JSONResponse(body)
 
     async def meta_config(request: Request) -> Response:
         service = registry.get(request.path_params["model_id"])
@@ -106,7 +72,6 @@ def create_app(registry: ModelRegistry) -> Starlette:
 
     model = "/v1/api/model/{model_id}"
     routes = [
-        Route(f"{model}/eval", evaluate, methods=["GET", "POST", "PUT"]),
         Route(f"{model}/meta/config", meta_config, methods=["GET"]),
         Route(f"{model}/meta/dictionary", meta_dictionary, methods=["GET"]),
         Route(f"{model}/meta/stats", meta_stats, methods=["GET"]),
@@ -137,4 +102,4 @@ def create_app(registry: ModelRegistry) -> Starlette:
         lifespan=lifespan,
     )
     app.state.registry = registry
-    return app
+    return EvalFastPath(app, registry, buffer_size=config.endpoint.buffer_size)

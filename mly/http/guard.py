@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["AllowedSubnetMiddleware", "PROTECTED_PREFIXES"]
+__all__ = ["PROTECTED_PREFIXES", "AllowedSubnetMiddleware"]
 
 #: Paths Go protects (config, health, stats, debug); eval and meta stay open.
 PROTECTED_PREFIXES = ("/v1/api/config", "/v1/api/health", "/v1/api/stats", "/v1/api/debug")
