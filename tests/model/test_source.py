@@ -1,0 +1,80 @@
+"""Model sources: what counts as a change, and a version that changes while it loads."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mly.config import parse_config
+from mly.errors import ModelLoadError
+from mly.model.loader import ModelChangedError, load_model
+from mly.model.source import FileSnapshot, ModelSource
+
+
+def snapshot(path: Path) -> FileSnapshot:
+    return ModelSource(str(path), model_id="m").snapshot()
+
+
+def test_any_file_change_is_a_change(tmp_path: Path) -> None:
+    (tmp_path / "variables").mkdir()
+    (tmp_path / "saved_model.pb").write_bytes(b"a" * 10)
+    (tmp_path / "variables" / "v.index").write_bytes(b"b")
+    first = snapshot(tmp_path)
+    assert [f[0] for f in first.files] == ["saved_model.pb", "variables/v.index"]
+    assert snapshot(tmp_path) == first
+
+    os.utime(tmp_path / "variables" / "v.index", (1, 1))  # an old mtime still differs (Go: span rule)
+    assert snapshot(tmp_path) != first
+    second = snapshot(tmp_path)
+    (tmp_path / "extra").write_bytes(b"")
+    assert snapshot(tmp_path) != second
+    third = snapshot(tmp_path)
+    (tmp_path / "saved_model.pb").write_bytes(b"c" * 11)
+    assert snapshot(tmp_path) != third
+
+
+def test_file_url_and_missing_folder(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    assert ModelSource(f"file://{tmp_path}", model_id="m").snapshot() == snapshot(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        snapshot(tmp_path / "nope")
+    assert ModelSource(f"file://{tmp_path}", model_id="m").materialize(snapshot(tmp_path)) == str(tmp_path)
+
+
+def test_unknown_scheme_names_the_url() -> None:
+    with pytest.raises(ValueError, match="nosuch://bucket/m"):
+        ModelSource("nosuch://bucket/m", model_id="m").snapshot()
+
+
+def test_file_hash_is_go_fs_hash(tmp_path: Path) -> None:
+    for name, mtime in (("a", 1000.7), ("b", 2000.2)):
+        (tmp_path / name).write_bytes(b"")
+        os.utime(tmp_path / name, (mtime, mtime))
+    assert snapshot(tmp_path).file_hash == 1000 + 2000
+
+
+class ChangingSource(ModelSource):
+    """Test double for a race that cannot be timed reliably: the files change
+    between the listing taken before loading and the one taken after."""
+
+    calls = 0
+
+    def snapshot(self) -> FileSnapshot:
+        self.calls += 1
+        first = super().snapshot()
+        if self.calls == 1:
+            return first
+        return FileSnapshot((*first.files, ("late-file", 1, "1")), first.mtimes)
+
+
+def test_version_that_changes_while_loading_is_refused(model_dirs: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(model_dirs["ops"], folder)
+    config = parse_config({"Models": [{"ID": "m", "URL": str(folder)}]}).models[0]
+    with pytest.raises(ModelLoadError, match="changed while it was loading") as info:
+        load_model(config, caching=False, source=ChangingSource(str(folder), model_id="m"))
+    assert isinstance(info.value.__cause__, ModelChangedError)
+    assert load_model(config, caching=False).interface.fed == ("ik", "sa")
