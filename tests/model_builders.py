@@ -209,3 +209,25 @@ def build_numeric_model(out_dir: str) -> str:
     model = keras.Model(inputs={"x1": x1, "x2": x2}, outputs={"y": y}, name="numeric")
     model.get_layer("y").set_weights([np.array([[2.0], [3.0]], np.float32), np.array([1.0], np.float32)])
     return _export_keras(model, str(out_dir))
+
+
+def build_slow_model(out_dir: str, size: int = 1200, rounds: int = 4) -> str:
+    """One float input ``x``; each call does ``rounds`` ``size x size`` matmuls (tens of ms
+    on one core), so tests can fill a batch queue or pass a deadline for real."""
+    import tensorflow as tf
+
+    class Slow(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.m = tf.Variable(tf.random.stateless_uniform([size, size], seed=[1, 2]) / size)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+        def serve(self, x: Any) -> dict[str, Any]:
+            acc = self.m
+            for _ in range(rounds):
+                acc = tf.matmul(acc, self.m)
+            return {"y": x + tf.reduce_sum(acc) * 0.0}
+
+    module = Slow()
+    tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.serve})
+    return str(out_dir)
