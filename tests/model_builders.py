@@ -231,3 +231,19 @@ def build_slow_model(out_dir: str, size: int = 1200, rounds: int = 4) -> str:
     module = Slow()
     tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.serve})
     return str(out_dir)
+
+
+def build_checked_model(out_dir: str) -> str:
+    """``y = 2 * x`` that fails at run time (InvalidArgumentError) for any negative ``x``:
+    a real TensorFlow error caused by one request's value."""
+    import tensorflow as tf
+
+    class Checked(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+        def serve(self, x: Any) -> dict[str, Any]:
+            with tf.control_dependencies([tf.debugging.assert_greater_equal(x, 0.0, message="x must be >= 0")]):
+                return {"y": x * 2.0}
+
+    module = Checked()
+    tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.serve})
+    return str(out_dir)

@@ -86,3 +86,31 @@ def test_deadline_while_queued_is_answered_and_not_evaluated(deadline_server: Li
     assert batcher.counters.deadline_exceeded >= 1
     # Requests that expired while queued were never evaluated.
     assert batcher.counters.rows - rows_before < 16
+
+
+def test_bad_row_fails_only_its_own_request(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from model_builders import build_checked_model
+
+    model = build_checked_model(str(tmp_path_factory.mktemp("checked") / "model"))
+    config = {"Models": [{"ID": "chk", "URL": model, "UseDict": False,
+                          "Batch": {"BatchWait": 50_000_000, "MaxBatchSize": 8}}]}  # hold 50 ms: merge all 8
+    server = LiveServer(config, tmp_path_factory.mktemp("checked-server")).start()
+    try:
+        batcher = server.registry.get("chk").current.batcher
+
+        def send(x: float) -> tuple[int, dict]:
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                response = client.post("/v1/api/model/chk/eval", json={"x": x})
+            return response.status_code, response.json()
+
+        values = [1.0, 2.0, -1.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(send, values))
+        for x, (status, body) in zip(values, results):
+            if x < 0:
+                assert status == 500 and "x must be >= 0" in body["error"], body
+            else:
+                assert status == 200 and body["data"] == {"y": 2 * x}, body
+        assert batcher.counters.failed_batches >= 1  # a merged call failed and was split
+    finally:
+        server.stop()
