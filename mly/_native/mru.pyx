@@ -10,20 +10,22 @@ Thread safety comes from the GIL: every method computes what may call Python
 code (``hash(key)``, the key's UTF-8, ``bytes(value)``) first, then changes the
 structure with C calls only, which cannot switch threads.
 
-At 100k entries a put that evicts is bound by cache misses, not instructions:
-the new key's table slot, the victim entry, the victim's table slot and its
-neighbour in the recency list are all cold. So ``put`` prefetches the new
-key's slot before reading the clock, a put that evicted prefetches what the
-next eviction will touch, and an eviction victim whose allocation has the
-size the new entry needs is reused instead of freed and allocated again.
+At 100k entries a put that evicts is bound by cache misses more than by
+instructions: the new key's slot, the victim entry and the victim's slot are
+all cold. So a put learns that a new key is absent, and where it goes, from
+one control byte per slot (an array 1/16 of the table that stays cached); a
+put that evicted prefetches the next victim and its slot, which is known
+without loading the victim because each entry keeps the key hash of its list
+neighbour (``prev_hash``); and an eviction victim whose block has the size
+class the new entry needs is reused instead of freed and allocated again.
 """
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject_Hash
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DATA, PyUnicode_GET_LENGTH
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
@@ -43,10 +45,14 @@ cdef extern from *:
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object o)
 
+# ``prev`` is the more recently used neighbour. An entry does not keep its own
+# key hash (its table slot has it) but ``prev``'s: evicting the tail then
+# yields the new tail's hash from the victim itself, so the next victim's slot
+# can be prefetched without first waiting for the next victim to load.
 ctypedef struct Entry:
     Entry* prev
     Entry* next
-    Py_hash_t hash
+    Py_hash_t prev_hash
     int64_t dict_hash
     int64_t expires_ns
     uint32_t key_len
@@ -57,6 +63,20 @@ ctypedef struct Entry:
 ctypedef struct Bucket:
     Py_hash_t hash
     Entry* entry
+
+
+cdef inline size_t _table_bytes(size_t slots) noexcept nogil:
+    """The index's real memory: the bucket array plus one control byte per slot."""
+    return block_bytes(slots * sizeof(Bucket)) + block_bytes(slots)
+
+
+cdef inline uint8_t _ctrl_byte(Py_hash_t h) noexcept nogil:
+    """A slot's control byte: 0 when empty, else 0x80 and the hash's top 7 bits.
+
+    The top bits are independent of the slot (chosen by the low bits), so two
+    keys sharing a cluster match on the control byte only 1 time in 128.
+    """
+    return <uint8_t>(0x80 | (<uint64_t>h >> 57))
 
 ENTRY_HEADER_BYTES = sizeof(Entry)
 MIN_MAX_BYTES = 1024
@@ -121,10 +141,29 @@ cdef inline size_t _entry_size(const Entry* e) noexcept nogil:
     return sizeof(Entry) + e.key_len + (0 if e.value_len == MISSING_LEN else e.value_len)
 
 
+cdef inline void _prefetch_entry_tail(const Entry* e) noexcept nogil:
+    """Prefetch the two cache lines after an entry's first: key and value of a typical row.
+
+    Integer arithmetic, so the address may lie past a small entry's block
+    without forming an out-of-bounds pointer; a prefetch never faults.
+    """
+    prefetch_w(<const void*>(<size_t>e + 64))
+    prefetch_w(<const void*>(<size_t>e + 128))
+
+
 cdef inline int64_t _now_ns() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef const char* _key_utf8_slow(str key, Py_ssize_t* n) except? NULL:
+    cdef const char* p
+    try:
+        p = PyUnicode_AsUTF8AndSize(key, n)
+    except UnicodeEncodeError:
+        return NULL
+    return p
 
 
 cdef inline const char* _key_utf8(str key, Py_ssize_t* n) except? NULL:
@@ -135,12 +174,7 @@ cdef inline const char* _key_utf8(str key, Py_ssize_t* n) except? NULL:
     if PyUnicode_IS_COMPACT_ASCII(key):
         n[0] = PyUnicode_GET_LENGTH(key)
         return <const char*>PyUnicode_DATA(key)
-    cdef const char* p
-    try:
-        p = PyUnicode_AsUTF8AndSize(key, n)
-    except UnicodeEncodeError:
-        return NULL
-    return p
+    return _key_utf8_slow(key, n)
 
 
 @cython.final
@@ -153,9 +187,17 @@ cdef class MRUCache:
     """
 
     cdef Bucket* _table
+    # One byte per slot, 1/16 of the table's size, so it mostly stays in the
+    # CPU cache: a put of a new key (and a get that misses) usually learns
+    # from it alone that the key is absent and where it goes, without
+    # loading the key's bucket, which at 100k entries is a trip to memory.
+    cdef uint8_t* _ctrl
     cdef size_t _mask
+    cdef size_t _table_charge  # _table_bytes(_mask + 1), kept for the per-put fit check
+    cdef size_t _hole  # the slot the last _detach left empty
     cdef Entry* _head
     cdef Entry* _tail
+    cdef Py_hash_t _tail_hash  # the tail's key hash (entries keep only their neighbour's)
     cdef Py_ssize_t _count
     cdef Py_ssize_t _used
     cdef Py_ssize_t _max
@@ -170,6 +212,7 @@ cdef class MRUCache:
     def __dealloc__(self):
         self._free_entries()
         PyMem_Free(self._table)
+        PyMem_Free(self._ctrl)
 
     cdef void _free_entries(self) noexcept:
         cdef Entry* e = self._head
@@ -183,37 +226,64 @@ cdef class MRUCache:
 
     cdef int _resize(self, size_t slots) except -1:
         cdef Bucket* table = <Bucket*>PyMem_Malloc(slots * sizeof(Bucket))
-        cdef Entry* e
-        cdef size_t i
-        if table == NULL:
+        cdef uint8_t* ctrl = <uint8_t*>PyMem_Malloc(slots)
+        cdef size_t i, j
+        if table == NULL or ctrl == NULL:
+            PyMem_Free(table)
+            PyMem_Free(ctrl)
             raise MemoryError()
         memset(table, 0, slots * sizeof(Bucket))
-        e = self._head
-        while e != NULL:
-            i = <size_t>e.hash & (slots - 1)
-            while table[i].entry != NULL:
-                i = (i + 1) & (slots - 1)
-            table[i].hash = e.hash
-            table[i].entry = e
-            e = e.next
+        memset(ctrl, 0, slots)
         if self._table != NULL:
-            self._used -= block_bytes((self._mask + 1) * sizeof(Bucket))
+            for j in range(self._mask + 1):
+                if self._ctrl[j] != 0:
+                    i = <size_t>self._table[j].hash & (slots - 1)
+                    while ctrl[i] != 0:
+                        i = (i + 1) & (slots - 1)
+                    table[i] = self._table[j]
+                    ctrl[i] = self._ctrl[j]
+            self._used -= _table_bytes(self._mask + 1)
             PyMem_Free(self._table)
+            PyMem_Free(self._ctrl)
         self._table = table
+        self._ctrl = ctrl
         self._mask = slots - 1
-        self._used += block_bytes(slots * sizeof(Bucket))
+        self._table_charge = _table_bytes(slots)
+        self._used += self._table_charge
         return 0
 
-    cdef inline Py_ssize_t _find(self, Py_hash_t h, const char* k, Py_ssize_t n) noexcept:
-        """The slot holding the key, or ``-1 - free slot`` where it would go."""
+    cdef inline Py_ssize_t _find(self, Py_hash_t h, const char* k, Py_ssize_t n, bint reading) noexcept:
+        """The slot holding the key, or ``-1 - free slot`` where it would go.
+
+        Writers walk the control bytes and read a bucket (then the entry) only
+        where the control byte matches: a put of a new key usually touches no
+        bucket at all. ``reading`` (a get, which expects a hit and will read
+        the bucket anyway) walks the buckets directly, saving the control
+        byte's load in front of the bucket's; on a hash match it prefetches
+        the entry's next two lines before comparing the first, so they arrive
+        together instead of one after the other.
+        """
         cdef size_t i = <size_t>h & self._mask
+        cdef uint8_t c = _ctrl_byte(h), ci
         cdef Entry* e
+        if reading:
+            while True:
+                e = self._table[i].entry
+                if e == NULL:
+                    return -1 - <Py_ssize_t>i
+                if self._table[i].hash == h:
+                    _prefetch_entry_tail(e)
+                    if e.key_len == <uint32_t>n and memcmp(_data(e), k, n) == 0:
+                        return <Py_ssize_t>i
+                i = (i + 1) & self._mask
         while True:
-            e = self._table[i].entry
-            if e == NULL:
+            ci = self._ctrl[i]
+            if ci == 0:
                 return -1 - <Py_ssize_t>i
-            if self._table[i].hash == h and e.key_len == <uint32_t>n and memcmp(_data(e), k, n) == 0:
-                return <Py_ssize_t>i
+            if ci == c and self._table[i].hash == h:
+                e = self._table[i].entry
+                if e.key_len == <uint32_t>n and memcmp(_data(e), k, n) == 0:
+                    return <Py_ssize_t>i
             i = (i + 1) & self._mask
 
     cdef inline void _unlink(self, Entry* e) noexcept:
@@ -223,20 +293,28 @@ cdef class MRUCache:
             self._head = e.next
         if e.next != NULL:
             e.next.prev = e.prev
+            e.next.prev_hash = e.prev_hash
         else:
             self._tail = e.prev
+            self._tail_hash = e.prev_hash
 
-    cdef inline void _push_front(self, Entry* e) noexcept:
+    cdef inline void _push_front(self, Entry* e, Py_hash_t h) noexcept:
+        """Make ``e`` (key hash ``h``) the most recently used entry."""
         e.prev = NULL
         e.next = self._head
         if self._head != NULL:
             self._head.prev = e
-        self._head = e
-        if self._tail == NULL:
+            self._head.prev_hash = h
+        else:
             self._tail = e
+            self._tail_hash = h
+        self._head = e
 
     cdef inline Entry* _detach(self, size_t slot) noexcept:
         """Take the entry in ``slot`` out of list, table and counters; the caller frees or reuses it.
+
+        Exactly one slot ends up empty, ``self._hole``; every other slot stays
+        occupied (a shift only moves entries into the hole it is closing).
 
         Backward-shift deletion keeps linear probing tombstone-free: each later
         entry of the cluster moves into the hole unless its home lies in
@@ -244,63 +322,75 @@ cdef class MRUCache:
         unsigned comparison decides that, so the loop has a single
         data-dependent branch instead of four.
         """
-        cdef Entry* e = self._table[slot].entry
         cdef Bucket* table = self._table
+        cdef uint8_t* ctrl = self._ctrl
+        cdef Entry* e = table[slot].entry
         cdef size_t mask = self._mask, hole = slot, j = slot
         self._unlink(e)
         self._count -= 1
         self._used -= block_bytes(_entry_size(e))
         while True:
             j = (j + 1) & mask
-            if table[j].entry == NULL:
+            if ctrl[j] == 0:
                 break
             if ((j - <size_t>table[j].hash) & mask) >= ((j - hole) & mask):
                 table[hole] = table[j]
+                ctrl[hole] = ctrl[j]
                 hole = j
         table[hole].entry = NULL
+        ctrl[hole] = 0
+        self._hole = hole
         return e
 
     cdef inline void _remove(self, size_t slot) noexcept:
         PyMem_Free(self._detach(slot))
 
-    cdef inline size_t _slot_of(self, const Entry* e) noexcept:
-        cdef size_t i = <size_t>e.hash & self._mask
-        while self._table[i].entry != e:
-            i = (i + 1) & self._mask
-        return i
-
-    cdef inline Entry* _evict_until(self, size_t room, size_t want_alloc) noexcept:
+    cdef inline Entry* _evict_until(self, size_t room, size_t want_alloc, size_t home, size_t* free_slot) noexcept:
         """Evict from the tail until ``room`` more bytes fit the budget.
 
         Returns one victim whose allocation is exactly ``want_alloc`` bytes
         instead of freeing it (NULL if none was): the caller reuses it, which
         saves a free and a malloc and writes into a block that is already in
         the CPU cache.
+
+        ``free_slot`` (optional) is where the caller's new key would go: the
+        first empty slot from the key's ``home`` slot. An eviction empties one
+        slot and fills none, so the first empty slot becomes the emptied one
+        if that lies between ``home`` and ``free_slot``; tracking that here
+        spares a second probe (and its unpredictable branches) after evicting.
         """
         cdef Entry* spare = NULL
         cdef Entry* v
+        cdef size_t i, vsize, mask = self._mask
         while <size_t>self._used + room > <size_t>self._max and self._tail != NULL:
-            v = self._detach(self._slot_of(self._tail))
+            v = self._tail
+            i = <size_t>self._tail_hash & mask
+            while self._table[i].entry != v:
+                i = (i + 1) & mask
+            self._detach(i)
             self._evictions += 1
-            if spare == NULL and alloc_bytes(_entry_size(v)) == want_alloc:
+            if free_slot != NULL and ((self._hole - home) & mask) < ((free_slot[0] - home) & mask):
+                free_slot[0] = self._hole
+            vsize = _entry_size(v)
+            if spare == NULL and alloc_bytes(vsize) == want_alloc:
                 spare = v
             else:
                 PyMem_Free(v)
         return spare
 
     cdef inline void _prefetch_next_victim(self) noexcept:
-        """Start loading what evicting the current tail will touch: its table slot and its list neighbour.
+        """Start loading what evicting the current tail will read: the tail and its table slot.
 
-        Called after a put that evicted, so the next put probably evicts too.
-        The tail was prefetched (as the previous tail's neighbour) one put
-        earlier, so reading its hash rarely waits; the lines asked for here
-        arrive while Python runs the caller's loop.
+        Called after a put that evicted, so the next put probably evicts too;
+        the lines arrive while Python runs the caller's loop. Both addresses
+        are known without touching the tail (``_tail_hash``), so this never
+        waits for memory.
         """
-        cdef Entry* t = self._tail
-        if t != NULL:
-            prefetch_w(&self._table[<size_t>t.hash & self._mask])
-            if t.prev != NULL:
-                prefetch_w(t.prev)
+        cdef size_t home = <size_t>self._tail_hash & self._mask
+        if self._tail != NULL:
+            prefetch_w(self._tail)
+            prefetch_w(&self._table[home])
+            prefetch_w(&self._ctrl[home])
 
     cdef int _store(self, str key, const char* value, Py_ssize_t value_len, int64_t dict_hash,
                     int64_t ttl_ms) except -1:
@@ -308,9 +398,15 @@ cdef class MRUCache:
         cdef Py_ssize_t klen, slot
         cdef Entry* e
         cdef Entry* moved
-        cdef size_t size, charge, want
+        cdef size_t size, charge, want, free
         cdef uint64_t evictions_before = self._evictions
         cdef object holder
+        cdef Py_hash_t h = PyObject_Hash(key)
+        # The control byte is usually cached already; the bucket, which an
+        # insert writes and an update reads, loads while the key is checked,
+        # the clock read and the sizes computed.
+        prefetch_w(&self._ctrl[<size_t>h & self._mask])
+        prefetch_w(&self._table[<size_t>h & self._mask])
         if ttl_ms < 0:
             raise ValueError(f"ttl_ms must be >= 0 (0: no expiry), got {ttl_ms}")
         cdef const char* k = _key_utf8(key, &klen)
@@ -318,9 +414,6 @@ cdef class MRUCache:
             holder = key.encode("utf-8", "surrogatepass")
             k = PyBytes_AS_STRING(holder)
             klen = PyBytes_GET_SIZE(holder)
-        cdef Py_hash_t h = PyObject_Hash(key)
-        # The slot's line loads while the clock is read and the sizes computed.
-        prefetch_w(&self._table[<size_t>h & self._mask])
         if klen >= MISSING_LEN or value_len >= MISSING_LEN:
             raise ValueError("key or value larger than 4 GiB")
         size = sizeof(Entry) + klen + (value_len if value != NULL else 0)
@@ -328,51 +421,46 @@ cdef class MRUCache:
         want = alloc_bytes(size)
         # Capped at ~100 years so the nanosecond deadline cannot overflow.
         cdef int64_t expires = _now_ns() + min(ttl_ms, MAX_TTL_MS) * 1000000 if ttl_ms > 0 else 0
-        slot = self._find(h, k, klen)
-        if charge + block_bytes((self._mask + 1) * sizeof(Bucket)) > <size_t>self._max:
+        slot = self._find(h, k, klen, False)
+        if charge + self._table_charge > <size_t>self._max:
             # Cannot fit even alone; an older value must not outlive this write.
             if slot >= 0:
                 self._remove(slot)
             return 0
         if slot >= 0:
             e = self._table[slot].entry
-            if alloc_bytes(_entry_size(e)) != want:
-                moved = <Entry*>PyMem_Realloc(e, want)
+            if alloc_bytes(_entry_size(e)) == want:
+                self._unlink(e)  # the block already holds ``want`` bytes and is charged ``charge``
+            else:
+                # Another size class: a fresh block, not PyMem_Realloc, which
+                # keeps a pymalloc block that shrinks by less than a quarter in
+                # its old, bigger class, so the entry would cost more than it
+                # is charged.
+                moved = <Entry*>PyMem_Malloc(want)
                 if moved == NULL:
                     raise MemoryError()
+                self._unlink(e)
+                memcpy(moved, e, sizeof(Entry) + klen)  # header and key; the value is written below
                 self._used += <Py_ssize_t>charge - <Py_ssize_t>block_bytes(_entry_size(e))
-                if moved != e:
-                    e = moved
-                    self._table[slot].entry = e
-                    if e.prev != NULL:
-                        e.prev.next = e
-                    else:
-                        self._head = e
-                    if e.next != NULL:
-                        e.next.prev = e
-                    else:
-                        self._tail = e
-            # else: the block already holds ``want`` bytes and is charged ``charge``.
-            self._unlink(e)
+                self._table[slot].entry = moved
+                PyMem_Free(e)
+                e = moved
         else:
+            free = <size_t>(-1 - slot)
             if <size_t>(self._count + 1) * 4 > (self._mask + 1) * 3:
                 self._resize((self._mask + 1) * 2)
-                slot = 0  # stale: probe again below
+                free = <size_t>(-1 - self._find(h, k, klen, False))
             # Evict before allocating, so a victim of the right size can be reused.
-            e = self._evict_until(charge, want)
+            e = self._evict_until(charge, want, <size_t>h & self._mask, &free)
             if e == NULL:
                 e = <Entry*>PyMem_Malloc(want)
                 if e == NULL:
                     raise MemoryError()
-            if slot >= 0 or self._evictions != evictions_before:
-                # A resize or an eviction's backward shift may have moved the
-                # free slot; the line is in cache now, so probing again is cheap.
-                slot = self._find(h, k, klen)
-            e.hash = h
             e.key_len = <uint32_t>klen
             memcpy(_data(e), k, klen)
-            self._table[-1 - slot].hash = h
-            self._table[-1 - slot].entry = e
+            self._table[free].hash = h
+            self._table[free].entry = e
+            self._ctrl[free] = _ctrl_byte(h)
             self._count += 1
             self._used += charge
         e.dict_hash = dict_hash
@@ -382,33 +470,35 @@ cdef class MRUCache:
         else:
             e.value_len = <uint32_t>value_len
             memcpy(_data(e) + klen, value, value_len)
-        self._push_front(e)
+        self._push_front(e, h)
         if <size_t>self._used > <size_t>self._max:
             # An update that grew its entry evicts after the fact; so does an
             # insert whose table resize ate the room it evicted for. The new
             # entry is at the head, so it goes last, and only if alone it
             # still does not fit.
-            self._evict_until(0, 0)  # want_alloc 0 matches no entry: all victims are freed
+            self._evict_until(0, 0, 0, NULL)  # want_alloc 0 matches no entry: all victims are freed
         if self._evictions != evictions_before:
             self._prefetch_next_victim()
         return 0
 
     cdef object _lookup(self, str key, int64_t dict_hash, int64_t* now):
-        """One get; ``now[0] == 0`` means not read yet: it is read only for an entry that has a TTL."""
+        """One get; ``now[0] < 0`` means not read yet: the clock is read only for an entry that has a TTL."""
         cdef Py_ssize_t klen, slot
         cdef object holder
+        cdef Py_hash_t h = PyObject_Hash(key)
+        prefetch_w(&self._table[<size_t>h & self._mask])
         cdef const char* k = _key_utf8(key, &klen)
         if k == NULL:
             holder = key.encode("utf-8", "surrogatepass")
             k = PyBytes_AS_STRING(holder)
             klen = PyBytes_GET_SIZE(holder)
-        slot = self._find(PyObject_Hash(key), k, klen)
+        slot = self._find(h, k, klen, True)
         if slot < 0:
             self._misses += 1
             return None
         cdef Entry* e = self._table[slot].entry
         if e.expires_ns != 0:
-            if now[0] == 0:
+            if now[0] < 0:
                 now[0] = _now_ns()
             if now[0] >= e.expires_ns:
                 self._remove(slot)
@@ -422,7 +512,7 @@ cdef class MRUCache:
             return None
         if e != self._head:
             self._unlink(e)
-            self._push_front(e)
+            self._push_front(e, h)
         if e.value_len == MISSING_LEN:
             self._negative_hits += 1
             return _MISSING
@@ -431,12 +521,12 @@ cdef class MRUCache:
 
     def get(self, str key not None, int64_t dict_hash):
         """The value, ``KNOWN_MISSING``, or None (absent, expired, or computed under another dictionary)."""
-        cdef int64_t now = 0
+        cdef int64_t now = -1
         return self._lookup(key, dict_hash, &now)
 
     def get_many(self, list keys not None, int64_t dict_hash) -> list:
         """``get`` for each key, against one clock reading (taken when the first entry with a TTL is found)."""
-        cdef int64_t now = 0
+        cdef int64_t now = -1
         cdef Py_ssize_t i, n = len(keys)
         cdef list out = [None] * n
         for i in range(n):
@@ -446,13 +536,13 @@ cdef class MRUCache:
     def put(self, str key not None, value, int64_t dict_hash, int64_t ttl_ms):
         """Store ``value`` (bytes) under ``key``; ``ttl_ms == 0`` never expires."""
         cdef bytes raw
-        if type(value) is bytes:
-            raw = value
+        if type(value) is bytes:  # the caller's reference keeps it alive: no copy, no new reference
+            self._store(key, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), dict_hash, ttl_ms)
         elif isinstance(value, (bytearray, memoryview)):
             raw = bytes(value)
+            self._store(key, PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), dict_hash, ttl_ms)
         else:  # bytes(5) would quietly store five zero bytes
             raise TypeError(f"value must be bytes, got {type(value).__name__}")
-        self._store(key, PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), dict_hash, ttl_ms)
 
     def put_missing(self, str key not None, int64_t dict_hash, int64_t ttl_ms):
         """Remember that the stores have nothing for ``key`` (until ``ttl_ms`` passes)."""
@@ -466,7 +556,7 @@ cdef class MRUCache:
             holder = key.encode("utf-8", "surrogatepass")
             k = PyBytes_AS_STRING(holder)
             klen = PyBytes_GET_SIZE(holder)
-        slot = self._find(PyObject_Hash(key), k, klen)
+        slot = self._find(PyObject_Hash(key), k, klen, False)
         if slot < 0:
             return False
         self._remove(slot)
@@ -475,7 +565,8 @@ cdef class MRUCache:
     def clear(self):
         self._free_entries()
         memset(self._table, 0, (self._mask + 1) * sizeof(Bucket))
-        self._used = block_bytes((self._mask + 1) * sizeof(Bucket))
+        memset(self._ctrl, 0, self._mask + 1)
+        self._used = _table_bytes(self._mask + 1)
 
     def __len__(self):
         return self._count
@@ -501,14 +592,21 @@ cdef class MRUCache:
         }
 
     def _check_invariants(self):
-        """Walk list and table and compare with the counters (tests only: O(n))."""
+        """Walk list and table and compare with the counters (tests only: O(n)).
+
+        An entry's own hash is its successor's ``prev_hash`` (``_tail_hash``
+        for the tail); finding every entry through that hash checks those
+        copies as well as the table.
+        """
         cdef Entry* e = self._head
         cdef Entry* prev = NULL
         cdef Py_ssize_t n = 0, in_table = 0, slot
-        cdef size_t used = block_bytes((self._mask + 1) * sizeof(Bucket)), i
+        cdef size_t used = _table_bytes(self._mask + 1), i
+        cdef Py_hash_t h
         while e != NULL:
             assert e.prev == prev, "broken prev link"
-            slot = self._find(e.hash, _data(e), e.key_len)
+            h = e.next.prev_hash if e.next != NULL else self._tail_hash
+            slot = self._find(h, _data(e), e.key_len, False)
             assert slot >= 0 and self._table[slot].entry == e, "entry not reachable from its hash"
             used += block_bytes(_entry_size(e))
             n += 1
@@ -517,7 +615,8 @@ cdef class MRUCache:
         assert prev == self._tail, "tail is not the last entry"
         for i in range(self._mask + 1):
             in_table += self._table[i].entry != NULL
-            assert self._table[i].entry == NULL or self._table[i].hash == self._table[i].entry.hash
+            assert (self._ctrl[i] == 0) == (self._table[i].entry == NULL), "control byte disagrees with slot"
+            assert self._ctrl[i] == 0 or self._ctrl[i] == _ctrl_byte(self._table[i].hash), "wrong control byte"
         assert n == self._count == in_table, f"count {self._count}, list {n}, table {in_table}"
         assert used == <size_t>self._used, f"bytes_used {self._used}, recomputed {used}"
         assert self._used <= self._max, "over budget"

@@ -311,3 +311,103 @@ def test_rss_stays_near_budget() -> None:
 def test_header_constant_and_pickled_marker() -> None:
     assert mru.ENTRY_HEADER_BYTES == 48
     assert pickle.loads(pickle.dumps(KNOWN_MISSING)) is KNOWN_MISSING
+
+
+# --- eviction fast path: control bytes, free-slot tracking, block reuse ------------------------
+
+
+def test_dense_table_evictions_are_exact_lru() -> None:
+    """Random puts into a tiny cache, so its table is small and its clusters long.
+
+    Every put of a new key evicts into the cluster the new key probes (the
+    free slot is tracked through the backward shifts, not probed again) and
+    mostly reuses the victim's block. After each step the cache must hold
+    exactly the most recently used keys (a suffix of the model's recency
+    order) with their latest values, and its structure must check out.
+    Sizes cross pymalloc size classes and the 512-byte pymalloc limit;
+    updates change a value's size class both ways; negative entries mix in.
+    """
+    rng = random.Random(5)
+    cache = MRUCache(6_000)
+    model: dict[str, bytes | None] = {}  # insertion order = recency, oldest first
+    for step in range(4_000):
+        key = f"k{rng.randrange(120)}/" + "x" * rng.randrange(0, 40)
+        if rng.random() < 0.15:
+            cache.put_missing(key, H, 0)
+            model.pop(key, None)
+            model[key] = None
+        else:
+            value = bytes([step % 251]) * rng.choice((0, 1, 20, 90, 200, 440, 470, 600))
+            cache.put(key, value, H, 0)
+            model.pop(key, None)
+            model[key] = value
+        n = len(cache)
+        for gone in list(model)[: len(model) - n]:  # evicted: the least recently used
+            del model[gone]
+        for k, v in list(model.items()):  # oldest first, so the recency order is unchanged
+            got = cache.get(k, H)
+            assert got == (KNOWN_MISSING if v is None else v), (step, k)
+        if step % 50 == 0:
+            cache._check_invariants()
+    cache._check_invariants()
+    st = cache.stats()
+    assert st["evictions"] > 1_000 and st["misses"] == 0
+
+
+def test_get_many_reads_the_clock_only_for_entries_with_a_ttl() -> None:
+    cache = MRUCache(1 << 20)
+    cache.put("ttl", b"1", H, 30)
+    cache.put("forever", b"2", H, 0)
+    cache.put_missing("gone", H, 30)
+    assert cache.get_many(["forever", "ttl", "gone"], H) == [b"2", b"1", KNOWN_MISSING]
+    time.sleep(0.06)
+    assert cache.get_many(["forever", "ttl", "gone"], H) == [b"2", None, None]
+    st = cache.stats()
+    assert st["expired"] == 2 and st["entries"] == 1
+    cache._check_invariants()
+
+
+def test_class_changing_updates_are_charged_like_fresh_entries() -> None:
+    """An update into another size class gets a fresh block, charged at its real size."""
+    cache = MRUCache(1 << 20)
+    for n in (400, 450, 340, 700, 600, 16, 452):  # 500-ish -> 400-ish would stay in the old pymalloc block
+        cache.put("k", b"v" * n, H, 0)
+        fresh = MRUCache(1 << 20)
+        fresh.put("k", b"v" * n, H, 0)
+        assert cache.bytes_used == fresh.bytes_used and cache.get("k", H) == b"v" * n
+        cache._check_invariants()
+
+
+def test_debug_allocator_sees_no_write_past_a_block() -> None:
+    """Reused and updated-in-place blocks are written only within what was requested.
+
+    Under ``PYTHONMALLOC=debug`` every block has guard bytes right after its
+    requested size, checked when the block is freed; a write past them aborts
+    the interpreter ("bad trailing pad byte").
+    """
+    import subprocess
+    from pathlib import Path
+
+    root = Path(mru.__file__).resolve().parents[2]
+    script = (
+        "import random\n"
+        "from mly._native.mru import MRUCache\n"
+        "rng = random.Random(9)\n"
+        "c = MRUCache(20_000)\n"
+        "for i in range(20_000):\n"
+        "    k = f'k{rng.randrange(300)}'\n"
+        "    if rng.random() < 0.1:\n"
+        "        c.put_missing(k, 1, 0)\n"
+        "    else:\n"
+        "        c.put(k, b'x' * rng.randrange(0, 700), 1, 0)\n"
+        "    c.get(k, 1)\n"
+        "c._check_invariants()\n"
+        "c.clear()\n"
+        "del c\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONMALLOC": "debug", "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], check=False, env=env, cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
