@@ -1,0 +1,302 @@
+"""End-to-end HTTP benchmark of mly-fast on a real TensorFlow model: cache tiers and batching.
+
+One command, one run, ratios printed, nothing asserted (see bench/README.md)::
+
+    python bench/bench_server.py            # ~2 minutes: 5 s per case after 1 s warm-up
+    python bench/bench_server.py --quick    # ~30 s smoke run: 1 s per case, no warm-up
+
+A. Cache tiers: a hot keyspace (64 pre-warmed keys, every request a cache hit) against the
+   same server with no DataStore (every request runs TensorFlow), and against a bare
+   Starlette endpoint that returns the same JSON bytes without doing anything (the ceiling
+   of this HTTP stack on this machine). Issue target: hits >= 80% of the ceiling.
+B. Micro-batching: all-miss single-row requests (every request a new key; the mly servers
+   keep their cache on, so a miss pays the whole miss path: keys, lookup, write-back) at
+   concurrency 1, 16 and 64 for adaptive batching (the default), a fixed 500 us wait,
+   batching off, and a naive Starlette + TensorFlow app (``naive_app`` below). Issue
+   target at concurrency 64: >= 5x the naive throughput with p99 no worse.
+
+Every server is a separate process, started alone on a free loopback port, pinned with
+taskset to the cores the load generator does not use, and stopped before the next one.
+The model is the bundled example (``examples/build_model.py``), built into a temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _load import Loader, Result, Workload, body, free_port, post, server
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_ENV, BODY_ENV = "BENCH_MODEL_DIR", "BENCH_BARE_BODY"
+HOT_KEYS = 64
+EVAL = "/v1/api/model/ctr/eval"
+MODES = {  # B: mly batch modes (name -> the model's Batch config; None = the default, adaptive)
+    "mly adaptive": None,
+    "mly fixed 500us": {"BatchWait": 500_000},
+    "mly batching off": {"BatchWait": -1},
+}
+
+
+# --- the two reference apps, run by uvicorn in their own processes -------------------------
+
+def naive_app() -> Any:
+    """The obvious TF server: one ``serving_default`` call per request in the threadpool.
+
+    It is written the way a competent first version would be (orjson, the concrete
+    function called directly, no per-request Python model wrapper) so that "Nx naive"
+    measures what mly adds, not a strawman's mistakes.
+    """
+    import orjson
+    import tensorflow as tf
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    fn = tf.saved_model.load(os.environ[MODEL_ENV]).signatures["serving_default"]
+    _, specs = fn.structured_input_signature
+
+    def predict(payload: dict[str, Any]) -> bytes:
+        out = fn(**{name: tf.constant([[payload[name]]], dtype=spec.dtype) for name, spec in specs.items()})
+        data = {}
+        for name, tensor in out.items():
+            value = tensor.numpy().reshape(-1)[0]
+            data[name] = value.decode() if isinstance(value, bytes) else value.item()
+        return orjson.dumps({"status": "ok", "data": data})
+
+    predict(orjson.loads(body(0)))  # trace once before serving, as mly's loader does
+
+    async def evaluate(request: Request) -> Response:
+        payload = orjson.loads(await request.body())
+        return Response(await run_in_threadpool(predict, payload), media_type="application/json")
+
+    async def health(request: Request) -> Response:
+        return Response(b'{"ctr":1}', media_type="application/json")
+
+    return Starlette(routes=[Route(EVAL, evaluate, methods=["POST"]), Route("/v1/api/health", health)])
+
+
+def bare_app() -> Any:
+    """The HTTP ceiling: same stack and route, reads the body, answers mly's own hit bytes."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    answer = os.environ[BODY_ENV].encode()
+
+    async def evaluate(request: Request) -> Response:
+        await request.body()
+        return Response(answer, media_type="application/json")
+
+    async def health(request: Request) -> Response:
+        return Response(b'{"ctr":1}', media_type="application/json")
+
+    return Starlette(routes=[Route(EVAL, evaluate, methods=["POST"]), Route("/v1/api/health", health)])
+
+
+# --- process commands ----------------------------------------------------------------------
+
+def uvicorn_cmd(factory: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).resolve().parent),
+            f"bench_server:{factory}", "--factory", "--host", "127.0.0.1", "--port", str(port),
+            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+
+
+def mly_cmd(workdir: str, model_dir: str, port: int, *, cache: bool, batch: dict[str, int] | None) -> list[str]:
+    """``mly-fast serve`` on a temp config (JSON is YAML) for the example model."""
+    model: dict[str, Any] = {"ID": "ctr", "URL": model_dir, "Inputs": [{"Name": "price", "Precision": 2}]}
+    config: dict[str, Any] = {"Endpoint": {"Port": port}, "Models": [model]}
+    if cache:
+        model["DataStore"] = "ctrCache"
+        config["Datastores"] = [{"ID": "ctrCache", "Cache": {"SizeMb": 256}, "TimeToLiveMs": 3_600_000}]
+    if batch is not None:
+        model["Batch"] = batch
+    path = Path(workdir) / f"mly-{port}.yaml"
+    path.write_text(json.dumps(config))
+    exe = shutil.which("mly-fast")
+    cli = [exe] if exe else [sys.executable, "-c", "import sys; from mly.cli import main; sys.exit(main())"]
+    return [*cli, "serve", str(path), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+
+
+# --- measurements ---------------------------------------------------------------------------
+
+def runner_cost_ms(model_dir: str, seconds: float) -> tuple[float, float]:
+    """p50/p99 of one 1-row ``ModelRunner.run`` in this process: TensorFlow's share of a request."""
+    import numpy as np
+
+    from mly.model.runner import ModelRunner
+    from mly.model.saved_model import load_saved_model
+    from mly.model.signature import read_signature
+
+    loaded = load_saved_model(model_dir)
+    runner = ModelRunner(loaded, read_signature(loaded))
+    feeds = {"country": np.array(["us"], dtype=object), "device": np.array(["mobile"], dtype=object),
+             "category": np.array(["fashion"], dtype=object), "hour": np.array([18], dtype=np.int64),
+             "price": np.array([19.99], dtype=np.float32)}
+    for _ in range(200):
+        runner.run(feeds)
+    times: list[int] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline and len(times) < 200_000:
+        started = time.perf_counter_ns()
+        runner.run(feeds)
+        times.append(time.perf_counter_ns() - started)
+    times.sort()
+    return times[len(times) // 2] / 1e6, times[int(len(times) * 0.99)] / 1e6
+
+
+class Bench:
+    """Runs cases, keeps unique-key offsets moving forward and collects results by name."""
+
+    def __init__(self, loader: Loader, seconds: int, warmup: int, started: float) -> None:
+        self.loader, self.seconds, self.warmup = loader, seconds, warmup
+        self.next_key = HOT_KEYS  # unique keys start past the hot ones
+        self.results: dict[tuple[str, int], Result] = {}
+        self.started = started
+
+    def _work(self, hot: bool) -> Workload:
+        return Workload("hot", HOT_KEYS) if hot else Workload("unique", self.next_key)
+
+    def _advance(self, r: Result, connections: int) -> None:
+        # wrk may have sent up to `connections` more than it completed, and re-sends after errors.
+        self.next_key += r.requests + r.errors + connections + 1000
+
+    def case(self, name: str, base: str, connections: int, *, hot: bool) -> Result:
+        if self.warmup:
+            self._advance(self.loader.run(base + EVAL, self._work(hot), connections, self.warmup), connections)
+        r = self.loader.run(base + EVAL, self._work(hot), connections, self.seconds)
+        self._advance(r, connections)
+        self.results[(name, connections)] = r
+        print(f"  .. {time.perf_counter() - self.started:4.0f}s {name:<20} c={connections:<3} {r.rps:>8.0f} req/s  "
+              f"p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms  errors {r.errors}", file=sys.stderr, flush=True)
+        return r
+
+
+def row(label: str, r: Result, extra: str = "") -> str:
+    err = f"  ({r.errors} errors!)" if r.errors else ""
+    return f"  {label:<30} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}{extra}{err}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5, help="measured seconds per case (default 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="warm-up seconds per case (default 1)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 s per case, no warm-up")
+    parser.add_argument("--concurrency", default="1,16,64", help="B: connections per case (default 1,16,64)")
+    parser.add_argument("--cache-concurrency", type=int, default=64, help="A: connections (default 64)")
+    parser.add_argument("--client", choices=["auto", "wrk", "asyncio"], default="auto",
+                        help="load generator (auto: wrk if installed)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin client and server with taskset")
+    parser.add_argument("--model", help="an already built example model folder (default: build one)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.warmup = 1, 0
+    levels = [int(c) for c in args.concurrency.split(",")]
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = len(cpus) >= 2 and not args.no_pin and shutil.which("taskset") is not None
+    client_cpus, server_cpus = (cpus[:1], cpus[1:]) if pin else (None, None)
+    started = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="mly-bench-") as work:
+        loader = Loader(args.client, client_cpus, work)
+        model_dir = args.model or os.path.join(work, "model")
+        if not args.model:
+            subprocess.run([sys.executable, str(ROOT / "examples/build_model.py"), model_dir], check=True,
+                           capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        print(f"mly server benchmark: model = bundled example 'ctr' (examples/build_model.py, 5 inputs, 1 row "
+              f"per request); {args.seconds} s per case after {args.warmup} s warm-up")
+        print(f"load generator: {loader.kind} (closed loop, keep-alive, 1 client thread), 127.0.0.1 only")
+        if pin:
+            print(f"pinning: client on cpu {client_cpus}, each server on cpu {server_cpus} (taskset)")
+        else:
+            print(f"pinning: none (cpus {cpus}); client and server share every core")
+        if len(cpus) <= 2:
+            print(f"NOTE: {len(cpus)} cores: client and server compete for the machine; absolute numbers are "
+                  "low, compare ratios")
+        if loader.kind == "asyncio":
+            print("NOTE: Python client (wrk not found): at the highest rates the client itself may be the limit")
+
+        if server_cpus:
+            os.sched_setaffinity(0, server_cpus)  # measure the runner where servers run
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        tf_p50, tf_p99 = runner_cost_ms(model_dir, min(2.0, float(args.seconds)))
+        os.sched_setaffinity(0, cpus)
+        bench = Bench(loader, args.seconds, args.warmup, started)
+        conc_a = args.cache_concurrency
+
+        for mode, batch in MODES.items():
+            port = free_port()
+            with server(mly_cmd(work, model_dir, port, cache=True, batch=batch), port, server_cpus) as base:
+                if batch is None:  # the default server also serves the hot-keyspace case
+                    for k in range(HOT_KEYS):
+                        post(base + EVAL, body(k))
+                    hit_body = post(base + EVAL, body(0))  # a hit's bytes: the bare app's answer
+                    bench.case("mly cache hits", base, conc_a, hot=True)
+                for c in levels:
+                    bench.case(mode, base, c, hot=False)
+        port = free_port()
+        with server(mly_cmd(work, model_dir, port, cache=False, batch=None), port, server_cpus) as base:
+            bench.case("mly no cache", base, conc_a, hot=True)
+        port = free_port()
+        with server(uvicorn_cmd("naive_app", port), port, server_cpus, {MODEL_ENV: model_dir}) as base:
+            for c in levels:
+                bench.case("naive", base, c, hot=False)
+        port = free_port()
+        with server(uvicorn_cmd("bare_app", port), port, server_cpus, {BODY_ENV: hit_body.decode()}) as base:
+            bench.case("bare", base, conc_a, hot=True)
+            if conc_a != 1:
+                bench.case("bare", base, 1, hot=True)
+
+    res = bench.results
+    head = f"  {'':<30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+    hits, nocache, bare = res[("mly cache hits", conc_a)], res[("mly no cache", conc_a)], res[("bare", conc_a)]
+    print(f"\nA. Cache tiers: hot keyspace, {HOT_KEYS} keys all pre-warmed, concurrency {conc_a}")
+    print(head)
+    print(row("bare Starlette (HTTP ceiling)", bare, f"   ({len(hit_body)}-byte body, mly's hit bytes)"))
+    print(row("mly cache hits", hits))
+    print(row("mly no cache (every req in TF)", nocache))
+    print(f"  hits / ceiling   : {hits.rps / bare.rps:.2f}x req/s  (target >= 0.80)   "
+          f"p99 {hits.p99_ms / bare.p99_ms:.2f}x")
+    print(f"  hits / no-cache  : {hits.rps / nocache.rps:.2f}x req/s   p99 {hits.p99_ms / nocache.p99_ms:.2f}x")
+
+    print("\nB. Micro-batching: all-miss single-row requests (every request a new key)")
+    print(f"  {'conc  case':<30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   vs naive: req/s   p50   p99")
+    for c in levels:
+        naive = res[("naive", c)]
+        for name in ("naive", *MODES):
+            r = res[(name, c)]
+            ratio = f"   {r.rps / naive.rps:>13.2f}x {r.p50_ms / naive.p50_ms:>5.2f} {r.p99_ms / naive.p99_ms:>5.2f}"
+            print(row(f"{c:>4}  {name}", r, ratio if name != "naive" else ""))
+    top = max(levels)
+    for name in MODES:
+        r, naive = res[(name, top)], res[("naive", top)]
+        print(f"  at concurrency {top}: {name:<17} {r.rps / naive.rps:5.2f}x naive req/s (target >= 5x), "
+              f"p99 {r.p99_ms / naive.p99_ms:.2f}x naive (target <= 1.00x)")
+
+    if 1 in levels:
+        floor = res[("bare", 1)].p50_ms
+        print("\nPer-request cost outside TensorFlow (concurrency 1, all-miss, p50 latency minus the runner):")
+        print(f"  ModelRunner.run, 1 row, in-process   : p50 {tf_p50:.3f} ms  p99 {tf_p99:.3f} ms")
+        print(f"  HTTP round trip floor (bare, c=1)    : p50 {floor:.3f} ms (client + loopback + uvicorn + Starlette)")
+        for name in ("naive", *MODES):
+            r = res[(name, 1)]
+            print(f"  {name:<17} p50 {r.p50_ms:.3f} ms -> outside TF {r.p50_ms - tf_p50:.3f} ms, "
+                  f"of which above the HTTP floor {r.p50_ms - tf_p50 - floor:.3f} ms")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
