@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mly.service.transform import TransformInput
+from mly.service.transform import TransformInput, register_transformer
 
 
+@register_transformer("e2e-score-class")
 def score_class(data: TransformInput) -> list[dict[str, Any]]:
     """Maps the score to a class with Go's thresholds (< 1, < 2, < 5) and echoes the key field ``kf``."""
     scores = data.outputs["score"].reshape(data.rows)

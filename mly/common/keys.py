@@ -22,6 +22,19 @@ from mly.config.schema import InputField
 
 __all__ = ["KeySchema", "Slot"]
 
+_INT = (int,)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+#: Plain JSON types accepted without encoding, per input dtype (int32 needs a range check
+#: the int64 one does not cover, so it always takes the full path).
+_SCALAR_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "int64": _INT,
+    "float32": (float,),
+    "float64": (float,),
+    "bool": (bool,),
+}
+
 SLOT_NONE = _keys.SLOT_NONE
 SLOT_STRING_VOCAB = _keys.SLOT_STRING_VOCAB
 SLOT_INT_VOCAB = _keys.SLOT_INT_VOCAB
@@ -62,9 +75,13 @@ class KeySchema:
     def __init__(self, inputs: Sequence[InputField], dictionary: Dictionary | None) -> None:
         self.slots = tuple(slot_for(f, dictionary) for f in inputs)
         self.dict_hash = dictionary.hash if dictionary is not None else 0
+        # ``narrow``: a Python float of a float32 input is keyed as float32 (Go's
+        # FloatKey), of a float64 input as float64, exactly as its encoded column is.
         self._builder = _keys.KeyBuilder(
-            [(s.kind, s.vocabulary, s.precision) for s in self.slots]
+            [(s.kind, s.vocabulary, s.precision, s.dtype != "float64") for s in self.slots]
         )
+        self._row_types = tuple(_SCALAR_TYPES.get(s.dtype) for s in self.slots if s.kind != SLOT_NONE)
+        self._keyed_names = tuple(s.name for s in self.slots if s.kind != SLOT_NONE)
 
     @property
     def keyed(self) -> frozenset[str]:
@@ -81,3 +98,19 @@ class KeySchema:
         return self._builder.build_row(
             [row[s.name] if s.kind != SLOT_NONE else None for s in self.slots]
         )
+
+    def key_if_plain(self, row: Mapping[str, Any]) -> str | None:
+        """The key of a JSON row whose keyed values have exactly their input's plain
+        type (str, int, float, bool), else ``None``.
+
+        A cache hit then needs no numpy encoding at all. Anything unusual (an
+        int given for a float, a wrong type) returns ``None`` so the caller takes
+        the full encoding path, which validates it and names the field.
+        """
+        for name, types in zip(self._keyed_names, self._row_types):
+            value = row.get(name)
+            if types is None or type(value) not in types:
+                return None
+            if types is _INT and not _INT64_MIN <= value <= _INT64_MAX:
+                return None
+        return self.key(row)

@@ -42,6 +42,13 @@ class EvalResult:
     dict_hash: int
 
 
+def _names_match(request: EvalRequest, generation: Generation) -> bool:
+    """Exactly the model's inputs, no more, no fewer (else the full path names the problem)."""
+    dtypes = generation.interface.dtypes
+    values = request.values
+    return len(values) == len(dtypes) and all(name in dtypes for name in values)
+
+
 class ModelService:
     def __init__(
         self,
@@ -189,15 +196,27 @@ class ModelService:
         """encode -> keys -> cache -> single-flight -> evaluate the misses -> write back."""
         deadline = asyncio.get_running_loop().time() + self._deadline_s
         generation = self.current
+        cache = self.cache
+        schema = generation.key_schema
+        keys: list[str] | None = None
+        found: list[bytes | None] = []
+        if cache is not None and schema is not None and not request.batch and _names_match(request, generation):
+            # One plain JSON row: key it straight from the values; a hit needs no encoding.
+            key = schema.key_if_plain(request.values)
+            if key is not None:
+                keys = [key]
+                found = await cache.get_many(keys, generation.dict_hash)
+                if found[0] is not None:
+                    return EvalResult([orjson.Fragment(found[0])], False, generation.dict_hash)
         columns = encode_request(request, generation)
         rows = request.rows
-        cache = self.cache
-        if cache is None or generation.key_schema is None:
+        if cache is None or schema is None:
             values = await self._evaluate(generation, columns, rows, deadline)
             return EvalResult(values, request.batch, generation.dict_hash)
 
-        keys = generation.key_schema.keys(columns, rows)
-        found = await cache.get_many(keys, generation.dict_hash)
+        if keys is None:
+            keys = schema.keys(columns, rows)
+            found = await cache.get_many(keys, generation.dict_hash)
         results: list[Any] = [None] * rows
         misses: list[int] = []
         for i, value in enumerate(found):

@@ -96,6 +96,16 @@ def test_check_refuses_unknown_transformer(tmp_path: Path, model_dirs: dict[str,
     assert "model 'm'" in out and "unknown transformer 'nope'" in out
 
 
+def test_check_imports_modules_that_register_transformers(tmp_path: Path, model_dirs: dict[str, str]) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"Models": [{"ID": "m", "URL": model_dirs["keras"], "Transformer": "e2e-score-class",
+                                                "Inputs": [{"Name": "fl", "Precision": 1}, {"Name": "kf"}]}]}))
+    result = CliRunner().invoke(main, ["check", str(path), "--import", "e2e_transformers"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["check", str(path), "--import", "no_such_module_xyz"])
+    assert result.exit_code != 0 and "--import no_such_module_xyz" in result.output
+
+
 def test_check_refuses_float_input_without_precision(tmp_path: Path, model_dirs: dict[str, str]) -> None:
     code, out = run_check(tmp_path, {"Models": [{"ID": "num", "URL": model_dirs["numeric"]}]})
     assert code == STARTUP_FAILURE
