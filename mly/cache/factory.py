@@ -34,7 +34,21 @@ DEFAULT_LOOKUP_TIMEOUT_S = 0.45
 def build_store(
     connection: Connection, *, namespace: str, dataset: str, ttl_ms: int, read_only: bool, name: str
 ) -> AsyncStore:
-    """An async store of ``connection.kind``; the client library is imported here."""
+    """An async store of ``connection.kind``; the client library is imported here.
+
+    A missing client library is a ``ConfigError`` naming the connection and the
+    extra to install, so the server refuses to start with that message.
+    """
+    try:
+        return _build_store(connection, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms,
+                            read_only=read_only, name=name)
+    except ImportError as exc:
+        raise ConfigError(f"Connections[{connection.id}].Kind", str(exc)) from exc
+
+
+def _build_store(
+    connection: Connection, *, namespace: str, dataset: str, ttl_ms: int, read_only: bool, name: str
+) -> AsyncStore:
     if connection.kind == "redis":
         from mly.cache.redis import RedisStore
 
