@@ -103,4 +103,8 @@ def check(config: str, imports: tuple[str, ...]) -> None:
         for out in interface.outputs:
             click.echo(f"  output {out.name}: {out.data_type}")
         click.echo(f"  dictHash {generation.dict_hash}; cacheable: {generation.key_schema is not None}")
+    from mly.config.unsupported import unsupported_settings
+
+    for warning in unsupported_settings(cfg):
+        click.echo(f"warning: {warning}")
     click.echo(f"ok: {len(registry.services)} model(s)")

@@ -21,10 +21,13 @@ log = logging.getLogger("mly.server")
 
 def build_app(config: Config):  # type: ignore[no-untyped-def]
     """A ready Starlette app with every model loaded (raises ``ModelLoadError``)."""
+    from mly.config.unsupported import unsupported_settings
     from mly.http.app import create_app
     from mly.model.runtime import configure_tensorflow
     from mly.service.registry import ModelRegistry
 
+    for warning in unsupported_settings(config):
+        log.warning("%s", warning)
     configure_tensorflow(config.endpoint)
     registry = ModelRegistry(config, inference_threads=config.endpoint.inference_threads or None)
     try:

@@ -1,0 +1,31 @@
+"""Go config fields mly accepts (so Go configs load unchanged) but does not act on yet.
+
+Silently ignoring them would be a trap (a TLS block that does nothing, a dictionary
+URL that is never read), so the server names each one it finds at start-up.
+"""
+
+from __future__ import annotations
+
+from mly.config.schema import Config
+
+__all__ = ["unsupported_settings"]
+
+
+def unsupported_settings(config: Config) -> list[str]:
+    """``key path: what happens instead`` for every set field mly does not implement."""
+    found: list[str] = []
+    for i, model in enumerate(config.models):
+        where = f"Models[{i}]"
+        if model.test:
+            found.append(f"{where}.Test: the start-up self-test is not implemented; it is skipped")
+        if model.stream:
+            found.append(f"{where}.Stream: the request/response stream log is not implemented")
+        if model.dict_url:
+            found.append(f"{where}.DictURL: ignored; the dictionary is read from the model's lookup tables")
+    if config.tls.cert_file or config.tls.key_file:
+        found.append("TLS: not implemented; serving plain HTTP (terminate TLS at a proxy)")
+    if config.enable_mem_prof or config.enable_cpu_prof:
+        found.append("EnableMemProf/EnableCPUProf: the Go profiling endpoints are not implemented")
+    if config.metrics is not None and config.metrics.prometheus:
+        found.append("Metrics.Prometheus: the Prometheus endpoint is not implemented yet")
+    return found
