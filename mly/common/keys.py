@@ -24,7 +24,6 @@ __all__ = ["KeySchema", "Slot"]
 
 _INT = (int,)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 #: Plain JSON types accepted without encoding, per input dtype (int32 needs a range check
 #: the int64 one does not cover, so it always takes the full path).
 _SCALAR_TYPES: dict[str, tuple[type, ...]] = {
@@ -80,8 +79,9 @@ class KeySchema:
         self._builder = _keys.KeyBuilder(
             [(s.kind, s.vocabulary, s.precision, s.dtype != "float64") for s in self.slots]
         )
-        self._row_types = tuple(_SCALAR_TYPES.get(s.dtype) for s in self.slots if s.kind != SLOT_NONE)
-        self._keyed_names = tuple(s.name for s in self.slots if s.kind != SLOT_NONE)
+        # Every input is type-checked, keyed or not: a cached answer must never turn
+        # a request the full path would reject (a wrong-typed auxiliary input) into a 200.
+        self._row_checks = tuple((s.name, _SCALAR_TYPES.get(s.dtype)) for s in self.slots)
 
     @property
     def keyed(self) -> frozenset[str]:
@@ -100,17 +100,17 @@ class KeySchema:
         )
 
     def key_if_plain(self, row: Mapping[str, Any]) -> str | None:
-        """The key of a JSON row whose keyed values have exactly their input's plain
+        """The key of a JSON row whose values all have exactly their input's plain
         type (str, int, float, bool), else ``None``.
 
         A cache hit then needs no numpy encoding at all. Anything unusual (an
         int given for a float, a wrong type) returns ``None`` so the caller takes
         the full encoding path, which validates it and names the field.
         """
-        for name, types in zip(self._keyed_names, self._row_types):
+        for name, types in self._row_checks:
             value = row.get(name)
             if types is None or type(value) not in types:
                 return None
-            if types is _INT and not _INT64_MIN <= value <= _INT64_MAX:
+            if types is _INT and not _INT64_MIN <= int(value) <= _INT64_MAX:  # type: ignore[arg-type]
                 return None
         return self.key(row)

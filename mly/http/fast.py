@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -57,7 +57,7 @@ class EvalFastPath:
         try:
             if scope["method"] not in _METHODS:
                 raise MethodNotAllowedError(f"method {scope['method']} not allowed: use GET, POST or PUT")
-            body = await self._evaluate(unquote(model_id), scope, receive, started)
+            body = await self._evaluate(model_id, scope, receive, started)
             status = 200
         except MlyError as exc:
             if exc.status >= 500:

@@ -97,3 +97,12 @@ def test_models_without_cache_always_evaluate(server: LiveServer) -> None:
     for _ in range(2):
         post(server, {"sa": "a", "ik": 1}, model="ops")
     assert rows_evaluated(server, "ops") == before + 2
+
+
+def test_cached_row_with_a_wrong_typed_auxiliary_input_is_still_rejected(server: LiveServer) -> None:
+    row = {"sa": "a", "sl": "b", "note": "n", "kf": "k", "fl": 0.5, "i1": 10}
+    assert post(server, row, model="aux")["status"] == "ok"
+    assert post(server, row, model="aux")["status"] == "ok"  # now a cache hit
+    with server.client() as client:
+        response = client.post("/v1/api/model/aux/eval", content=orjson.dumps({**row, "note": 5}))
+    assert response.status_code == 400 and "note" in response.json()["error"]

@@ -48,5 +48,5 @@ def test_plain_key_equals_encoded_key(row: dict) -> None:
 def test_unusual_values_take_the_full_path() -> None:
     row = {"s": "a", "i": 1, "f32": 1.0, "f64": 1.0, "w": "x", "wf": 0.5, "aux": "n"}
     assert SCHEMA.key_if_plain(row) is not None
-    for name, value in (("i", True), ("i", 1.0), ("f32", 1), ("s", 5), ("i", 2**63), ("wf", None)):
+    for name, value in (("i", True), ("i", 1.0), ("f32", 1), ("s", 5), ("i", 2**63), ("wf", None), ("aux", 5)):
         assert SCHEMA.key_if_plain({**row, name: value}) is None, (name, value)
