@@ -1,7 +1,8 @@
-"""``create_app``: the routes of the Go mly server on Starlette.
+"""``create_app``: the routes of the Go mly server: eval on the fast path
+(``fast.py``), everything else on Starlette.
 
 Endpoints only translate between HTTP and the service layer; every error is
-raised as an ``MlyError`` and rendered in one place (``responses.py``).
+raised as an ``MlyError`` and rendered in one shape (``responses.error_body``).
 """
 
 from __future__ import annotations

@@ -4,8 +4,7 @@ Eval is the one hot route. Going through Starlette's middleware stack, router,
 ``Request`` and ``Response`` objects cost about as much as everything mly does
 for a cached answer, so eval requests are answered here directly and every
 other path (meta, health, config, 404/405) falls through to the Starlette app.
-Behaviour is the same as the Starlette route it shadows: same parsing, the same
-JSON errors (``responses.error_response``), the same body limit.
+Errors have the same JSON shape as every other route (``responses.error_body``).
 """
 
 from __future__ import annotations
@@ -18,8 +17,9 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mly.common.wire import STATUS_ERROR, STATUS_OK
+from mly.common.wire import STATUS_OK
 from mly.errors import MlyError, PayloadTooLargeError
+from mly.http.responses import error_body
 from mly.service.registry import ModelRegistry
 from mly.service.request import parse_body, parse_query
 
@@ -62,11 +62,11 @@ class EvalFastPath:
         except MlyError as exc:
             if exc.status >= 500:
                 log.warning("%s %s -> %d: %s", scope["method"], path, exc.status, exc)
-            status, body = exc.status, orjson.dumps({"status": STATUS_ERROR, "error": str(exc)})
+            status, body = exc.status, error_body(str(exc))
         except Exception as exc:
             log.exception("%s %s failed", scope["method"], path)
             status = 500
-            body = orjson.dumps({"status": STATUS_ERROR, "error": f"internal error: {type(exc).__name__}"})
+            body = error_body(f"internal error: {type(exc).__name__}")
         await send({
             "type": "http.response.start",
             "status": status,

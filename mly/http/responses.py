@@ -13,7 +13,7 @@ from starlette.responses import Response
 from mly.common.wire import STATUS_ERROR
 from mly.errors import MlyError
 
-__all__ = ["JSONResponse", "error_response", "exception_handlers"]
+__all__ = ["JSONResponse", "error_body", "error_response", "exception_handlers"]
 
 log = logging.getLogger("mly.http")
 
@@ -25,8 +25,13 @@ class JSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"status": STATUS_ERROR, "error": message}, status_code=status)
+def error_body(message: str) -> bytes:
+    """The one error shape (decisions.md #4), for Starlette routes and the eval fast path."""
+    return orjson.dumps({"status": STATUS_ERROR, "error": message})
+
+
+def error_response(status: int, message: str) -> Response:
+    return Response(error_body(message), status_code=status, media_type="application/json")
 
 
 async def _mly_error(request: Request, exc: Exception) -> Response:
