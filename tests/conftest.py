@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from live_server import BUFFER_SIZE, LiveServer  # noqa: E402
-from redis_server import REDIS_BINARY, RedisServer  # noqa: E402
+from live_server import BUFFER_SIZE, LiveServer
+from redis_server import REDIS_BINARY, RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -374,7 +374,7 @@ class Batcher:
             mergeable = all(_same_feeds(first, r.feeds) for r in requests[1:])
             if mergeable:
                 feeds = {name: np.concatenate([r.feeds[name] for r in requests]) for name in first}
-        except Exception:  # noqa: BLE001 - not 1-D columns: each request then meets its own error
+        except Exception:
             mergeable = False
         failed = False
         if mergeable:
@@ -392,7 +392,7 @@ class Batcher:
         started = time.perf_counter()
         try:
             outputs = self._run(feeds if isinstance(feeds, dict) else dict(feeds))
-        except Exception as exc:  # noqa: BLE001 - handed to the request(s) it belongs to
+        except Exception as exc:
             return exc
         timings.append((rows, time.perf_counter() - started))
         return outputs

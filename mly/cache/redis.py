@@ -42,7 +42,7 @@ _DICT_HASH_BYTES = DICT_HASH_FIELD.encode()
 def _import_redis() -> Any:
     try:
         import redis
-        import redis.asyncio  # noqa: F401
+        import redis.asyncio
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError(
             "a Redis datastore needs the redis package: pip install 'mly[redis]'"

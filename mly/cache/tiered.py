@@ -192,7 +192,7 @@ class TieredCache:
                 continue
             try:
                 data = orjson.dumps(self.storable.from_fields(stored.fields), option=_JSON_OPTIONS)
-            except Exception as exc:  # noqa: BLE001 - a bad entry is a miss, not a failed request
+            except Exception as exc:
                 counters.errors += 1
                 log.warning("%s: cannot decode entry %r: %s", tier.store.name, keys[i], exc)
                 continue
@@ -229,7 +229,7 @@ class TieredCache:
         except asyncio.CancelledError:
             breaker.release_probe()
             raise
-        except Exception as exc:  # noqa: BLE001 - the store answered; a cache never fails a request
+        except Exception as exc:
             breaker.record_success()
             counters.errors += 1
             log.warning("%s %s: %s: %s", tier.label, tier.store.name, type(exc).__name__, exc)
@@ -324,7 +324,7 @@ class TieredCache:
             if not isinstance(stored, StoredRow):
                 try:
                     stored = StoredRow(self.storable.to_fields(write.payload), write.dict_hash)
-                except Exception as exc:  # noqa: BLE001 - one bad row must not stop the others
+                except Exception as exc:
                     counters.write_errors += write.to_l1 + write.to_l2
                     log.warning("cannot store row %r: %s", write.key, exc)
                     continue
@@ -378,7 +378,7 @@ class TieredCache:
             if tier is not None:
                 try:
                     await tier.store.aclose()
-                except Exception as exc:  # noqa: BLE001 - closing must go on for the other store
+                except Exception as exc:
                     log.warning("closing %s: %s", tier.store.name, exc)
 
     def stats(self) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from mly.model.loader import ModelChangedError, load_model
 from mly.model.source import ModelSource
 from mly.service.generation import Generation, build_generation
 from mly.service.request import EvalRequest, encode_request
-from mly.service.transform import TransformInput, Transformer, resolve_transformer
+from mly.service.transform import Transformer, TransformInput, resolve_transformer
 
 __all__ = ["EvalResult", "ModelService"]
 
@@ -148,12 +148,12 @@ class ModelService:
             return False
         old = self._install(generation)
         self.reloads += 1
-        if old is not None and old.dict_hash == generation.dict_hash and self.cache is not None:
+        memory = self.cache.memory if self.cache is not None else None
+        if old is not None and old.dict_hash == generation.dict_hash and memory is not None:
             # Same vocabulary, new weights: the hash cannot tell the versions apart,
             # so drop this process's memory tier. External tiers keep such entries
             # until their TTL (docs/differences-from-go.md, "Known limits").
-            if self.cache.memory is not None:
-                self.cache.memory.clear()
+            memory.clear()
         log.info("model %s: reloaded (dictHash %d)", self.id, generation.dict_hash)
         if old is not None:
             # Requests that already hold the old generation finish on it; none can

@@ -157,7 +157,7 @@ def test_an_idle_spell_does_not_blind_the_arrival_rate_for_long() -> None:
     now += 30.0  # idle for 30 s
     policy.arrived(now, 1)
     assert policy.dispatch_at(now, now, 1, 1) is None
-    for count in range(1, 60):
+    for count in range(1, 60):  # noqa: B007 (read after the loop)
         now = arrive(policy, 20, 1, start=now)
         if policy.dispatch_at(now, now, 1, 1) is not None:
             break

@@ -6,9 +6,8 @@ import concurrent.futures
 
 import orjson
 import pytest
-from model_builders import expected_keras_lookup
-
 from live_server import LiveServer
+from model_builders import expected_keras_lookup
 
 
 def post(server: LiveServer, body: object, model: str = "sli") -> dict:

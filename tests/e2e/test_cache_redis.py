@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
+from live_server import LiveServer
 from model_builders import expected_keras_lookup
 from redis_server import RedisServer
-
-from live_server import LiveServer
 
 TIMEOUT_MS = 200
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from live_server import free_port
+
 from mly.cli import STARTUP_FAILURE, main
 
 TESTS = Path(__file__).resolve().parent.parent

@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import orjson
 import pytest
-
 from live_server import BUFFER_SIZE, LiveServer
 
 ROW = {"sa": "a", "sl": "b", "i1": 10, "fl": 0.5}

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pytest
-from model_builders import expected_keras_lookup
-
 from live_server import LiveServer
+from model_builders import expected_keras_lookup
 
 
 def post(server: LiveServer, model: str, body: object, method: str = "POST") -> tuple[int, dict]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import gzip
 
-import orjson
-
-from live_server import LiveServer
-from mly._native.fnv import fnv1_64_ints, fnv1_64_strings
-
 import numpy as np
+import orjson
+from live_server import LiveServer
+
+from mly._native.fnv import fnv1_64_ints, fnv1_64_strings
 
 ABC_HASH = -2820157060406071861  # Go's FNV-1 of "abc" (reference §2.4)
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from model_builders import build_slow_model
-
 from live_server import LiveServer
+from model_builders import build_slow_model
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +44,7 @@ def test_full_queue_is_429_at_once(slow_server: LiveServer) -> None:
     assert statuses.count(200) >= 2, statuses  # one running, one queued at least
     shed = [(elapsed, body) for status, elapsed, body in results if status == 429]
     assert shed, statuses
-    for elapsed, body in shed:
+    for _, body in shed:
         assert body["status"] == "error" and "overloaded" in body["error"].lower()
     # Shed requests do not wait for the queue: all of them are answered before the
     # last accepted request, which needs at least two model calls.

@@ -17,9 +17,8 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from model_builders import build_changed_vocab_model, expected_keras_lookup
-
 from live_server import LiveServer
+from model_builders import build_changed_vocab_model, expected_keras_lookup
 
 POLL_S = 0.2
 

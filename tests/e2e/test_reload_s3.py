@@ -13,9 +13,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from model_builders import build_changed_vocab_model
-
 from live_server import LiveServer, free_port
+from model_builders import build_changed_vocab_model
 
 s3fs = pytest.importorskip("s3fs", reason="pip install 'mly[s3]'")
 moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]'")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+import model_builders
 import numpy as np
 import pytest
 
-import model_builders
 from mly.errors import EvaluationError
 from mly.model.runner import ModelRunner
 from mly.model.signature import read_signature
@@ -150,7 +151,7 @@ def test_many_threads(built_model: Callable[[str], Any]) -> None:
                 expected = model_builders.expected_keras_lookup(rows["sa"], rows["sl"], rows["i1"], rows["fl"])
                 np.testing.assert_allclose(out["score"], expected["score"], rtol=1e-5, atol=1e-5)
                 np.testing.assert_allclose(out["vec"], expected["vec"], rtol=1e-5, atol=1e-5)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(seed,)) for seed in range(8)]

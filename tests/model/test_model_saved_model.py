@@ -24,7 +24,7 @@ def test_missing_folder(tmp_path: Path) -> None:
 def test_folder_without_saved_model_pb(tmp_path: Path) -> None:
     (tmp_path / "variables").mkdir()
     (tmp_path / "model.h5").write_bytes(b"not a saved model")
-    with pytest.raises(ValueError, match="not a SavedModel: it has no saved_model.pb"):
+    with pytest.raises(ValueError, match=r"not a SavedModel: it has no saved_model\.pb"):
         load_saved_model(str(tmp_path))
 
 

@@ -222,7 +222,7 @@ def test_threads_hammering_do_not_corrupt() -> None:
                     got = cache.get(key, H if op < 0.95 else H + 1)
                     counts[n] += 1
                     assert got in (None, KNOWN_MISSING, key.encode() * (1 + len(key) % 5))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread below
+        except BaseException as exc:
             errors.append(exc)
 
     old = sys.getswitchinterval()
