@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from pathlib import Path
@@ -13,18 +12,13 @@ import httpx
 import uvicorn
 import uvloop
 import yaml
+from redis_server import free_port
 
 from mly.config import load_config
 from mly.server import build_app
 
 #: Endpoint.BufferSize of the shared test server, small so the 413 path is cheap to reach.
 BUFFER_SIZE = 16384
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LiveServer:

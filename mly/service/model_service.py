@@ -27,7 +27,7 @@ from mly.errors import EvaluationError, MlyError, ModelLoadError, ModelNotReadyE
 from mly.model.loader import ModelChangedError, load_model
 from mly.model.source import ModelSource
 from mly.service.generation import Generation, build_generation
-from mly.service.request import EvalRequest, encode_request
+from mly.service.request import EvalRequest, encode_request, has_exact_names
 from mly.service.transform import Transformer, TransformInput, resolve_transformer
 
 __all__ = ["EvalResult", "ModelService"]
@@ -40,13 +40,6 @@ class EvalResult:
     rows: Sequence[Any]
     batch: bool
     dict_hash: int
-
-
-def _names_match(request: EvalRequest, generation: Generation) -> bool:
-    """Exactly the model's inputs, no more, no fewer (else the full path names the problem)."""
-    dtypes = generation.interface.dtypes
-    values = request.values
-    return len(values) == len(dtypes) and all(name in dtypes for name in values)
 
 
 class ModelService:
@@ -200,7 +193,7 @@ class ModelService:
         schema = generation.key_schema
         keys: list[str] | None = None
         found: list[bytes | None] = []
-        if cache is not None and schema is not None and not request.batch and _names_match(request, generation):
+        if cache is not None and schema is not None and not request.batch and has_exact_names(request, generation):
             # One plain JSON row: key it straight from the values; a hit needs no encoding.
             key = schema.key_if_plain(request.values)
             if key is not None:

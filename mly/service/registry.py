@@ -14,6 +14,13 @@ from mly.service.model_service import ModelService
 __all__ = ["ModelRegistry"]
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (taskset, cgroup cpusets), not the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 class ModelRegistry:
     """Model ID -> ``ModelService``; owns the inference thread pool.
 
@@ -23,7 +30,7 @@ class ModelRegistry:
 
     def __init__(self, config: Config, *, inference_threads: int | None = None) -> None:
         self.config = config
-        threads = inference_threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        threads = inference_threads or _usable_cpus()
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mly-infer")
         # One cache per datastore, shared by the models that name it (as Go does).
         self.caches: dict[str, TieredCache] = {

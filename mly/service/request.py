@@ -19,7 +19,7 @@ from mly.common.wire import BATCH_SIZE, CACHE_KEY
 from mly.errors import InputError, MissingFieldError, RequestError, UnknownFieldError
 from mly.service.generation import Generation
 
-__all__ = ["EvalRequest", "encode_request", "parse_body", "parse_query"]
+__all__ = ["EvalRequest", "check_names", "encode_request", "has_exact_names", "parse_body", "parse_query"]
 
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
@@ -90,15 +90,28 @@ def parse_query(params: Iterable[tuple[str, str]], generation: Generation) -> Ev
     return EvalRequest(values)
 
 
-def encode_request(request: EvalRequest, generation: Generation) -> dict[str, np.ndarray]:
-    """Check names, then encode every input into a 1-D column of ``request.rows`` values."""
-    values = request.values
+def has_exact_names(request: EvalRequest, generation: Generation) -> bool:
+    """Exactly the model's inputs, no more, no fewer."""
     dtypes = generation.interface.dtypes
-    for key in values:
+    values = request.values
+    return len(values) == len(dtypes) and all(name in dtypes for name in values)
+
+
+def check_names(request: EvalRequest, generation: Generation) -> None:
+    """Raise the error that names the first unknown or the missing inputs."""
+    if has_exact_names(request, generation):
+        return
+    dtypes = generation.interface.dtypes
+    for key in request.values:
         if key not in dtypes:
             raise UnknownFieldError(key, list(dtypes))
-    if len(values) != len(dtypes):
-        raise MissingFieldError([name for name in dtypes if name not in values])
+    raise MissingFieldError([name for name in dtypes if name not in request.values])
+
+
+def encode_request(request: EvalRequest, generation: Generation) -> dict[str, np.ndarray]:
+    """Check names, then encode every input into a 1-D column of ``request.rows`` values."""
+    check_names(request, generation)
+    values = request.values
     rows, batch = request.rows, request.batch
     return {
         name: encode_column(name, code, values[name], rows, batch, precision)
