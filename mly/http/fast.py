@@ -17,11 +17,11 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mly.common.request import parse_body, parse_query
 from mly.common.wire import STATUS_OK
 from mly.errors import MlyError, PayloadTooLargeError
 from mly.http.responses import error_body
 from mly.service.registry import ModelRegistry
-from mly.service.request import parse_body, parse_query
 
 __all__ = ["EvalFastPath"]
 
@@ -78,7 +78,7 @@ class EvalFastPath:
         service = self.registry.get(model_id)
         if scope["method"] == "GET":
             query = scope.get("query_string", b"").decode("latin-1")
-            request = parse_query(parse_qsl(query, keep_blank_values=True), service.current)
+            request = parse_query(parse_qsl(query, keep_blank_values=True), service.current.interface.dtypes)
         else:
             request = parse_body(await self._read_body(scope, receive))
         result = await service.evaluate(request)

@@ -13,26 +13,17 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from mly._native import encode as _encode
 from mly.batching import Batcher
 from mly.common.dictionary import Dictionary
 from mly.common.keys import KeySchema
 from mly.common.meta import ModelMeta
+from mly.common.request import Encoder, encoders_for
 from mly.config.schema import Config, ModelConfig, StoreField
 from mly.model.interface import ModelInterface
 from mly.model.loader import LoadedModel
 from mly.service.singleflight import SingleFlight
 
-__all__ = ["DTYPE_CODES", "Generation", "build_generation"]
-
-DTYPE_CODES = {
-    "string": _encode.DT_STRING,
-    "int64": _encode.DT_INT64,
-    "int32": _encode.DT_INT32,
-    "float32": _encode.DT_FLOAT32,
-    "float64": _encode.DT_FLOAT64,
-    "bool": _encode.DT_BOOL,
-}
+__all__ = ["Generation", "build_generation"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +33,7 @@ class Generation:
     """``None`` when this model's predictions are not cacheable."""
     meta_json: bytes
     dictionary_gzip: bytes
-    encoders: tuple[tuple[str, int, int], ...] = field(default=())
+    encoders: tuple[Encoder, ...] = field(default=())
     """``(input name, dtype code, precision)`` for every request input, in meta order."""
     batcher: Batcher | None = field(default=None, compare=False)
     """Merges concurrent requests' rows into one TensorFlow call (one per generation:
@@ -99,8 +90,8 @@ def build_generation(model: ModelConfig, config: Config, loaded: LoadedModel) ->
     dictionary_json = (
         loaded.dictionary.to_gzip_json() if loaded.dictionary is not None else gzip.compress(b"null")
     )
-    encoders = tuple(
-        (f.name, DTYPE_CODES[interface.dtypes[f.name]], f.precision) for f in interface.inputs
+    encoders = encoders_for(
+        [f.name for f in interface.inputs], interface.dtypes, {f.name: f.precision for f in interface.inputs}
     )
     return Generation(
         loaded=loaded,

@@ -22,12 +22,12 @@ import orjson
 
 from mly.batching import Batcher, settings_for
 from mly.cache.tiered import TieredCache
+from mly.common.request import EvalRequest, encode_columns, has_exact_names
 from mly.config.schema import Config, ModelConfig
 from mly.errors import EvaluationError, MlyError, ModelLoadError, ModelNotReadyError
 from mly.model.loader import ModelChangedError, load_model
 from mly.model.source import ModelSource
 from mly.service.generation import Generation, build_generation
-from mly.service.request import EvalRequest, encode_request, has_exact_names
 from mly.service.transform import Transformer, TransformInput, resolve_transformer
 
 __all__ = ["EvalResult", "ModelService"]
@@ -193,7 +193,9 @@ class ModelService:
         schema = generation.key_schema
         keys: list[str] | None = None
         found: list[bytes | None] = []
-        if cache is not None and schema is not None and not request.batch and has_exact_names(request, generation):
+        if cache is not None and schema is not None and not request.batch and has_exact_names(
+            request.values, generation.interface.dtypes
+        ):
             # One plain JSON row: key it straight from the values; a hit needs no encoding.
             key = schema.key_if_plain(request.values)
             if key is not None:
@@ -201,7 +203,7 @@ class ModelService:
                 found = await cache.get_many(keys, generation.dict_hash)
                 if found[0] is not None:
                     return EvalResult([orjson.Fragment(found[0])], False, generation.dict_hash)
-        columns = encode_request(request, generation)
+        columns = encode_columns(request, generation.interface.dtypes, generation.encoders)
         rows = request.rows
         if cache is None or schema is None:
             values = await self._evaluate(generation, columns, rows, deadline)

@@ -1,25 +1,48 @@
 """Eval requests: body or query -> validated, typed columns.
 
-The whole JSON object is parsed before anything is interpreted, so key order
-does not matter (Go needs ``batch_size`` first). Processing stops at the first
-error, and every error names the field at fault.
+Shared by the server and the client, so a bad request gets the same message
+whichever side rejects it. The whole JSON object is parsed before anything is
+interpreted, so key order does not matter (Go needs ``batch_size`` first).
+Processing stops at the first error, and every error names the field at fault.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
-from mly._native.encode import encode_column
+from mly._native import encode as _encode
 from mly.common.wire import BATCH_SIZE, CACHE_KEY
 from mly.errors import InputError, MissingFieldError, RequestError, UnknownFieldError
-from mly.service.generation import Generation
 
-__all__ = ["EvalRequest", "check_names", "encode_request", "has_exact_names", "parse_body", "parse_query"]
+__all__ = [
+    "DTYPE_CODES",
+    "Encoder",
+    "EvalRequest",
+    "check_names",
+    "encode_columns",
+    "encoders_for",
+    "has_exact_names",
+    "parse_body",
+    "parse_query",
+]
+
+#: canonical dtype name -> the native encoder's dtype code.
+DTYPE_CODES = {
+    "string": _encode.DT_STRING,
+    "int64": _encode.DT_INT64,
+    "int32": _encode.DT_INT32,
+    "float32": _encode.DT_FLOAT32,
+    "float64": _encode.DT_FLOAT64,
+    "bool": _encode.DT_BOOL,
+}
+
+Encoder = tuple[str, int, int]
+"""``(input name, dtype code, precision)``: how one input is encoded into a column."""
 
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
@@ -41,6 +64,11 @@ class EvalRequest:
         return self.batch_size or 1
 
 
+def encoders_for(names: Iterable[str], dtypes: Mapping[str, str], precisions: Mapping[str, int]) -> tuple[Encoder, ...]:
+    """One encoder per input, in the given order."""
+    return tuple((name, DTYPE_CODES[dtypes[name]], precisions.get(name, 0)) for name in names)
+
+
 def parse_body(body: bytes) -> EvalRequest:
     if not body.strip():
         raise RequestError("empty request body: expected a JSON object of inputs")
@@ -51,7 +79,7 @@ def parse_body(body: bytes) -> EvalRequest:
     if not isinstance(data, dict):
         raise RequestError(f"request body must be a JSON object, got {type(data).__name__}")
     batch_size = data.pop(BATCH_SIZE, 0)
-    data.pop(CACHE_KEY, None)  # accepted for Go clients, never trusted (decisions.md #1)
+    data.pop(CACHE_KEY, None)  # accepted for Go clients, never trusted
     if batch_size is None:
         batch_size = 0
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
@@ -77,9 +105,8 @@ def _parse_text(name: str, dtype: str, text: str) -> Any:
     raise InputError(name, f"expected true or false, got {text!r}")
 
 
-def parse_query(params: Iterable[tuple[str, str]], generation: Generation) -> EvalRequest:
+def parse_query(params: Iterable[tuple[str, str]], dtypes: Mapping[str, str]) -> EvalRequest:
     """GET is always one row; repeated keys keep the first value (as Go does)."""
-    dtypes = generation.interface.dtypes
     values: dict[str, Any] = {}
     for key, text in params:
         if key in (BATCH_SIZE, CACHE_KEY) or key in values:
@@ -90,30 +117,29 @@ def parse_query(params: Iterable[tuple[str, str]], generation: Generation) -> Ev
     return EvalRequest(values)
 
 
-def has_exact_names(request: EvalRequest, generation: Generation) -> bool:
+def has_exact_names(values: Mapping[str, Any], dtypes: Mapping[str, str]) -> bool:
     """Exactly the model's inputs, no more, no fewer."""
-    dtypes = generation.interface.dtypes
-    values = request.values
     return len(values) == len(dtypes) and all(name in dtypes for name in values)
 
 
-def check_names(request: EvalRequest, generation: Generation) -> None:
+def check_names(values: Mapping[str, Any], dtypes: Mapping[str, str]) -> None:
     """Raise the error that names the first unknown or the missing inputs."""
-    if has_exact_names(request, generation):
+    if has_exact_names(values, dtypes):
         return
-    dtypes = generation.interface.dtypes
-    for key in request.values:
+    for key in values:
         if key not in dtypes:
             raise UnknownFieldError(key, list(dtypes))
-    raise MissingFieldError([name for name in dtypes if name not in request.values])
+    raise MissingFieldError([name for name in dtypes if name not in values])
 
 
-def encode_request(request: EvalRequest, generation: Generation) -> dict[str, np.ndarray]:
+def encode_columns(
+    request: EvalRequest, dtypes: Mapping[str, str], encoders: Sequence[Encoder]
+) -> dict[str, np.ndarray]:
     """Check names, then encode every input into a 1-D column of ``request.rows`` values."""
-    check_names(request, generation)
     values = request.values
+    check_names(values, dtypes)
     rows, batch = request.rows, request.batch
     return {
-        name: encode_column(name, code, values[name], rows, batch, precision)
-        for name, code, precision in generation.encoders
+        name: _encode.encode_column(name, code, values[name], rows, batch, precision)
+        for name, code, precision in encoders
     }
