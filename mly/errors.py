@@ -13,6 +13,7 @@ request field or config key that caused it. The HTTP layer turns any
     │   ├── UnknownFieldError       a key that is no input of the model
     │   └── MissingFieldError       required inputs absent (``fields``)
     ├── NotFoundError (404)         unknown model or path
+    │   └── BatchTooLargeError (413) ``batch_size`` over ``Endpoint.MaxBatchSize``
     ├── PayloadTooLargeError (413)  body over ``Endpoint.BufferSize``
     ├── OverloadedError (429)       batch queue full, try later
     ├── ModelNotReadyError (503)    model not loaded (yet)
@@ -24,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "BatchTooLargeError",
     "ConfigError",
     "EvaluationError",
     "InputError",
@@ -98,6 +100,19 @@ class MissingFieldError(RequestError):
         names = sorted(fields)
         super().__init__(f"missing fields: {', '.join(names)}", field=names[0] if names else None)
         self.fields = names
+
+
+class BatchTooLargeError(RequestError):
+    """``batch_size`` exceeds the endpoint's row limit; refused before any row is read."""
+
+    status = 413
+
+    def __init__(self, batch_size: int, limit: int) -> None:
+        super().__init__(
+            f"batch_size: {batch_size} rows exceed the limit of {limit} (Endpoint.MaxBatchSize)",
+            field="batch_size",
+        )
+        self.limit = limit
 
 
 class NotFoundError(MlyError):

@@ -4,12 +4,15 @@
 Checking and converting happen in one C pass over the parsed JSON list, so an
 error can name the row at fault and a valid column costs no Python arithmetic.
 Types are strict where Go's decoder is: ``true`` is not an int, ``1.5`` is not
-an int, but ``1`` is a float.
+an int, but ``1`` is a float. A value that does not fit the input's dtype (an
+integer past int64, a float past float32) or is not finite is refused rather
+than wrapped, narrowed to infinity or passed to TensorFlow as NaN.
 """
 
 cimport cython
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
+from libc.math cimport isfinite, isinf
 from libc.stdint cimport INT32_MAX, INT32_MIN, int32_t, int64_t
 
 import numpy as np
@@ -58,12 +61,38 @@ def json_type(v) -> str:
     return type(v).__name__
 
 
+def describe(v) -> str:
+    """A value as an error message shows it: its JSON type, and the value itself if a scalar."""
+    if v is None:
+        return "null"
+    if isinstance(v, _bool_types):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        text = v if len(v) <= 40 else v[:37] + "..."
+        return f"string {text!r}"
+    if isinstance(v, (_int_types, _float_types)):
+        return f"{json_type(v)} {v!r}"
+    return json_type(v)
+
+
+def type_message(int dtype, object v) -> str:
+    """The one wording of a wrong-typed value, for JSON bodies and query strings alike."""
+    return f"expected {_EXPECTED[dtype]}, got {describe(v)}"
+
+
 cdef inline object _row(Py_ssize_t i, bint batch):
     return i if batch else None
 
 
 cdef object _wrong_type(str name, int dtype, object v, Py_ssize_t i, bint batch):
-    return InputError(name, f"expected {_EXPECTED[dtype]}, got {json_type(v)}", row=_row(i, batch))
+    message = type_message(dtype, v)
+    if not batch and isinstance(v, (list, tuple)):
+        message += " (arrays need batch_size)"
+    return InputError(name, message, row=_row(i, batch))
+
+
+cdef object _out_of_range(str name, str dtype_name, Py_ssize_t i, bint batch):
+    return InputError(name, f"integer out of range for {dtype_name}", row=_row(i, batch))
 
 
 cdef object _strings(str name, list seq, bint batch):
@@ -80,6 +109,10 @@ cdef object _strings(str name, list seq, bint batch):
 
 cdef long long _slow_int(str name, int dtype, object v, Py_ssize_t i, bint batch, int* overflow) except? -1:
     # int subclasses and numpy integers; bool is an int subclass and is refused.
+    if isinstance(v, _float_types) and v == v and (v >= 9.223372036854775807e18 or v <= -9.223372036854775808e18):
+        # An integer literal too long for a 64-bit parser arrives as a float: it is
+        # out of range, not of the wrong type.
+        raise _out_of_range(name, "int32" if dtype == C_INT32 else "int64", i, batch)
     if isinstance(v, _bool_types) or not isinstance(v, _int_types):
         raise _wrong_type(name, dtype, v, i, batch)
     return PyLong_AsLongLongAndOverflow(int(v), overflow)
@@ -106,11 +139,11 @@ cdef object _ints(str name, int dtype, list seq, bint batch):
             x = _slow_int(name, dtype, v, i, batch, &overflow)
         if is32:
             if overflow or x < INT32_MIN or x > INT32_MAX:
-                raise InputError(name, "integer out of range for int32", row=_row(i, batch))
+                raise _out_of_range(name, "int32", i, batch)
             d32[i] = <int32_t>x
         else:
             if overflow:
-                raise InputError(name, "integer out of range for int64", row=_row(i, batch))
+                raise _out_of_range(name, "int64", i, batch)
             d64[i] = <int64_t>x
     return out
 
@@ -122,6 +155,12 @@ cdef double _slow_float(str name, int dtype, object v, Py_ssize_t i, bint batch)
         return float(v)
     except OverflowError:
         raise InputError(name, "integer out of range for float", row=_row(i, batch)) from None
+
+
+cdef object _bad_float(str name, bint is32, double x, Py_ssize_t i, bint batch):
+    if not isfinite(x):
+        return InputError(name, f"must be a finite number, got {x!r}", row=_row(i, batch))
+    return InputError(name, f"out of range for float32, got {x!r}", row=_row(i, batch))
 
 
 @cython.boundscheck(False)
@@ -142,9 +181,14 @@ cdef object _floats(str name, int dtype, list seq, bint batch):
             x = PyFloat_AS_DOUBLE(v)
         else:
             x = _slow_float(name, dtype, v, i, batch)
+        if not isfinite(x):
+            raise _bad_float(name, is32, x, i, batch)
         if is32:
-            # Go decodes a float32 input as float64 and narrows it: huge -> ±Inf.
+            # Narrowing a finite double past float32's range gives ±Inf (Go passes
+            # that to TensorFlow; mly refuses it).
             d32[i] = <float>x
+            if isinf(d32[i]):
+                raise _bad_float(name, is32, x, i, batch)
         else:
             d64[i] = x
     return out
@@ -203,6 +247,10 @@ def encode_column(str name, int dtype, object values, Py_ssize_t n_rows, bint ba
         out = _floats(name, dtype, seq, batch)
         if precision > 0:
             out = round_precision(out, precision, dtype == C_FLOAT32)
+            if dtype == C_FLOAT64 and not np.isfinite(out).all():
+                # x * 10**precision overflows a double only for |x| near 1e308.
+                i = int(np.argmin(np.isfinite(out)))
+                raise InputError(name, f"too large to round to {precision} decimals", row=_row(i, batch))
     else:
         out = _bools(name, seq, batch)
     if n == 1 and batch and n_rows > 1:

@@ -8,6 +8,7 @@ Processing stops at the first error, and every error names the field at fault.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ import orjson
 
 from mly._native import encode as _encode
 from mly.common.wire import BATCH_SIZE, CACHE_KEY
-from mly.errors import InputError, MissingFieldError, RequestError, UnknownFieldError
+from mly.errors import BatchTooLargeError, InputError, MissingFieldError, RequestError, UnknownFieldError
 
 __all__ = [
     "DTYPE_CODES",
@@ -46,6 +47,7 @@ Encoder = tuple[str, int, int]
 
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,9 @@ def encoders_for(names: Iterable[str], dtypes: Mapping[str, str], precisions: Ma
     return tuple((name, DTYPE_CODES[dtypes[name]], precisions.get(name, 0)) for name in names)
 
 
-def parse_body(body: bytes) -> EvalRequest:
+def parse_body(body: bytes, *, max_batch_size: int | None = None) -> EvalRequest:
+    """Parse a JSON body; ``batch_size`` is checked against ``max_batch_size`` before
+    anything proportional to it is allocated."""
     if not body.strip():
         raise RequestError("empty request body: expected a JSON object of inputs")
     try:
@@ -78,39 +82,56 @@ def parse_body(body: bytes) -> EvalRequest:
         raise RequestError(f"malformed JSON body: {exc}") from None
     if not isinstance(data, dict):
         raise RequestError(f"request body must be a JSON object, got {type(data).__name__}")
-    batch_size = data.pop(BATCH_SIZE, 0)
+    given = data.pop(BATCH_SIZE, None)
     data.pop(CACHE_KEY, None)  # accepted for Go clients, never trusted
-    if batch_size is None:
-        batch_size = 0
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
-        raise InputError(BATCH_SIZE, f"must be a non-negative integer, got {batch_size!r}")
-    return EvalRequest(data, batch_size)
+    if given is None:
+        return EvalRequest(data, 0)
+    if isinstance(given, float) and max_batch_size is not None and given.is_integer() and given > max_batch_size:
+        given = int(given)  # an integer literal past 64 bits arrives as a float: too large, not mistyped
+    if isinstance(given, bool) or not isinstance(given, int) or given < 0:
+        raise InputError(BATCH_SIZE, f"must be a non-negative integer, got {given!r}")
+    if max_batch_size is not None and given > max_batch_size:
+        raise BatchTooLargeError(given, max_batch_size)
+    if given == 0 and any(isinstance(v, list) for v in data.values()):
+        raise InputError(BATCH_SIZE, "must be at least 1 when inputs are arrays, got 0")
+    return EvalRequest(data, given)
 
 
 def _parse_text(name: str, dtype: str, text: str) -> Any:
-    try:
-        if dtype == "string":
-            return text
-        if dtype in ("int64", "int32"):
-            return int(text)
-        if dtype in ("float32", "float64"):
-            return float(text)
-    except ValueError:
-        kind = "an integer" if dtype.startswith("int") else "a number"
-        raise InputError(name, f"expected {kind}, got {text!r}") from None
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise InputError(name, f"expected true or false, got {text!r}")
+    """A query-string value as the JSON value it stands for; a text that is not one
+    gets the same message a wrong-typed JSON value gets."""
+    value: Any = None
+    if dtype == "string":
+        return text
+    if dtype in ("int64", "int32"):
+        value = int(text) if _INT_TEXT.fullmatch(text) else None
+    elif dtype in ("float32", "float64"):
+        if "_" not in text:
+            try:
+                value = float(text.strip())
+            except ValueError:
+                value = None
+    elif text in _TRUE:
+        value = True
+    elif text in _FALSE:
+        value = False
+    if value is None:
+        raise InputError(name, _encode.type_message(DTYPE_CODES[dtype], text))
+    return value
 
 
 def parse_query(params: Iterable[tuple[str, str]], dtypes: Mapping[str, str]) -> EvalRequest:
-    """GET is always one row; repeated keys keep the first value (as Go does)."""
+    """GET is always one row. ``batch_size`` and a key given twice are refused
+    (Go ignores the one and keeps the first of the other): either is a caller's
+    mistake that would otherwise be answered as if it were meant."""
     values: dict[str, Any] = {}
     for key, text in params:
-        if key in (BATCH_SIZE, CACHE_KEY) or key in values:
+        if key == CACHE_KEY:
             continue
+        if key == BATCH_SIZE:
+            raise InputError(BATCH_SIZE, "not accepted on GET, which evaluates one row: POST a JSON body for a batch")
+        if key in values:
+            raise InputError(key, "given more than once in the query string")
         if key not in dtypes:
             raise UnknownFieldError(key, list(dtypes))
         values[key] = _parse_text(key, dtypes[key], text)

@@ -39,7 +39,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except OSError as exc:
         raise ConfigError("", f"cannot read config {text_path}: {exc.strerror or exc}") from exc
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise ConfigError("", f"{text_path} is not valid YAML: {exc}") from exc
     return parse_config(raw, base_dir=Path(text_path).resolve().parent)
@@ -63,6 +63,29 @@ def parse_section(raw: Any, tp: Any, path: str) -> Any:
     return _convert(raw, tp, path)
 
 
+class _PlainWithEnv(str):
+    """An unquoted YAML scalar holding ``${VAR}``: once expanded it takes the type the
+    YAML would give the expanded text written literally (``Port: ${PORT}`` is an int),
+    while a quoted one (``"${PORT}"``) stays a string, as written."""
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_implicit_resolver("!mly/env", re.compile(r".*\$\{"), None)
+_Loader.add_constructor("!mly/env", lambda loader, node: _PlainWithEnv(loader.construct_scalar(node)))
+
+
+def _plain_value(text: str) -> Any:
+    """``text`` typed as a plain YAML scalar (int, float, bool, null or str)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if value is None or isinstance(value, (bool, int, float, str)) else text
+
+
 def _expand_env(value: Any, path: str) -> Any:
     if isinstance(value, str):
 
@@ -74,7 +97,8 @@ def _expand_env(value: Any, path: str) -> Any:
                 return default
             raise ConfigError(path, f"environment variable {name} is not set (use ${{{name}:-default}})")
 
-        return _ENV.sub(replace, value)
+        expanded = _ENV.sub(replace, value)
+        return _plain_value(expanded) if isinstance(value, _PlainWithEnv) else expanded
     if isinstance(value, Mapping):
         return {k: _expand_env(v, _join(path, str(k))) for k, v in value.items()}
     if isinstance(value, list):
@@ -247,6 +271,8 @@ def validate(config: Config) -> None:
         raise ConfigError("Endpoint.Port", f"must be 0..65535, got {ep.port}")
     if ep.buffer_size <= 0:
         raise ConfigError("Endpoint.BufferSize", "must be > 0")
+    if ep.max_batch_size <= 0:
+        raise ConfigError("Endpoint.MaxBatchSize", "must be > 0")
     for key, value in (("InferenceThreads", ep.inference_threads), ("TFIntraOpThreads", ep.tf_intra_op_threads),
                        ("TFInterOpThreads", ep.tf_inter_op_threads)):
         if value < (0 if key == "InferenceThreads" else -1):

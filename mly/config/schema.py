@@ -36,6 +36,7 @@ TimeUnit = Literal["ms", "sec", "min"]
 
 DEFAULT_PORT = 8080
 DEFAULT_BUFFER_SIZE = 131072
+DEFAULT_MAX_BATCH_SIZE = 10_000
 DEFAULT_TTL_MS = 900_000
 DEFAULT_RETRY_TIME_MS = 5_000
 DEFAULT_RELOAD_INTERVAL_SEC = 60
@@ -210,6 +211,8 @@ class EndpointConfig:
     max_header_bytes: int = setting("MaxHeaderBytes", 8192)
     pool_max_size: int = setting("PoolMaxSize", 512)
     buffer_size: int = setting("BufferSize", DEFAULT_BUFFER_SIZE)
+    max_batch_size: int = setting("MaxBatchSize", DEFAULT_MAX_BATCH_SIZE)
+    """Most rows one eval request may carry (``batch_size``); larger is a 413. Not in Go."""
     max_evaluator_concurrency: int = setting("MaxEvaluatorConcurrency", 5000)
     max_evaluator_wait_ms: int = setting("MaxEvaluatorWaitMs", 50)
     max_evaluator_wait: int = setting("MaxEvaluatorWait", 0)

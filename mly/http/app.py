@@ -103,4 +103,6 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
         lifespan=lifespan,
     )
     app.state.registry = registry
-    return EvalFastPath(app, registry, buffer_size=config.endpoint.buffer_size)
+    return EvalFastPath(
+        app, registry, buffer_size=config.endpoint.buffer_size, max_batch_size=config.endpoint.max_batch_size
+    )

@@ -38,11 +38,12 @@ class MethodNotAllowedError(MlyError):
 
 
 class EvalFastPath:
-    def __init__(self, app: Any, registry: ModelRegistry, *, buffer_size: int) -> None:
+    def __init__(self, app: Any, registry: ModelRegistry, *, buffer_size: int, max_batch_size: int) -> None:
         self.app: ASGIApp = app
         self.state = app.state  # the wrapped Starlette app's state (``state.registry``)
         self.registry = registry
         self.buffer_size = buffer_size
+        self.max_batch_size = max_batch_size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,7 +57,7 @@ class EvalFastPath:
         started = time.perf_counter_ns()
         try:
             if scope["method"] not in _METHODS:
-                raise MethodNotAllowedError(f"method {scope['method']} not allowed: use GET, POST or PUT")
+                raise MethodNotAllowedError(f"method {scope['method']} not allowed on {path}: use GET, POST, PUT")
             body = await self._evaluate(model_id, scope, receive, started)
             status = 200
         except MlyError as exc:
@@ -67,11 +68,10 @@ class EvalFastPath:
             log.exception("%s %s failed", scope["method"], path)
             status = 500
             body = error_body(f"internal error: {type(exc).__name__}")
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
-        })
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+        if status == 405:
+            headers.append((b"allow", b"GET, POST, PUT"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _evaluate(self, model_id: str, scope: Scope, receive: Receive, started: int) -> bytes:
@@ -80,7 +80,7 @@ class EvalFastPath:
             query = scope.get("query_string", b"").decode("latin-1")
             request = parse_query(parse_qsl(query, keep_blank_values=True), service.current.interface.dtypes)
         else:
-            request = parse_body(await self._read_body(scope, receive))
+            request = parse_body(await self._read_body(scope, receive), max_batch_size=self.max_batch_size)
         result = await service.evaluate(request)
         out: dict[str, Any] = {"status": STATUS_OK}
         if result.dict_hash:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -30,8 +31,8 @@ def error_body(message: str) -> bytes:
     return orjson.dumps({"status": STATUS_ERROR, "error": message})
 
 
-def error_response(status: int, message: str) -> Response:
-    return Response(error_body(message), status_code=status, media_type="application/json")
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(error_body(message), status_code=status, media_type="application/json", headers=headers)
 
 
 async def _mly_error(request: Request, exc: Exception) -> Response:
@@ -43,8 +44,15 @@ async def _mly_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    message = exc.detail if exc.status_code != 404 else f"no such path: {request.url.path}"
-    return error_response(exc.status_code, message)
+    path = request.url.path
+    if exc.status_code == 404:
+        message = f"no such path: {path}"
+    elif exc.status_code == 405:
+        allowed = sorted((exc.headers or {}).get("Allow", "GET").split(", "))
+        message = f"method {request.method} not allowed on {path}: use {', '.join(allowed)}"
+    else:
+        message = exc.detail
+    return error_response(exc.status_code, message, exc.headers)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

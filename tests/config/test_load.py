@@ -138,3 +138,47 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
     bad.write_text("Models: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_expanded_env_takes_the_type_yaml_gives_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ports, sizes and flags from the environment (the container case) keep their YAML types."""
+    monkeypatch.setenv("PORT", "8080")
+    monkeypatch.setenv("SIZE_MB", "64")
+    monkeypatch.delenv("MLY_USE_DICT", raising=False)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "Endpoint:\n"
+        "  Port: ${PORT}\n"
+        "Models:\n"
+        "  - ID: m${PORT}\n"             # text around the variable: still a string
+        "    URL: /models/m\n"
+        "    UseDict: ${MLY_USE_DICT:-false}\n"
+        "    ReloadIntervalSec: ${RELOAD_S:-0.5}\n"
+        "    Transformer: \"${PORT}\"\n"  # quoted: a string, as written
+        "    DataStore: c\n"
+        "Datastores:\n"
+        "  - ID: c\n"
+        "    Cache: {SizeMb: 1}\n"
+        "  - ID: d\n"
+        "    Cache:\n"
+        "      SizeMb: ${SIZE_MB}\n"
+    )
+    config = load_config(path)
+    assert config.endpoint.port == 8080
+    model = config.models[0]
+    assert (model.id, model.use_dict, model.reload_interval_sec, model.transformer) == ("m8080", False, 0.5, "8080")
+    assert config.datastores[1].cache is not None and config.datastores[1].cache.size_mb == 64
+
+
+def test_expanded_env_of_the_wrong_type_still_names_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "eighty")
+    path = tmp_path / "config.yaml"
+    path.write_text("Endpoint:\n  Port: ${PORT}\nModels:\n  - ID: m\n    URL: /m\n")
+    with pytest.raises(ConfigError, match=r"Endpoint\.Port: must be an integer, got 'eighty'"):
+        load_config(path)
+
+
+def test_max_batch_size_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match=r"Endpoint\.MaxBatchSize: must be > 0"):
+        parse_config({"Endpoint": {"MaxBatchSize": 0}, "Models": [{"ID": "m", "URL": "/m"}]})
+    assert parse_config({"Models": [{"ID": "m", "URL": "/m"}]}).endpoint.max_batch_size == 10_000

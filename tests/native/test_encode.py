@@ -59,9 +59,9 @@ def test_precision_rounds_floats_only(encode_column: Any) -> None:
 def test_values_at_the_edges(encode_column: Any) -> None:
     assert encode_column("i", I64, [INT64_MIN, INT64_MAX], 2, True).tolist() == [INT64_MIN, INT64_MAX]
     assert encode_column("i", I32, [-(2**31), 2**31 - 1], 2, True).tolist() == [-(2**31), 2**31 - 1]
-    out = encode_column("f", F32, [1e300, -1e300, 2**64], 3, True)  # Go narrows float64 -> float32
-    assert out.tolist() == [math.inf, -math.inf, float(np.float32(2**64))]
-    assert math.isnan(encode_column("f", F64, math.nan, 1, False)[0])
+    out = encode_column("f", F32, [3.4028234663852886e38, -3.4028234663852886e38, 2**64], 3, True)
+    assert out.tolist() == [float(np.finfo(np.float32).max), -float(np.finfo(np.float32).max), float(np.float32(2**64))]
+    assert encode_column("f", F64, [1e300], 1, True).tolist() == [1e300]
     assert encode_column("s", S, ["", "/", "é😀"], 3, True).tolist() == ["", "/", "é😀"]
 
 
@@ -73,21 +73,34 @@ def test_numpy_scalars_are_accepted(encode_column: Any) -> None:
 
 
 ERRORS = [
-    (("s", S, ["a", 1], 2, True), "s[1]: expected string, got int", 1),
+    (("s", S, ["a", 1], 2, True), "s[1]: expected string, got int 1", 1),
     (("s", S, None, 1, False), "s: expected string, got null", None),
-    (("i", I64, [True], 1, True), "i[0]: expected int, got bool", 0),
-    (("i", I64, [1.0], 1, True), "i[0]: expected int, got float", 0),
-    (("i", I64, ["1"], 1, True), "i[0]: expected int, got string", 0),
+    (("s", S, ["a"], 1, False), "s: expected string, got array (arrays need batch_size)", None),
+    (("i", I64, [True], 1, True), "i[0]: expected int, got true", 0),
+    (("i", I64, [1.0], 1, True), "i[0]: expected int, got float 1.0", 0),
+    (("i", I64, ["1"], 1, True), "i[0]: expected int, got string '1'", 0),
+    (("i", I64, "nine", 1, False), "i: expected int, got string 'nine'", None),
+    (("i", I64, "x" * 50, 1, False), f"i: expected int, got string {'x' * 37 + '...'!r}", None),
+    # An integer literal past 64 bits reaches the encoder as a float (orjson): still "out of range".
+    (("i", I64, 2.0**64, 1, False), "i: integer out of range for int64", None),
+    (("i", I64, -(2.0**70), 1, False), "i: integer out of range for int64", None),
+    (("i", I32, [2.0**64], 1, True), "i[0]: integer out of range for int32", 0),
+    (("f", F32, [1.0, 1e39], 2, True), "f[1]: out of range for float32, got 1e+39", 1),
+    (("f", F32, -(10**39), 1, False), "f: out of range for float32, got -1e+39", None),
+    (("f", F32, math.inf, 1, False), "f: must be a finite number, got inf", None),
+    (("f", F64, [1.0, math.nan], 2, True), "f[1]: must be a finite number, got nan", 1),
+    (("f", F64, -math.inf, 1, False), "f: must be a finite number, got -inf", None),
     (("i", I64, [1, 2**63], 2, True), "i[1]: integer out of range for int64", 1),
     (("i", I64, -(2**63) - 1, 1, False), "i: integer out of range for int64", None),
     (("i", I32, [2**31], 1, True), "i[0]: integer out of range for int32", 0),
-    (("f", F32, [False], 1, True), "f[0]: expected float, got bool", 0),
+    (("f", F32, [False], 1, True), "f[0]: expected float, got false", 0),
     (("f", F64, [None, 1.0], 2, True), "f[0]: expected float, got null", 0),
     (("f", F64, [[1.0]], 1, True), "f[0]: expected float, got array", 0),
     (("f", F64, [{"a": 1}], 1, True), "f[0]: expected float, got object", 0),
     (("f", F64, [10**400], 1, True), "f[0]: integer out of range for float", 0),
-    (("b", B, [1], 1, True), "b[0]: expected bool, got int", 0),
-    (("b", B, ["true"], 1, True), "b[0]: expected bool, got string", 0),
+    (("d", F64, [1.0, 1e307], 2, True, 2), "d[1]: too large to round to 2 decimals", 1),
+    (("b", B, [1], 1, True), "b[0]: expected bool, got int 1", 0),
+    (("b", B, ["true"], 1, True), "b[0]: expected bool, got string 'true'", 0),
     (("a", S, "x", 2, True), "a: expected an array of 2 values, got string", None),
     (("a", S, {"x": 1}, 2, True), "a: expected an array of 2 values, got object", None),
     (("a", I64, [], 2, True), "a: expected an array of 2 values, got an empty array", None),

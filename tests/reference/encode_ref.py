@@ -6,6 +6,7 @@ obvious way: a Python type check per value, then ``np.asarray``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -37,9 +38,22 @@ def json_type(v: Any) -> str:
     return type(v).__name__
 
 
+def describe(v: Any) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f"string {(v if len(v) <= 40 else v[:37] + '...')!r}"
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return f"{json_type(v)} {v!r}"
+    return json_type(v)
+
+
 def _check(name: str, dtype: int, v: Any, row: int | None) -> Any:
     def wrong() -> InputError:
-        return InputError(name, f"expected {_EXPECTED[dtype]}, got {json_type(v)}", row=row)
+        message = f"expected {_EXPECTED[dtype]}, got {describe(v)}"
+        if row is None and isinstance(v, (list, tuple)):
+            message += " (arrays need batch_size)"
+        return InputError(name, message, row=row)
 
     is_bool = isinstance(v, (bool, np.bool_))
     if dtype == DT_STRING:
@@ -51,18 +65,27 @@ def _check(name: str, dtype: int, v: Any, row: int | None) -> Any:
             raise wrong()
         return bool(v)
     if dtype in _RANGE:
+        lo, hi, tname = _RANGE[dtype]
+        if isinstance(v, (float, np.floating)) and not is_bool and (v >= 2.0**63 or v <= -(2.0**63)):
+            raise InputError(name, f"integer out of range for {tname}", row=row)
         if is_bool or not isinstance(v, (int, np.integer)):
             raise wrong()
-        lo, hi, tname = _RANGE[dtype]
         if not lo <= int(v) <= hi:
             raise InputError(name, f"integer out of range for {tname}", row=row)
         return int(v)
     if is_bool or not isinstance(v, (int, float, np.integer, np.floating)):
         raise wrong()
     try:
-        return float(v)
+        x = float(v)
     except OverflowError:
         raise InputError(name, "integer out of range for float", row=row) from None
+    if not math.isfinite(x):
+        raise InputError(name, f"must be a finite number, got {x!r}", row=row)
+    with np.errstate(over="ignore"):
+        narrowed = float(np.float32(x))
+    if dtype == DT_FLOAT32 and math.isinf(narrowed):
+        raise InputError(name, f"out of range for float32, got {x!r}", row=row)
+    return x
 
 
 def encode_column(
@@ -91,7 +114,11 @@ def encode_column(
         with np.errstate(over="ignore"):
             out = np.asarray(checked, dtype=_NP[dtype])
     if precision > 0 and dtype in (DT_FLOAT32, DT_FLOAT64):
-        out = round_precision(out, precision, dtype == DT_FLOAT32)
+        with np.errstate(over="ignore"):
+            out = round_precision(out, precision, dtype == DT_FLOAT32)
+        if dtype == DT_FLOAT64 and not np.isfinite(out).all():
+            i = int(np.argmin(np.isfinite(out)))
+            raise InputError(name, f"too large to round to {precision} decimals", row=i if batch else None)
     if batch and len(out) == 1 and n_rows > 1:
         out = np.repeat(out, n_rows)
     return out
