@@ -35,6 +35,8 @@ def server_config(model_dirs: dict[str, str]) -> dict[str, Any]:
              "Inputs": [{"Name": "fl", "Precision": 2}]},
             {"ID": "ops", "URL": model_dirs["ops"]},
             {"ID": "num", "URL": model_dirs["numeric"], "UseDict": False},
+            # No DataStore: nothing is keyed, so the float needs no Precision and is evaluated raw.
+            {"ID": "raw", "URL": model_dirs["keras"]},
             # Go example style: lower-case keys, auxiliary inputs and key fields, a transformer.
             {"id": "aux", "url": model_dirs["keras"], "useDict": True, "datastore": "mem",
              "transformer": "e2e_transformers:score_class",

@@ -98,13 +98,16 @@ def reconcile(
             raise InterfaceError(f"input {field.name!r}: Precision applies to float inputs only, it is {dtype}")
         if field.auxiliary or field.wildcard or not config.use_dict:
             continue
+        # Floats and bools only need a key rule where a key is built (a cached model);
+        # an uncached model takes them raw.
         if dtype in FLOATS:
-            if field.precision <= 0:
+            if field.precision <= 0 and caching:
                 raise InterfaceError(
                     f"input {field.name!r} is a float: give it Precision (or Wildcard: true) so it can be keyed"
                 )
         elif dtype == "bool":
-            raise InterfaceError(f"input {field.name!r} is a bool and has no vocabulary: mark it Wildcard")
+            if caching:
+                raise InterfaceError(f"input {field.name!r} is a bool and has no vocabulary: mark it Wildcard")
         else:
             vocabulary.append(field.name)
 
@@ -121,6 +124,11 @@ def reconcile(
         first = outputs[0]
         outputs = (OutputField(first.name, 0, config.output_type), *outputs[1:])
 
+    for name in config.key_fields:
+        if name not in dtypes:
+            raise InterfaceError(
+                f"KeyFields: {name!r} is not an input of the model (inputs: {', '.join(dtypes)})"
+            )
     key_fields = config.key_fields or (tuple(sorted(model_inputs)) if caching else ())
     return ModelInterface(
         inputs=inputs,

@@ -90,8 +90,14 @@ def build_generation(model: ModelConfig, config: Config, loaded: LoadedModel) ->
     dictionary_json = (
         loaded.dictionary.to_gzip_json() if loaded.dictionary is not None else gzip.compress(b"null")
     )
+    # Floats are rounded before evaluation only where they are keyed (a cached model),
+    # so a cached prediction is exactly the prediction for its key; an uncached
+    # model evaluates the value it was sent.
+    rounds = key_schema is not None and bool(model.datastore)
     encoders = encoders_for(
-        [f.name for f in interface.inputs], interface.dtypes, {f.name: f.precision for f in interface.inputs}
+        [f.name for f in interface.inputs],
+        interface.dtypes,
+        {f.name: f.precision for f in interface.inputs} if rounds else {},
     )
     return Generation(
         loaded=loaded,

@@ -62,6 +62,15 @@ def test_float_precision_rounds_what_is_evaluated(server: LiveServer) -> None:
     assert a["data"]["score"] == f32(1 + 10 + 100 + 0.25 + 0.25)
 
 
+def test_uncached_model_evaluates_raw_floats(server: LiveServer) -> None:
+    """Rounding is a key rule: a model without a DataStore needs no Precision and evaluates the value sent."""
+    _, a = post(server, "raw", {"sa": "a", "sl": "a", "i1": 10, "fl": 0.504})
+    _, b = post(server, "raw", {"sa": "a", "sl": "a", "i1": 10, "fl": 0.496})
+    assert a["data"]["score"] != b["data"]["score"]
+    want = expected_keras_lookup(["a"], ["a"], [10], [0.504])
+    assert a["data"]["score"] == pytest.approx(float(want["score"][0, 0]), rel=1e-6)
+
+
 def test_get_and_put_match_post(server: LiveServer) -> None:
     row = {"sa": "c", "sl": "a", "i1": 30, "fl": 2.25}
     _, posted = post(server, "sli", row)

@@ -94,7 +94,7 @@ def test_meta_dictionary_disabled_is_gzip_null(server: LiveServer) -> None:
 
 def test_health_and_server_config(server: LiveServer) -> None:
     with server.client() as client:
-        assert client.get("/v1/api/health").json() == {"sli": 1, "ops": 1, "num": 1, "aux": 1}
+        assert client.get("/v1/api/health").json() == {"sli": 1, "ops": 1, "num": 1, "raw": 1, "aux": 1}
         config = client.get("/v1/api/config").json()
         assert client.get("/v1/api/config/").json() == config
     models = {m["ID"]: m for m in config["Models"]}

@@ -52,7 +52,10 @@ def test_auxiliary_not_in_key_fields_is_not_keyed() -> None:
 
 def test_key_fields_shorthand_without_inputs() -> None:
     cfg = model(KeyFields=["sa", "extra"], Auxiliary=["aux"], Inputs=[{"Name": "fl", "Wildcard": True}])
-    # Inputs given: shorthand ignored, KeyFields only wildcard the auxiliary ones.
+    # Inputs given: the shorthand is ignored, so a key field that is no input is an error.
+    with pytest.raises(InterfaceError, match="KeyFields: 'extra' is not an input"):
+        reconcile(cfg, SIG_IN, SIG_OUT, caching=True)
+    cfg = model(KeyFields=["sa"], Auxiliary=["aux"], Inputs=[{"Name": "fl", "Wildcard": True}])
     iface = reconcile(cfg, SIG_IN, SIG_OUT, caching=True)
     assert [f.name for f in iface.inputs] == ["fl", "i1", "sa", "sl"]
     cfg = model(KeyFields=["sa", "extra"], Auxiliary=["aux"])
@@ -93,3 +96,18 @@ def test_bool_input_needs_wildcard() -> None:
 def test_use_dict_off_needs_no_vocabulary() -> None:
     iface = reconcile(model(UseDict=False), SIG_IN, SIG_OUT, caching=False)
     assert iface.vocabulary_inputs == ()
+
+
+def test_key_field_that_is_no_input_is_refused() -> None:
+    cfg = model(Inputs=[{"Name": "fl", "Precision": 2}], KeyFields=["sa", "devise"])
+    with pytest.raises(InterfaceError, match=r"KeyFields: 'devise' is not an input of the model \(inputs: fl, "):
+        reconcile(cfg, SIG_IN, SIG_OUT, caching=True)
+    with pytest.raises(InterfaceError, match="KeyFields: 'devise'"):
+        reconcile(cfg, SIG_IN, SIG_OUT, caching=False)
+
+
+def test_uncached_model_takes_raw_floats_and_bools() -> None:
+    """Precision (and Wildcard for bools) is a key rule: only a cached model needs it."""
+    iface = reconcile(model(), SIG_IN, SIG_OUT, caching=False)
+    assert iface.input("fl").precision == 0  # type: ignore[union-attr]
+    reconcile(model(), [("flag", "bool")], SIG_OUT, caching=False)
