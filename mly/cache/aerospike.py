@@ -1,29 +1,45 @@
 """Aerospike as an L1/L2 tier, laid out exactly as Go viant/mly writes it.
 
-Layout (reference §3.4, §4.1; Go readers and writers share these sets):
+Layout (shared with Go readers and writers of the same sets):
 
 - key ``(namespace, set=dataset, user key=cache key)``, written with
-  ``send_key`` so the user key is stored as Go's server writes do;
-- one bin per row field with its native value (int, float, str, list, map) plus
-  bin ``dictHash`` (int) only when the hash is non-zero; a missing bin reads as 0;
-- TTL in whole seconds, ``ceil(ttl_ms / 1000)``, 0 -> 3600 as Go's WritePolicy.
+  ``POLICY_KEY_SEND`` so the user key is stored, as Go's server writes do;
+- one bin per row field with its native value: ints as integer bins, floats as
+  double bins, strings as string bins (lists and maps for mly's wide outputs and
+  custom storables), plus integer bin ``dictHash`` only when the hash is non-zero,
+  as Go writes it; a missing ``dictHash`` reads as 0;
+- TTL in whole seconds, ``ceil(ttl_ms / 1000)``, 0 -> 3600 as Go's WritePolicy;
+- a write replaces the whole record (Go updates it, which would keep bins a
+  previous model version wrote and this one no longer has).
+
+Go writes a ``float32`` output as the double it widens to (0.3f is stored as
+0.30000001192092896). A double bin that is exactly a float32 value is read back
+as that float32's shortest text (0.3), so an entry written by Go answers with
+the same JSON as one computed here. A float64 output whose value happens to be
+exactly a float32 with a long decimal form would be shortened too; outside
+float32-derived data such values practically do not occur.
 
 Limits of Aerospike that the layout inherits from Go: a bin name has at most 15
 bytes, and a ``None`` value deletes its bin, so a ``null`` field comes back absent.
 
+Connections (Go's ``Connections[]``): every ``Hostnames`` entry is a seed, TLS is
+off, ``Timeout.Connection`` is the connect timeout, ``Socket``/``Total`` the
+socket and total timeouts of reads, batch reads and writes. A failed command is
+retried once at once (the client takes a fresh connection); after a server
+restart the client finds the node again by itself within its tend interval.
+
 The official client is blocking. ``SyncAerospikeStore`` is the plain store (for
 the sync client); ``AerospikeStore`` runs the same calls in a small dedicated
 thread pool so the event loop never blocks on the network. The client connects
-lazily on first use and again after a connection failure, so a cluster that was
-down at start-up is picked up by the breaker's probe (Go re-creates its client
-the same way).
+lazily on first use, and again on the next call if that failed, so a cluster
+that was down at start-up is picked up by the breaker's probe.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,12 +50,34 @@ from mly.cache.base import DICT_HASH_FIELD, StoredRow, StoreUnavailableError, ef
 if TYPE_CHECKING:
     from mly.config.schema import Connection
 
-__all__ = ["AerospikeStore", "SyncAerospikeStore", "aerospike_client_config", "ttl_seconds"]
+__all__ = [
+    "AerospikeStore",
+    "SyncAerospikeStore",
+    "aerospike_client_config",
+    "narrow_float",
+    "ttl_seconds",
+]
 
 _T = TypeVar("_T")
 _RESULT_OK = 0
 _RESULT_NOT_FOUND = 2
+_RESULT_TIMEOUT = 9
+_UNAVAILABLE_RESULTS = frozenset({
+    -16,  # batch failed
+    -15,  # no response
+    -14,  # max error rate exceeded (the node is failing)
+    -12,  # max retries exceeded
+    -10,  # connection error
+    -8,  # invalid node
+    -7,  # no more connections
+    -6,  # async connection error
+    11,  # cluster error
+})
 DEFAULT_EXECUTOR_WORKERS = 4
+COMMAND_RETRIES = 1
+"""Retries of a failed command, on a fresh connection; the breaker handles the rest."""
+TEND_INTERVAL_MS = 500
+"""How often the client refreshes the cluster map; bounds how long a restarted node stays unseen."""
 
 
 def _import_aerospike() -> Any:
@@ -58,17 +96,52 @@ def ttl_seconds(ttl_ms: int) -> int:
 
 
 def aerospike_client_config(connection: Connection) -> dict[str, Any]:
-    """``aerospike.client()`` config: Connection -> connect timeout, Socket/Total -> policies."""
+    """``aerospike.client()`` config from Go's ``Connections[]`` entry.
+
+    ``Hostnames`` -> seeds (all on ``Port``), ``Timeout.Connection`` -> connect
+    timeout, ``Socket``/``Total`` -> the socket and total timeout of every
+    command. Go leaves its write policy without timeouts; mly bounds writes the
+    same way as reads (a write stuck on a dead node holds a worker thread).
+    """
     timeout = connection.timeout
     base = {
         "socket_timeout": timeout.ms(timeout.socket),
         "total_timeout": timeout.ms(timeout.total),
+        "max_retries": COMMAND_RETRIES,
     }
     return {
         "hosts": [(host, connection.effective_port) for host in connection.hosts],
         "connect_timeout": timeout.ms(timeout.connection),
+        "tend_interval": TEND_INTERVAL_MS,
         "policies": {"read": dict(base), "batch": dict(base), "write": dict(base)},
     }
+
+
+def narrow_float(value: float) -> float:
+    """A double that is exactly a float32 value, as that float32's shortest text would parse.
+
+    ``0.30000001192092896`` (Go's widened ``float32(0.3)``) -> ``0.3``; any
+    other double is returned unchanged.
+    """
+    try:
+        packed = struct.pack("<f", value)
+    except OverflowError:  # beyond float32 range: not a float32
+        return value
+    if struct.unpack("<f", packed)[0] != value or not math.isfinite(value):
+        return value
+    for digits in range(1, 10):  # 9 significant digits always round-trip a float32
+        text = f"{value:.{digits}g}"
+        if struct.pack("<f", float(text)) == packed:
+            return float(text)
+    return value  # pragma: no cover - unreachable by the 9-digit bound
+
+
+def _narrow_bins(bins: dict[str, Any]) -> None:
+    for name, value in bins.items():
+        if type(value) is float:
+            bins[name] = narrow_float(value)
+        elif type(value) is list and any(type(v) is float for v in value):
+            bins[name] = [narrow_float(v) if type(v) is float else v for v in value]
 
 
 class SyncAerospikeStore:
@@ -98,8 +171,11 @@ class SyncAerospikeStore:
         self.ttl_ms = ttl_ms
         self.read_only = read_only
         self.name = name
-        self._meta = {"ttl": ttl_seconds(ttl_ms)}
-        self._write_policy = {"key": self._aerospike.POLICY_KEY_SEND}
+        self._write_policy = {
+            "key": self._aerospike.POLICY_KEY_SEND,
+            "exists": self._aerospike.POLICY_EXISTS_CREATE_OR_REPLACE,
+            "ttl": ttl_seconds(ttl_ms),
+        }
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -130,16 +206,7 @@ class SyncAerospikeStore:
         except self._errors.TimeoutError as exc:
             raise TimeoutError(f"{self.name}: {exc}") from exc
         except self._unavailable_types as exc:
-            self._drop_client(client)
             raise StoreUnavailableError(self.name, f"{type(exc).__name__}: {exc}") from exc
-
-    def _drop_client(self, client: Any) -> None:
-        """Forget a client that lost the cluster; the next call (the probe) reconnects."""
-        with self._lock:
-            if self._client is client:
-                self._client = None
-        with contextlib.suppress(Exception):  # closing a broken client may fail too
-            client.close()
 
     def _key(self, cache_key: str) -> tuple[str, str, str]:
         return (self.namespace, self.dataset, cache_key)
@@ -148,6 +215,11 @@ class SyncAerospikeStore:
         if not keys:
             return []
         batch = self._call(lambda c: c.batch_read([self._key(k) for k in keys]))
+        # A batch that could not reach its node does not raise: it says so in its result.
+        if batch.result == _RESULT_TIMEOUT:
+            raise TimeoutError(f"{self.name}: batch read timed out")
+        if batch.result in _UNAVAILABLE_RESULTS:
+            raise StoreUnavailableError(self.name, f"batch read failed with status {batch.result}")
         out: list[StoredRow | None] = []
         for record in batch.batch_records:
             if record.result != _RESULT_OK or record.record is None:
@@ -155,21 +227,34 @@ class SyncAerospikeStore:
                 continue
             bins = dict(record.record[2] or {})
             dict_hash = bins.pop(DICT_HASH_FIELD, 0) or 0
+            _narrow_bins(bins)
             out.append(StoredRow(bins, int(dict_hash)) if bins or dict_hash else None)
         return out
 
     def put_many(self, items: Sequence[tuple[str, StoredRow]]) -> None:
+        """Write every item; a record the server refuses (a bin name too long) does not stop the others."""
         if self.read_only or not items:
             return
+        refused: list[tuple[str, BaseException]] = []
+        unavailable = self._unavailable_types + (self._errors.TimeoutError,)
 
         def write(client: Any) -> None:
             for key, stored in items:
                 bins = dict(stored.fields)
                 if stored.dict_hash:
                     bins[DICT_HASH_FIELD] = stored.dict_hash
-                client.put(self._key(key), bins, self._meta, self._write_policy)
+                try:
+                    client.put(self._key(key), bins, policy=self._write_policy)
+                except unavailable:
+                    raise
+                except self._errors.AerospikeError as exc:
+                    refused.append((key, exc))
 
         self._call(write)
+        if refused:
+            key, exc = refused[0]
+            raise ValueError(f"{self.name}: {len(refused)} of {len(items)} records refused; "
+                             f"first {key!r}: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         with self._lock:

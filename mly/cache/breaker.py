@@ -3,14 +3,21 @@
 A cache is only worth asking if it answers faster than the model: when Redis or
 Aerospike is down, every request would otherwise pay a connect timeout before
 computing anyway. The breaker turns "store down" into an instant miss, and lets
-a single probe call through after a backoff to find out when it is back.
+a single probe call through after a short interval to find out when it is back.
 
 Both objects are pure state machines (no I/O, no asyncio) so the sync and async
-clients share them (style.md habit 4) and tests drive them with a fake clock.
-Like Go's Aerospike wrapper (reference §4.3) the breaker opens on the first
-connection error or timeout; the backoff grows exponentially from 1 s to 30 s
-(Go's host breaker starts at 50 ms and multiplies by 1.5-2: a cache store can
-afford to wait longer than a model host, since a miss is still an answer).
+clients share them and tests drive them with a fake clock. Like Go's Aerospike
+wrapper the breaker opens on the first connection error or timeout.
+
+Recovery must be prompt: a store that answers again should serve lookups within
+a second or two, not after a backoff that grew while it was down. So:
+
+- the probe interval starts at 0.5 s and is capped at 1 s (one lookup per second
+  against a dead store is cheap; a long backoff is lost hits);
+- failures that happen together count once: a call that started before the
+  breaker last opened failed for the reason that opened it, so its failure
+  neither grows the backoff nor pushes the next probe back. Under load, dozens of
+  lookups are in flight when a store dies; each used to count as a new failure.
 """
 
 from __future__ import annotations
@@ -30,8 +37,8 @@ __all__ = [
     "ExponentialBackoff",
 ]
 
-DEFAULT_BACKOFF_BASE_S = 1.0
-DEFAULT_BACKOFF_CAP_S = 30.0
+DEFAULT_BACKOFF_BASE_S = 0.5
+DEFAULT_BACKOFF_CAP_S = 1.0
 DEFAULT_JITTER = 0.2
 DEFAULT_PROBE_TIMEOUT_S = 10.0
 
@@ -87,11 +94,16 @@ class CircuitBreaker:
     """closed -> (failure) -> open -> (backoff passed) -> half-open -> closed or open.
 
     Callers ask ``allow()`` before each store call and report the outcome with
-    ``record_success()`` / ``record_failure()``. While open, ``allow()`` is False
+    ``record_success()`` / ``record_failure(started)``, where ``started`` is the
+    breaker's ``clock()`` when the call began. While open, ``allow()`` is False
     and no I/O happens. The first ``allow()`` after the backoff returns True once
     (that caller is the probe) and the state is half-open; other callers are
     refused until the probe reports. A probe that never reports (its task was
     cancelled) is forgotten after ``probe_timeout_s`` so the breaker cannot stick.
+
+    A failure of a call that started before the breaker last opened is ignored
+    (see the module docstring): only the first failure of a cohort and failed
+    probes count.
     """
 
     def __init__(
@@ -114,6 +126,7 @@ class CircuitBreaker:
         self._failures = 0
         self._retry_at = 0.0
         self._probe_started = 0.0
+        self._opened_at = float("-inf")
         self.opened = 0
         """How many times the breaker went from closed or half-open to open."""
 
@@ -151,14 +164,29 @@ class CircuitBreaker:
         self._failures = 0
         self.backoff.reset()
 
-    def record_failure(self) -> None:
-        """A connection error or timeout: open for the backoff once over the threshold."""
+    @property
+    def opened_at(self) -> float:
+        """Clock time the breaker last went to open (-inf if never)."""
+        return self._opened_at
+
+    def record_failure(self, started: float | None = None) -> bool:
+        """A connection error or timeout: open for the backoff once over the threshold.
+
+        ``started`` is when the failed call began; a call that began before the
+        breaker last opened is part of the failure already counted, so it changes
+        nothing. Returns whether this failure counted.
+        """
+        if started is not None and started < self._opened_at:
+            return False
         self._failures += 1
         if self._state is BreakerState.CLOSED and self._failures < self.failure_threshold:
-            return
+            return True
+        now = self.clock()
         self._state = BreakerState.OPEN
+        self._opened_at = now
         self.opened += 1
-        self._retry_at = self.clock() + self.backoff.compute(self._failures - self.failure_threshold + 1)
+        self._retry_at = now + self.backoff.compute(self._failures - self.failure_threshold + 1)
+        return True
 
     def release_probe(self) -> None:
         """The probe was cancelled before it learned anything: let the next call probe."""

@@ -1,8 +1,8 @@
 """Build the ``TieredCache`` of a ``Datastores[]`` entry from the config.
 
-Tiers, as in Go (reference §4.1): memory iff ``Cache`` is set (its byte budget is
+Tiers, as in Go: memory iff ``Cache`` is set (its byte budget is
 ``Cache.effective_size_mb``), L1 iff ``Connection`` is set, L2 iff ``L2`` is set.
-Unlike Go an L2 without an L1 is allowed (decisions.md #12: any subset of tiers).
+Unlike Go an L2 without an L1 is allowed (any subset of tiers).
 ``Connection.Kind`` picks Redis or Aerospike per tier, and a store's client
 library is imported only when a connection of its kind is configured, so the
 client installs without either.

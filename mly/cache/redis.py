@@ -1,4 +1,4 @@
-"""Redis as an L1/L2 tier (decisions.md #13), async and sync over one layout.
+"""Redis as an L1/L2 tier (mly's addition to Go's Aerospike), async and sync over one layout.
 
 Layout, one Redis hash per cache entry:
 
@@ -14,9 +14,15 @@ Layout, one Redis hash per cache entry:
   write. The write is ``DEL`` + ``HSET`` + ``PEXPIRE``: the ``DEL`` drops fields
   a previous model version wrote that this one no longer has.
 
-Only the first of ``Connection.hosts`` is used (no Cluster or Sentinel). redis-py's
-own retries are turned off: the tiered cache's breaker decides when to try again,
-and a retry loop inside one lookup would only make the miss slower.
+Only the first of ``Connection.hosts`` is used (no Cluster or Sentinel).
+
+Retries: a connection error is retried once, at once, on a fresh connection;
+timeouts never are. After Redis restarts, every pooled connection still points at
+the dead process and fails on first use ("Connection closed by server"); without
+the retry each of them would count as a new outage and reopen the breaker just
+after its probe found Redis back. A refused connect is retried too, which costs
+one more refused connect (fast), and the whole call stays bounded by the tiered
+cache's deadline. Anything longer (backoff, probes) is the breaker's job.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ if TYPE_CHECKING:
 
     from mly.config.schema import Connection
 
-__all__ = ["RedisStore", "SyncRedisStore", "entry_key", "redis_client_options"]
+__all__ = ["DEAD_CONNECTION_RETRIES", "RedisStore", "SyncRedisStore", "entry_key", "redis_client_options"]
 
 _DICT_HASH_BYTES = DICT_HASH_FIELD.encode()
 
@@ -60,9 +66,9 @@ def redis_client_options(connection: Connection) -> dict[str, Any]:
     """Keyword arguments for ``redis.Redis`` / ``redis.asyncio.Redis`` from a config connection.
 
     ``Timeout.Total`` bounds each socket operation and ``Timeout.Connection`` the
-    connect, as the Aerospike connection maps them (reference §4.3).
+    connect, as the Aerospike connection maps them.
     """
-    redis = _import_redis()
+    _import_redis()
     hosts = connection.hosts
     if not hosts:
         raise ValueError(f"connection {connection.id!r} has no Hostnames")
@@ -73,10 +79,13 @@ def redis_client_options(connection: Connection) -> dict[str, Any]:
         "db": connection.database,
         "socket_timeout": timeout.ms(timeout.total) / 1000.0,
         "socket_connect_timeout": timeout.ms(timeout.connection) / 1000.0,
-        "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 0),
         "decode_responses": False,
         "client_name": "mly",
     }
+
+
+DEAD_CONNECTION_RETRIES = 1
+"""Retries of a call that failed with a connection error, each on a fresh connection."""
 
 
 def _encode(stored: StoredRow) -> dict[str, bytes]:
@@ -99,7 +108,7 @@ def _decode(raw: dict[bytes, bytes] | None) -> StoredRow | None:
 
 
 class _RedisLayout:
-    """Everything but I/O, shared by the async and sync stores (style.md habit 4)."""
+    """Everything but I/O, shared by the async and sync stores."""
 
     def __init__(
         self,
@@ -169,7 +178,10 @@ class RedisStore(_RedisLayout):
 
     @staticmethod
     def _make_client(redis: Any, options: dict[str, Any]) -> Any:
-        return redis.asyncio.Redis(**options)
+        from redis.asyncio.retry import Retry
+
+        retry = Retry(redis.backoff.NoBackoff(), DEAD_CONNECTION_RETRIES, supported_errors=(redis.ConnectionError,))
+        return redis.asyncio.Redis(**options, retry=retry)
 
     async def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
         if not keys:
@@ -203,7 +215,9 @@ class SyncRedisStore(_RedisLayout):
 
     @staticmethod
     def _make_client(redis: Any, options: dict[str, Any]) -> Any:
-        return redis.Redis(**options)
+        retry = redis.retry.Retry(redis.backoff.NoBackoff(), DEAD_CONNECTION_RETRIES,
+                                  supported_errors=(redis.ConnectionError,))
+        return redis.Redis(**options, retry=retry)
 
     def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
         if not keys:

@@ -27,7 +27,7 @@ class CacheCounters:
     negative_hits: int = 0
     """Keys the memory tier knows are absent everywhere (Go's NotFound marker)."""
     stale: int = 0
-    """External entries whose dictHash differs from the current dictionary (decisions.md #3)."""
+    """External entries whose dictHash differs from the current dictionary."""
     errors: int = 0
     timeouts: int = 0
     breaker_open_skips: int = 0

@@ -66,7 +66,7 @@ class DictStorable:
 
     ``from_fields`` returns the fields sorted by name. Stores do not keep field
     order (Aerospike bins, large Redis hashes), and the default transformer
-    sorts outputs by name (decisions.md #7), so sorting gives back exactly the
+    sorts outputs by name, so sorting gives back exactly the
     row the memory tier holds.
     """
 

@@ -4,7 +4,7 @@ Reads (``get_many``) walk the tiers in order, each asked only for what the
 previous one missed, in one batched call. An external hit is turned into the
 same JSON bytes the memory tier holds and copied upward: into memory at once, and
 from L2 into L1 through the write queue. A hit computed under another dictionary
-(``dictHash`` differs, strict equality, decisions.md #3) is a miss and counted
+(``dictHash`` differs, strict equality) is a miss and counted
 ``stale``, so a new vocabulary never serves old predictions.
 
 A cache lookup must never cost more than computing the answer, nor fail a
@@ -216,15 +216,16 @@ class TieredCache:
         if not breaker.allow():
             counters.breaker_open_skips += 1
             return _SKIPPED
+        started = breaker.clock()
         try:
             result = await asyncio.wait_for(fn(arg), timeout_s)
         except (asyncio.TimeoutError, TimeoutError):
             counters.timeouts += 1
-            self._failed(tier, f"no answer within {timeout_s * 1000:.0f} ms")
+            self._failed(tier, started, f"no answer within {timeout_s * 1000:.0f} ms")
             return _FAILED
         except OSError as exc:  # StoreUnavailableError is a ConnectionError
             counters.errors += 1
-            self._failed(tier, str(exc))
+            self._failed(tier, started, str(exc))
             return _FAILED
         except asyncio.CancelledError:
             breaker.release_probe()
@@ -237,9 +238,12 @@ class TieredCache:
         breaker.record_success()
         return result
 
-    def _failed(self, tier: _Tier, reason: str) -> None:
-        tier.breaker.record_failure()
-        delay = max(0.0, tier.breaker.retry_at - tier.breaker.clock())
+    def _failed(self, tier: _Tier, started: float, reason: str) -> None:
+        """Report a failed call; calls already in flight when the breaker opened count once."""
+        breaker = tier.breaker
+        if not breaker.record_failure(started):
+            return
+        delay = max(0.0, breaker.retry_at - breaker.clock())
         log.warning("%s %s unavailable (%s); skipped for %.1f s", tier.label, tier.store.name, reason, delay)
 
     # ----------------------------------------------------------------- writes

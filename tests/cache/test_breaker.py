@@ -29,6 +29,13 @@ def test_backoff_doubles_from_base_up_to_cap() -> None:
     assert backoff.compute(1) == 1.0
 
 
+def test_default_probe_interval_is_short_and_capped_at_one_second() -> None:
+    backoff = CircuitBreaker().backoff
+    delays = [backoff.compute(n) for n in range(1, 50)]
+    assert all(0.0 < d <= 1.0 for d in delays)
+    assert max(delays) > 0.75  # the cap is reached, not stuck at the base
+
+
 def test_backoff_jitter_only_shortens() -> None:
     backoff = ExponentialBackoff(base_s=1.0, cap_s=8.0, jitter=0.5, rng=random.Random(7))
     delays = [backoff.compute(4) for _ in range(200)]
@@ -121,3 +128,39 @@ def test_probe_that_never_reports_is_forgotten() -> None:
     clock.advance(0.2)
     assert breaker.allow()
     assert breaker.state is BreakerState.HALF_OPEN
+
+
+def test_failures_of_calls_in_flight_when_it_opened_count_once() -> None:
+    """Under load many lookups are in flight when a store dies: one outage, one failure."""
+    clock = FakeClock()
+    breaker = make_breaker(clock)
+    in_flight = [clock() for _ in range(50)]  # 50 calls start while the store is fine
+    clock.advance(0.2)
+    assert breaker.record_failure(in_flight[0])  # the first failure opens
+    opened_retry_at = breaker.retry_at
+    for started in in_flight[1:]:
+        clock.advance(0.01)
+        assert not breaker.record_failure(started)  # the rest of the cohort changes nothing
+    assert (breaker.failures, breaker.opened, breaker.retry_at) == (1, 1, opened_retry_at)
+    clock.now = breaker.retry_at
+    probe_started = clock()
+    assert breaker.allow()
+    clock.advance(0.1)
+    assert breaker.record_failure(probe_started)  # a failed probe does count
+    assert (breaker.failures, breaker.opened) == (2, 2)
+    assert breaker.retry_at - clock.now == 2.0
+
+
+def test_late_failure_after_recovery_of_an_old_call_is_ignored() -> None:
+    clock = FakeClock()
+    breaker = make_breaker(clock)
+    slow_call = clock()
+    clock.advance(0.1)
+    breaker.record_failure(clock())
+    clock.now = breaker.retry_at
+    assert breaker.allow()
+    breaker.record_success()  # the probe found the store back
+    assert not breaker.record_failure(slow_call)  # a straggler from before the outage
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.record_failure(clock())  # a new failure still opens at once
+    assert breaker.state is BreakerState.OPEN

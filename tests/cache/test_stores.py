@@ -140,11 +140,20 @@ async def test_aerospike_without_server_is_store_unavailable(unused_port: Callab
     from mly.cache.aerospike import AerospikeStore, aerospike_client_config, ttl_seconds
     from mly.config.schema import Connection, Timeout
 
-    connection = Connection(id="aero", hostnames="127.0.0.1", port=unused_port(), kind="aerospike",
+    port = unused_port()
+    many = Connection(id="aero", hostnames="10.0.0.1, 10.0.0.2,", port=3100, kind="aerospike",
+                      timeout=Timeout(unit="sec", connection=2, socket=1, total=3))
+    config = aerospike_client_config(many)  # Go's Connections[] -> client config: every host a seed
+    assert config["hosts"] == [("10.0.0.1", 3100), ("10.0.0.2", 3100)]
+    assert config["connect_timeout"] == 2000
+    for policy in ("read", "batch", "write"):
+        assert config["policies"][policy] == {"socket_timeout": 1000, "total_timeout": 3000, "max_retries": 1}
+    assert "tls" not in config
+    connection = Connection(id="aero", hostnames="127.0.0.1", port=port, kind="aerospike",
                             timeout=Timeout(connection=300, socket=100, total=200))
     config = aerospike_client_config(connection)
     assert config["connect_timeout"] == 300
-    assert config["policies"]["read"] == {"socket_timeout": 100, "total_timeout": 200}
+    assert config["policies"]["read"]["total_timeout"] == 200
     assert [ttl_seconds(0), ttl_seconds(1), ttl_seconds(1500), ttl_seconds(900_000)] == [3600, 1, 2, 900]
     store = AerospikeStore.from_connection(connection, namespace="test", dataset="ds", ttl_ms=1000)
     try:

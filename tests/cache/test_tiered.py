@@ -19,6 +19,7 @@ from mly.errors import ConfigError
 
 MakeStore = Callable[..., AsyncStore]
 Servers = dict[str, Any]  # name -> conftest.RedisServer
+FaultyStore = Any  # conftest.FaultyStore: .kind, .server (kill/pause/resume/restart), .make(timeout_ms=...)
 
 H = 1234567890123
 OTHER = -42
@@ -168,7 +169,7 @@ async def test_put_from_another_thread(make_store: MakeStore) -> None:
         await cache.aclose()
 
 
-# ---- faults caused for real on redis-server processes
+# ---- faults caused for real on the server processes (SIGKILL, SIGSTOP), for both store kinds
 
 
 async def wait_for_probe(breaker: CircuitBreaker) -> None:
@@ -176,11 +177,9 @@ async def wait_for_probe(breaker: CircuitBreaker) -> None:
 
 
 @pytest.mark.asyncio
-async def test_killed_l1_misses_fast_breaker_opens_then_probe_closes(
-    redis: Servers, new_redis_store: MakeStore
-) -> None:
-    server = redis["l1"]
-    l1 = new_redis_store(server)
+async def test_killed_l1_misses_fast_breaker_opens_then_probe_closes(faulty_store: FaultyStore) -> None:
+    server = faulty_store.server
+    l1 = faulty_store.make()
     cache = make_cache(l1, memory=False)
     c = cache.counters
     try:
@@ -189,7 +188,7 @@ async def test_killed_l1_misses_fast_breaker_opens_then_probe_closes(
         server.kill()
         started = time.monotonic()
         assert await cache.get_many(["k"], H) == [None]
-        assert time.monotonic() - started < TIMEOUT_S
+        assert time.monotonic() - started < TIMEOUT_S + 1.0
         assert cache.l1 is not None and cache.l1.breaker.state is BreakerState.OPEN
         failures = c.errors + c.timeouts
         assert failures == 1
@@ -213,14 +212,18 @@ async def test_killed_l1_misses_fast_breaker_opens_then_probe_closes(
 
 
 @pytest.mark.asyncio
-async def test_paused_l1_times_out_and_l2_still_answers(redis: Servers, new_redis_store: MakeStore) -> None:
-    l1, l2 = new_redis_store(redis["l1"]), new_redis_store(redis["l2"])
+async def test_paused_l1_times_out_and_l2_still_answers(
+    faulty_store: FaultyStore, redis: Servers, new_redis_store: MakeStore
+) -> None:
+    # L2 is always a Redis server, so the Aerospike variant is also Aerospike L1 + Redis L2.
+    server = faulty_store.server
+    l1, l2 = faulty_store.make(), new_redis_store(redis["l2"])
     cache = make_cache(l1, l2)
     c = cache.counters
     try:
         await l1.put_many([("x", StoredRow({"v": 0}, H))])  # opens the connection before the fault
         await l2.put_many([("k", StoredRow({"v": "l2"}, H))])
-        redis["l1"].pause()
+        server.pause()
         started = time.monotonic()
         assert await cache.get_many(["k", "absent"], H) == [b'{"v":"l2"}', None]
         assert time.monotonic() - started < TIMEOUT_S + 1.0  # bounded by the timeout, not by the stopped server
@@ -228,46 +231,95 @@ async def test_paused_l1_times_out_and_l2_still_answers(redis: Servers, new_redi
         assert cache.l1 is not None and cache.l1.breaker.state is BreakerState.OPEN
         assert await cache.flush()
         assert c.write_dropped == 1  # the L2 -> L1 copy meets the open breaker
-        redis["l1"].resume()
+        server.resume()
         await wait_for_probe(cache.l1.breaker)
         assert await cache.get_many(["x"], H) == [b'{"v":0}']
         assert cache.l1.breaker.state is BreakerState.CLOSED
     finally:
-        redis["l1"].ensure_up()
+        server.ensure_up()
         await cache.aclose()
 
 
 @pytest.mark.asyncio
-async def test_write_behind_never_blocks_on_a_stuck_store(redis: Servers, new_redis_store: MakeStore) -> None:
-    l1 = new_redis_store(redis["l1"])
+async def test_lookups_in_flight_when_the_store_stops_count_as_one_failure(faulty_store: FaultyStore) -> None:
+    """Twenty lookups time out together: one failure, one short interval, then the probe recovers."""
+    server = faulty_store.server
+    l1 = faulty_store.make()
+    cache = TieredCache(None, l1, None, ttl_ms=60_000, timeout_s=TIMEOUT_S)  # the default breaker
+    try:
+        await l1.put_many([(f"k{i}", StoredRow({"v": i}, H)) for i in range(20)])
+        assert await cache.get_many(["k0"], H) == [b'{"v":0}']
+        server.pause()
+        found = await asyncio.gather(*(cache.get_many([f"k{i}"], H) for i in range(20)))
+        assert found == [[None]] * 20
+        assert cache.l1 is not None
+        breaker = cache.l1.breaker
+        assert (breaker.failures, breaker.opened, cache.counters.timeouts) == (1, 1, 20)
+        assert breaker.retry_at - breaker.opened_at <= 1.0
+        server.resume()
+        await wait_for_probe(breaker)
+        assert await cache.get_many(["k5"], H) == [b'{"v":5}']
+        assert breaker.state is BreakerState.CLOSED
+    finally:
+        server.ensure_up()
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_restarted_store_serves_at_once_through_stale_connections(faulty_store: FaultyStore) -> None:
+    """Pooled connections to the killed process are replaced on first use, not counted as an outage."""
+    server = faulty_store.server
+    l1 = faulty_store.make()
+    cache = make_cache(l1, memory=False)
+    try:
+        await l1.put_many([("warm", StoredRow({"v": 0}, H))])
+        # Several lookups at once open several pooled connections.
+        assert await asyncio.gather(*(cache.get_many(["warm"], H) for _ in range(8))) == [[b'{"v":0}']] * 8
+        server.restart()
+        await l1.put_many([("k", StoredRow({"v": 1}, H))])
+        found = await asyncio.gather(*(cache.get_many(["k"], H) for _ in range(8)))
+        assert found == [[b'{"v":1}']] * 8
+        c = cache.counters
+        assert (c.errors, c.timeouts, c.hits_l1) == (0, 0, 16)
+        assert cache.l1 is not None and cache.l1.breaker.opened == 0
+    finally:
+        server.ensure_up()
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_write_behind_never_blocks_on_a_stuck_store(faulty_store: FaultyStore) -> None:
+    server = faulty_store.server
+    l1 = faulty_store.make(timeout_ms=1000)
     cache = make_cache(l1)
     items = rows(200)
     try:
         await l1.get_many(["warm"])
-        redis["l1"].pause()
+        server.pause()
         started = time.monotonic()
         cache.put_many(items, H)
         # No I/O on the caller's path: one store round trip would already take TIMEOUT_S.
         assert time.monotonic() - started < TIMEOUT_S
         assert await cache.get_many(["k0", "k199"], H) == [items[0][2], items[199][2]]  # memory, no I/O
-        await asyncio.sleep(0.1)  # the drainer's pipeline is now waiting on the stopped server
-        redis["l1"].resume()
-        assert await cache.flush(3.0)
+        await asyncio.sleep(0.1)  # the drainer's write is now waiting on the stopped server
+        server.resume()
+        assert await cache.flush(5.0)
         assert (cache.counters.writes, cache.counters.write_errors) == (200, 0)
         found = await l1.get_many(["k0", "k199"])
         assert found == [StoredRow({"i": 0, "s": "v0"}, H), StoredRow({"i": 199, "s": "v199"}, H)]
     finally:
-        redis["l1"].ensure_up()
+        server.ensure_up()
         await cache.aclose()
 
 
 @pytest.mark.asyncio
-async def test_aclose_gives_up_on_a_stuck_store_in_time(redis: Servers, new_redis_store: MakeStore) -> None:
-    l1 = new_redis_store(redis["l1"])
+async def test_aclose_gives_up_on_a_stuck_store_in_time(faulty_store: FaultyStore) -> None:
+    server = faulty_store.server
+    l1 = faulty_store.make()
     cache = make_cache(l1)
     try:
         await l1.get_many(["warm"])
-        redis["l1"].pause()
+        server.pause()
         cache.put_many(rows(300), H)  # 256 go out in the first batch and hang, 44 wait
         await asyncio.sleep(0.05)
         started = time.monotonic()
@@ -277,7 +329,7 @@ async def test_aclose_gives_up_on_a_stuck_store_in_time(redis: Servers, new_redi
         assert (c.write_errors + c.write_dropped, c.writes) == (300, 0)  # each row accounted for once
         assert cache.counters.write_queue_depth == 0
     finally:
-        redis["l1"].ensure_up()
+        server.ensure_up()
 
 
 @pytest.mark.asyncio
