@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import importlib
+import importlib.util
 import io
 import logging
 import os
@@ -21,6 +22,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 #: Exit code for a config or model that cannot be served (uvicorn's STARTUP_FAILURE).
 STARTUP_FAILURE = 3
+
+
+#: What ``serve`` and ``check`` need beyond the client install (the ``server`` extra).
+SERVER_MODULES = ("tensorflow", "starlette", "uvicorn", "uvloop", "httptools")
+
+
+def _require_server_extra(command: str) -> None:
+    """A plain ``pip install mly`` is the client: say which extra to install rather
+    than fail later with an import traceback."""
+    missing = []
+    for name in SERVER_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        click.echo(
+            f"mly-fast {command}: the server is not installed (missing: {', '.join(missing)}); "
+            "install it with: pip install 'mly[server]'",
+            err=True,
+        )
+        sys.exit(STARTUP_FAILURE)
 
 
 def _import_modules(modules: tuple[str, ...]) -> None:
@@ -55,6 +80,7 @@ _import_option = click.option(
 def serve(config: str, host: str, port: int | None, workers: int, log_level: str,
           imports: tuple[str, ...]) -> None:
     """Load every model of CONFIG and serve them."""
+    _require_server_extra("serve")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(io.UnsupportedOperation, ValueError):  # stderr without a file descriptor
         faulthandler.enable()  # a crash in native code (TensorFlow, Cython) leaves a Python traceback
@@ -73,6 +99,7 @@ def serve(config: str, host: str, port: int | None, workers: int, log_level: str
 @_import_option
 def check(config: str, imports: tuple[str, ...]) -> None:
     """Load and validate CONFIG and its models; print what each model takes and returns."""
+    _require_server_extra("check")
     logging.basicConfig(level="WARNING")
     _import_modules(imports)
     from mly.config.load import load_config

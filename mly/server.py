@@ -9,9 +9,11 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import socket
 
 from mly.config.load import load_config
 from mly.config.schema import Config
+from mly.errors import ConfigError
 
 __all__ = ["build_app", "create_app_from_env", "run"]
 
@@ -56,25 +58,54 @@ def create_app_from_env():  # type: ignore[no-untyped-def]
     return build_app(load_config(os.environ[CONFIG_ENV]))
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind the listening socket before the (slow) model load, so a port that is
+    taken stops the start within a second with that reason and nothing else."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError("Endpoint.Port", f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)  # worker processes serve the same socket
+    return sock
+
+
 def run(config_path: str, *, host: str = "0.0.0.0", port: int | None = None, workers: int = 1,
         log_level: str = "info") -> None:
     import uvicorn
 
     config = load_config(config_path)
-    bind_port = port if port is not None else config.endpoint.port
+    sock = bind_socket(host, port if port is not None else config.endpoint.port)
     options = dict(
         host=host,
-        port=bind_port,
+        port=sock.getsockname()[1],
         loop="uvloop",
         http="httptools",
         log_level=log_level,
         timeout_keep_alive=max(5, config.endpoint.read_timeout_ms // 1000),
         access_log=False,
     )
-    if workers > 1:
-        os.environ[CONFIG_ENV] = os.path.abspath(config_path)
-        uvicorn.run("mly.server:create_app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
-        return
-    app = build_app(config)
-    log.info("serving %d model(s) on http://%s:%d", len(config.models), host, bind_port)
-    uvicorn.run(app, **options)  # type: ignore[arg-type]
+    try:
+        if workers > 1:
+            from uvicorn.supervisors import Multiprocess
+
+            os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+            uv_config = uvicorn.Config(
+                "mly.server:create_app_from_env", factory=True, workers=workers, **options  # type: ignore[arg-type]
+            )
+            try:
+                supervisor = Multiprocess(uv_config, sockets=[sock])
+            except TypeError:  # uvicorn < 0.36 wants the worker's target
+                supervisor = Multiprocess(uv_config, target=uvicorn.Server(uv_config).run, sockets=[sock])  # type: ignore[call-arg]
+            supervisor.run()
+            return
+        app = build_app(config)
+        log.info("serving %d model(s) on http://%s:%d", len(config.models), host, options["port"])
+        uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])  # type: ignore[arg-type]
+    except KeyboardInterrupt:  # uvicorn re-raises SIGINT once it has shut down: a clean stop
+        pass
+    finally:
+        sock.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -106,10 +107,21 @@ def test_check_imports_modules_that_register_transformers(tmp_path: Path, model_
     assert result.exit_code != 0 and "--import no_such_module_xyz" in result.output
 
 
-def test_check_refuses_float_input_without_precision(tmp_path: Path, model_dirs: dict[str, str]) -> None:
-    code, out = run_check(tmp_path, {"Models": [{"ID": "num", "URL": model_dirs["numeric"]}]})
+def test_check_refuses_float_input_without_precision_where_it_is_keyed(tmp_path: Path, model_dirs: dict[str, str]) -> None:
+    cached = {"Models": [{"ID": "num", "URL": model_dirs["numeric"], "DataStore": "mem"}],
+              "Datastores": [{"ID": "mem", "Cache": {"SizeMb": 1}}]}
+    code, out = run_check(tmp_path, cached)
     assert code == STARTUP_FAILURE
     assert "model 'num'" in out and "input 'x1' is a float" in out
+    code, out = run_check(tmp_path, {"Models": [{"ID": "num", "URL": model_dirs["numeric"]}]})  # no key: raw floats
+    assert code == 0, out
+
+
+def test_check_refuses_a_key_field_that_is_no_input(tmp_path: Path, model_dirs: dict[str, str]) -> None:
+    code, out = run_check(tmp_path, {"Models": [{"ID": "k", "URL": model_dirs["keras"], "KeyFields": ["sa", "devise"],
+                                                 "Inputs": [{"Name": "fl", "Precision": 1}]}]})
+    assert code == STARTUP_FAILURE
+    assert "model 'k'" in out and "KeyFields: 'devise' is not an input of the model" in out
 
 
 def test_check_refuses_invalid_config(tmp_path: Path) -> None:
@@ -153,3 +165,43 @@ def test_serve_refuses_bad_model_with_exit_code(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["serve", str(config), "--port", str(free_port())])
     assert result.exit_code == STARTUP_FAILURE
     assert "cannot start" in result.output and "model 'gone'" in result.output
+
+
+def test_serve_reports_a_taken_port_alone(tmp_path: Path) -> None:
+    """The bind fails before anything is loaded or announced: one message, exit status 3."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"Models": [{"ID": "gone", "URL": str(tmp_path / "none")}]}))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["serve", str(config), "--host", "127.0.0.1", "--port", str(port)])
+    assert result.exit_code == STARTUP_FAILURE, result.output
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.output
+    assert "serving" not in result.output and "model 'gone'" not in result.output
+
+
+BLOCK_SERVER_MODULES = """
+import importlib.abc, sys
+class NoServerExtra(importlib.abc.MetaPathFinder):
+    # Stands in for a machine with only the client installed: these packages cannot be imported.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"tensorflow", "starlette", "uvicorn"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, NoServerExtra())
+from mly.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("command", ["serve", "check"])
+def test_without_the_server_extra_the_cli_names_it(tmp_path: Path, command: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"Models": [{"ID": "m", "URL": "/m"}]}))
+    done = subprocess.run([sys.executable, "-c", BLOCK_SERVER_MODULES, command, str(config)],
+                          capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert done.returncode == STARTUP_FAILURE, done.stderr
+    assert "missing: tensorflow, starlette, uvicorn" in done.stderr
+    assert "pip install 'mly[server]'" in done.stderr
+    assert "Traceback" not in done.stderr
