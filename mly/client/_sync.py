@@ -1,0 +1,264 @@
+"""``Client``: the blocking driver of ``ClientCore`` (httpx.Client).
+
+The local tier is read on the caller's thread. Redis and Aerospike tiers are
+the server's async stores; a sync client runs them on one private event loop
+thread per process (``background_loop``), so the tier logic (breakers,
+timeouts, upward copies, write-behind) is the server's, not a second copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+import httpx
+
+from mly.cache.tiered import TieredCache
+from mly.client._core import ClientCore, parse_dictionary, parse_meta
+from mly.client._stores import build_cache, start_cache
+from mly.client.errors import TransportError, error_from_response
+from mly.client.hosts import HostPool
+from mly.client.message import Message
+from mly.client.options import ClientOptions
+from mly.client.response import Response
+from mly.common.dictionary import Dictionary
+from mly.common.meta import ModelMeta
+
+__all__ = ["BackgroundLoop", "Client", "background_loop"]
+
+log = logging.getLogger("mly.client")
+
+_T = TypeVar("_T")
+_JSON = {"Content-Type": "application/json"}
+
+
+class BackgroundLoop:
+    """An event loop in a daemon thread, for the async store clients of sync callers."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="mly-client-stores", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, _T], *, timeout_s: float | None = None) -> _T:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+
+_LOOP: BackgroundLoop | None = None
+_LOOP_LOCK = threading.Lock()
+
+
+def background_loop() -> BackgroundLoop:
+    """The process's store loop, started on first use (and again in a forked child)."""
+    global _LOOP
+    with _LOOP_LOCK:
+        if _LOOP is None or _LOOP.pid != os.getpid():
+            _LOOP = BackgroundLoop()
+        return _LOOP
+
+
+def run_inline(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run a coroutine that never suspends (a memory-only ``TieredCache.get_many``) on this thread."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("run_inline: the coroutine suspended")
+
+
+class Client:
+    """A model's client: predictions answered from the cache tiers when possible.
+
+    ``Client("ctr", hosts=["127.0.0.1:8080"])`` fetches the model's
+    ``meta/config`` and ``meta/dictionary`` (unless given in the options) and
+    builds its cache tiers. Keyword arguments are ``ClientOptions`` fields.
+    Thread-safe; close it (or use ``with``) to release connections.
+    """
+
+    def __init__(self, model: str, hosts: Sequence[str] | str, *, options: ClientOptions | None = None,
+                 **overrides: Any) -> None:
+        self.options = opts = ClientOptions.of(options, overrides)
+        self._core = ClientCore(model, opts)
+        self._pool = HostPool(hosts, model, backoff_s=opts.host_backoff_s, backoff_cap_s=opts.host_backoff_cap_s)
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(opts.timeout_s, connect=opts.connect_timeout_s), trust_env=False,
+        )
+        self._loop: BackgroundLoop | None = None
+        self._owns_cache = opts.datastore is None
+        self._refresher: threading.Thread | None = None
+        try:
+            self._start()
+        except BaseException:
+            self._http.close()
+            raise
+
+    # ------------------------------------------------------------------ API
+
+    @property
+    def model(self) -> str:
+        return self._core.model
+
+    @property
+    def dict_hash(self) -> int:
+        """The hash of the dictionary keys are built with now."""
+        return self._core.state.dict_hash  # type: ignore[union-attr]
+
+    @property
+    def cache(self) -> TieredCache | None:
+        """The client's cache tiers (None: the model's answers are not cached)."""
+        return self._core.cache
+
+    def new_message(self) -> Message:
+        return Message()
+
+    def predict(self, inputs: Any, *, into: type | None = None) -> Response:
+        """One row (a dict) or rows (a list of dicts); ``into`` types each result row."""
+        core = self._core
+        hit = core.fast(inputs, into)
+        if hit is not None:
+            return hit
+        plan = core.plan(core.request_of(inputs))
+        if plan.keys is not None and core.cache is not None:
+            core.absorb(plan, self._lookup(core.cache, plan.keys, plan.state.dict_hash))
+            if not plan.misses:
+                return core.cached(plan, into)
+        answer = self._send("eval_url", core.body(plan))
+        response, stale = core.finish(plan, answer.status_code, answer.content, into)
+        if stale:
+            self._refresh_soon()
+        return response
+
+    def run(self, message: Message, *, into: type | None = None) -> Response:
+        """Predict a ``Message`` (the Go client's ``Run``)."""
+        if not isinstance(message, Message):
+            raise TypeError(f"run: expected a Message, got {type(message).__name__}")
+        return self.predict(message.request(), into=into)
+
+    def refresh(self) -> None:
+        """Fetch the dictionary (and config) now, as a hash mismatch does in the background."""
+        if not self._core.begin_refresh():
+            return
+        try:
+            self._refresh_state()
+        finally:
+            self._core.end_refresh()
+
+    def close(self) -> None:
+        refresher = self._refresher
+        if refresher is not None:
+            refresher.join(timeout=self.options.timeout_s * 2)
+        self._http.close()
+        cache = self._core.cache
+        if cache is not None and self._owns_cache and self._loop is not None:
+            try:
+                self._loop.run(cache.aclose(), timeout_s=10)
+            except Exception as exc:  # closing must not raise over the caller's own error
+                log.warning("closing the cache of model %s: %s", self.model, exc)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ I/O
+
+    def _start(self) -> None:
+        opts = self.options
+        meta = parse_meta(opts.remote_config) if opts.remote_config is not None else self._fetch_meta()
+        dictionary = parse_dictionary(opts.dictionary) if opts.dictionary is not None else self._fetch_dictionary()
+        cache = opts.datastore if opts.datastore is not None else build_cache(meta, opts)
+        self._core.install(meta, dictionary, cache)
+        cache = self._core.cache
+        if cache is not None and (cache.l1 is not None or cache.l2 is not None):
+            self._loop = background_loop()
+            self._loop.run(start_cache(cache), timeout_s=10)
+
+    def _fetch_meta(self) -> ModelMeta:
+        answer = self._send("meta_config_url", None)
+        if answer.status_code != 200:
+            raise error_from_response(answer.status_code, answer.content)
+        return parse_meta(answer.content)
+
+    def _fetch_dictionary(self) -> Dictionary | None:
+        answer = self._send("meta_dictionary_url", None)
+        if answer.status_code != 200:
+            raise error_from_response(answer.status_code, answer.content)
+        return parse_dictionary(answer.content)
+
+    def _lookup(self, cache: TieredCache, keys: list[str], dict_hash: int) -> list[bytes | None]:
+        if cache.l1 is None and cache.l2 is None:
+            return run_inline(cache.get_many(keys, dict_hash))
+        assert self._loop is not None
+        tiers = (cache.l1 is not None) + (cache.l2 is not None)
+        try:
+            # The cache bounds each tier by its own timeout; this only guards the hand-off.
+            return self._loop.run(cache.get_many(keys, dict_hash), timeout_s=tiers * cache.timeout_s + 1.0)
+        except concurrent.futures.TimeoutError:
+            return [None] * len(keys)
+
+    def _send(self, url_attr: str, body: bytes | None) -> httpx.Response:
+        """One request with failover: transport errors are retried on the next host, an
+        HTTP status never is (the caller turns it into an error)."""
+        pool = self._pool
+        last: Exception | None = None
+        for _ in range(self.options.max_retries + 1):
+            host = pool.pick() if last is None else self._pick_after(last)
+            url = getattr(host, url_attr)
+            try:
+                answer = self._http.get(url) if body is None else self._http.post(url, content=body, headers=_JSON)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                pool.refused(host)
+                last = exc
+                continue
+            except httpx.TransportError as exc:
+                pool.connected(host)
+                last = exc
+                continue
+            except BaseException:
+                pool.abandoned(host)
+                raise
+            pool.connected(host)
+            return answer
+        raise TransportError(
+            f"model {self.model!r}: no answer after {self.options.max_retries + 1} attempts: "
+            f"{type(last).__name__}: {last}"
+        ) from last
+
+    def _pick_after(self, last: Exception) -> Any:
+        try:
+            return self._pool.pick()
+        except TransportError as exc:
+            raise type(exc)(f"model {self.model!r}: {exc} (last error: {type(last).__name__}: {last})") from last
+
+    def _refresh_state(self) -> None:
+        opts = self.options
+        meta = self._fetch_meta() if opts.remote_config is None else self._core.state.meta  # type: ignore[union-attr]
+        self._core.replace_state(meta, self._fetch_dictionary())
+
+    def _refresh_soon(self) -> None:
+        if not self._core.begin_refresh():
+            return
+
+        def refresh() -> None:
+            try:
+                self._refresh_state()
+            except Exception as exc:
+                log.warning("model %s: dictionary refresh failed: %s", self.model, exc)
+            finally:
+                self._core.end_refresh()
+
+        self._refresher = threading.Thread(target=refresh, name=f"mly-client-refresh-{self.model}", daemon=True)
+        self._refresher.start()

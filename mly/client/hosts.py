@@ -1,0 +1,115 @@
+"""Hosts: round-robin, failover, and a breaker per host (pure state, no I/O).
+
+As the Go client does (its ``host.go``): each call takes the next host in turn;
+a host that is down is skipped for the first host that is up, in list order; a
+host that refused a connection is marked down and tried again after a backoff
+that starts small and doubles per failed probe. The probe is the next real
+request sent to it (one at a time, ``CircuitBreaker`` half-open), so no
+background task is needed and the sync and async clients share this state.
+Only a failure to connect marks a host down: a host that accepted the
+connection is up, whatever it answered.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from mly.cache.breaker import BreakerState, CircuitBreaker, ExponentialBackoff
+from mly.client.errors import NoHostAvailableError
+from mly.common.wire import META_CONFIG_URI, META_DICTIONARY_URI, MODEL_URI
+
+__all__ = ["Host", "HostPool", "base_url"]
+
+SECURE_PORTS = (443, 1443)
+"""Ports the Go client reaches over https; every other port is plain http."""
+
+
+def base_url(host: str) -> str:
+    """``"h:port"`` -> ``"http://h:port"`` (https on 443/1443, port 80 when absent); URLs pass through."""
+    if not isinstance(host, str) or not host.strip():
+        raise ValueError(f"hosts: expected 'host:port' or a URL, got {host!r}")
+    host = host.strip().rstrip("/")
+    if "://" in host:
+        return host
+    name, _, port_text = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    if not port_text:
+        return f"http://{host}:80"
+    if not port_text.isdigit():
+        raise ValueError(f"hosts: bad port in {host!r}")
+    port = int(port_text)
+    scheme = "https" if port in SECURE_PORTS else "http"
+    return f"{scheme}://{name}:{port}"
+
+
+@dataclass(slots=True)
+class Host:
+    url: str
+    breaker: CircuitBreaker
+    eval_url: str = ""
+    meta_config_url: str = ""
+    meta_dictionary_url: str = ""
+
+    @property
+    def up(self) -> bool:
+        return self.breaker.state is BreakerState.CLOSED
+
+
+class HostPool:
+    """The hosts of one model; ``pick()`` before each attempt, then report the outcome."""
+
+    def __init__(
+        self,
+        hosts: Sequence[str],
+        model: str,
+        *,
+        backoff_s: float = 0.05,
+        backoff_cap_s: float = 5.0,
+        breaker_factory: Callable[..., CircuitBreaker] = CircuitBreaker,
+    ) -> None:
+        if isinstance(hosts, str):
+            hosts = [hosts]
+        if not hosts:
+            raise ValueError("hosts: at least one 'host:port' is needed")
+        model_path = quote(model, safe="")
+        self.hosts: list[Host] = []
+        for address in hosts:
+            url = base_url(address)
+            breaker = breaker_factory(ExponentialBackoff(backoff_s, backoff_cap_s), name=url)
+            self.hosts.append(Host(
+                url, breaker,
+                url + MODEL_URI.format(id=model_path),
+                url + META_CONFIG_URI.format(id=model_path),
+                url + META_DICTIONARY_URI.format(id=model_path),
+            ))
+        self._turn = itertools.count()
+
+    def pick(self) -> Host:
+        """The next host in turn, else the first that may be tried; raises when none may."""
+        hosts = self.hosts
+        host = hosts[next(self._turn) % len(hosts)]
+        if host.breaker.allow():
+            return host
+        for other in hosts:
+            if other is not host and other.breaker.allow():
+                return other
+        raise NoHostAvailableError(
+            f"no working hosts: {', '.join(h.url for h in hosts)} (all refused connections; retrying after backoff)"
+        )
+
+    @staticmethod
+    def connected(host: Host) -> None:
+        """The host accepted the connection (whatever it answered): it is up."""
+        host.breaker.record_success()
+
+    @staticmethod
+    def refused(host: Host) -> None:
+        """The connection failed: mark the host down for the backoff."""
+        host.breaker.record_failure()
+
+    @staticmethod
+    def abandoned(host: Host) -> None:
+        """The attempt was cancelled before anything was learnt about the host."""
+        host.breaker.release_probe()
