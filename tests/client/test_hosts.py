@@ -1,0 +1,106 @@
+"""Hosts: round-robin, failover to a live server when one is stopped, and the stopped one
+used again after it restarts (probed after a backoff)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis_server import free_port
+
+from mly.cache.breaker import CircuitBreaker
+from mly.client import Client
+from mly.client.errors import NoHostAvailableError, RequestError
+from mly.client.hosts import HostPool, base_url
+
+ROW = {"sa": "a", "sl": "b", "i1": 20, "fl": 1.0}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_base_urls() -> None:
+    assert base_url("10.0.0.1:8080") == "http://10.0.0.1:8080"
+    assert base_url("h:443") == "https://h:443" and base_url("h:1443") == "https://h:1443"
+    assert base_url("h") == "http://h:80"
+    assert base_url("https://h:9/") == "https://h:9"
+    with pytest.raises(ValueError, match="hosts"):
+        base_url("h:x")
+
+
+def test_round_robin_failover_and_probe_after_backoff() -> None:
+    clock = FakeClock()
+    pool = HostPool(["a:1", "b:2", "c:3"], "m/x", backoff_s=1.0, backoff_cap_s=4.0,
+                    breaker_factory=lambda backoff, name: CircuitBreaker(backoff, clock=clock, name=name))
+    assert pool.hosts[0].eval_url == "http://a:1/v1/api/model/m%2Fx/eval"
+    assert [pool.pick().url for _ in range(4)] == ["http://a:1", "http://b:2", "http://c:3", "http://a:1"]
+    b = pool.hosts[1]
+    pool.refused(b)
+    assert not b.up
+    # b's turn goes to the first host that is up, in list order.
+    assert [pool.pick().url for _ in range(3)] == ["http://a:1", "http://c:3", "http://a:1"]
+    clock.now += 1.01  # backoff over: b's next turn is its probe
+    assert pool.pick().url == "http://b:2"
+    pool.refused(b)  # the probe failed: the backoff doubles (1.6-2 s with jitter)
+    clock.now += 1.01
+    assert "http://b:2" not in [pool.pick().url for _ in range(3)]
+    clock.now += 1.0
+    assert "http://b:2" in [pool.pick().url for _ in range(3)]
+    for host in pool.hosts:
+        pool.refused(host)
+    with pytest.raises(NoHostAvailableError, match="no working hosts"):
+        pool.pick()
+    clock.now += 10
+    host = pool.pick()
+    pool.connected(host)
+    assert host.up
+
+
+@pytest.fixture(scope="module")
+def pair(counting_server: Any, client_model_config: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list]:
+    servers = [counting_server(client_model_config, tmp_path_factory.mktemp(f"host{i}")).start() for i in range(2)]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def test_failover_and_restart(pair: list, counting_server: Any, client_model_config: dict,
+                              tmp_path_factory: pytest.TempPathFactory) -> None:
+    a, b = pair
+    # "nocache": every predict is a request, so the host each one went to is visible.
+    with Client("nocache", hosts=[a.address, b.address], host_backoff_s=0.2, host_backoff_cap_s=0.4) as client:
+        for _ in range(4):
+            client.predict(ROW)
+        assert a.counter.evals == 2 and b.counter.evals == 2
+        a.stop()
+        for _ in range(6):
+            assert client.predict(ROW).status == "ok"  # refused by a, retried on b
+        assert b.counter.evals == 8
+        assert not client._pool.hosts[0].up
+        # An HTTP error is never retried, on any host.
+        with pytest.raises(RequestError):
+            client.predict({"batch_size": 2, "sa": ["a"], "sl": ["a"], "i1": [1], "fl": [1.0, 2.0, 3.0]})
+        restarted = counting_server(client_model_config, tmp_path_factory.mktemp("host0-again"), port=a.port).start()
+        pair[0] = restarted
+        deadline = time.monotonic() + 30
+        while restarted.counter.evals == 0:
+            assert time.monotonic() < deadline, "the restarted host was never probed"
+            assert client.predict(ROW).status == "ok"
+            time.sleep(0.05)
+        assert client._pool.hosts[0].up
+        before = (restarted.counter.evals, b.counter.evals)
+        for _ in range(4):
+            client.predict(ROW)
+        assert (restarted.counter.evals - before[0], b.counter.evals - before[1]) == (2, 2)
+
+
+def test_single_host_down_fails_fast_after_retries() -> None:
+    with pytest.raises(NoHostAvailableError):
+        Client("m", hosts=[f"127.0.0.1:{free_port()}"])
