@@ -123,16 +123,21 @@ def narrow_float(value: float) -> float:
     ``0.30000001192092896`` (Go's widened ``float32(0.3)``) -> ``0.3``; any
     other double is returned unchanged.
     """
+    if not math.isfinite(value):
+        return value
     try:
         packed = struct.pack("<f", value)
     except OverflowError:  # beyond float32 range: not a float32
         return value
-    if struct.unpack("<f", packed)[0] != value or not math.isfinite(value):
+    if struct.unpack("<f", packed)[0] != value:
         return value
     for digits in range(1, 10):  # 9 significant digits always round-trip a float32
-        text = f"{value:.{digits}g}"
-        if struct.pack("<f", float(text)) == packed:
-            return float(text)
+        shortest = float(f"{value:.{digits}g}")
+        try:
+            if struct.pack("<f", shortest) == packed:
+                return shortest
+        except OverflowError:  # rounded past the float32 maximum
+            continue
     return value  # pragma: no cover - unreachable by the 9-digit bound
 
 

@@ -165,11 +165,32 @@ class TieredCache:
                 pending = [i for i in pending if out[i] is None]
                 if not pending:
                     break
+        if pending and external and self.memory is not None:
+            pending = self._recheck_memory(keys, pending, dict_hash, out)
         counters.misses += len(pending)
         if pending and answered and external and self.retry_time_ms > 0 and self.memory is not None:
             for i in pending:
                 self.memory.put_missing(keys[i], dict_hash, self.retry_time_ms)
         return out
+
+    def _recheck_memory(self, keys: list[str], pending: list[int], dict_hash: int, out: list[bytes | None]) -> list[int]:
+        """Look in memory again for keys the external tiers missed; return those still missing.
+
+        While this lookup waited on the network, another request may have computed
+        one of these rows and put it in memory (its single-flight has ended, so
+        this request could not join it). Without this second look it would be
+        computed again.
+        """
+        still: list[int] = []
+        hits = 0
+        for i, value in zip(pending, self.memory.get_many([keys[i] for i in pending], dict_hash)):  # type: ignore[union-attr]
+            if type(value) is bytes:
+                out[i] = value
+                hits += 1
+            else:
+                still.append(i)
+        self.counters.hits_memory += hits
+        return still
 
     async def _read_tier(
         self, tier: _Tier, keys: list[str], pending: list[int], dict_hash: int, out: list[bytes | None]

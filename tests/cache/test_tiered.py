@@ -156,6 +156,21 @@ async def test_negative_entries_skip_the_stores_for_retry_time(make_store: MakeS
 
 
 @pytest.mark.asyncio
+async def test_row_computed_while_the_lookup_waited_is_found_in_memory(make_store: MakeStore) -> None:
+    """A request whose store lookup outlasts another request's computation of the same row reuses it."""
+    cache = make_cache(make_store("l1", read_only=True))  # read-only: the row can only come from memory
+    try:
+        lookup = asyncio.create_task(cache.get_many(["k"], H))
+        await asyncio.sleep(0)  # the lookup has missed memory and now waits on the store
+        assert not lookup.done()
+        cache.put_many([("k", {"v": 1}, b'{"v":1}')], H)  # meanwhile another request computed the row
+        assert await lookup == [b'{"v":1}']
+        assert (cache.counters.hits_memory, cache.counters.misses) == (1, 0)
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
 async def test_put_from_another_thread(make_store: MakeStore) -> None:
     l1 = make_store("l1")
     cache = make_cache(l1, memory=False)

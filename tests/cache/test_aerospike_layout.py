@@ -1,0 +1,125 @@
+"""Aerospike records as the Go viant/mly server and client write and read them.
+
+The Go side is played by the plain ``aerospike`` client, doing exactly what the
+Go code does, independent of mly's store:
+
+- key ``(Namespace, Set=Dataset, user key = the cache key text)``, written with
+  the user key sent (the Go server's write policy sets ``SendKey``);
+- one bin per output with the Go value: a ``float32`` output is stored as the
+  double it widens to, ``int64``/``int32`` as an integer bin, ``string`` as a
+  string bin; plus integer bin ``dictHash`` when the hash is not 0;
+- expiration ``TimeToLiveMs / 1000`` seconds.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from aerospike_server import NAMESPACE, AerospikeServer
+
+from mly._native.mru import MRUCache
+from mly.cache import TieredCache
+from mly.cache.aerospike import AerospikeStore, narrow_float
+
+DICT_HASH = -5_170_392_211_406_349_117  # a full-range int64, as Go's FNV sums are
+TTL_MS = 900_000
+
+
+def widened(value: float) -> float:
+    """Go's ``float64(float32(value))``: what the Go client stores for a float32 output."""
+    return float(struct.unpack("<f", struct.pack("<f", value))[0])
+
+
+@pytest.fixture
+def aero(aerospike_l1: AerospikeServer) -> AerospikeServer:
+    aerospike_l1.ensure_up()
+    return aerospike_l1
+
+
+@pytest.fixture
+def dataset() -> str:
+    return f"golayout_{uuid.uuid4().hex[:8]}"
+
+
+def make_cache(server: AerospikeServer, dataset: str, *, memory: bool = False) -> TieredCache:
+    store = AerospikeStore.from_connection(server.connection(1000), namespace=NAMESPACE, dataset=dataset,
+                                           ttl_ms=TTL_MS, name="aerospike:go")
+    return TieredCache(MRUCache(1 << 20) if memory else None, store, None, ttl_ms=TTL_MS, timeout_s=1.0)
+
+
+def go_put(client: Any, dataset: str, key: str, bins: dict[str, Any], dict_hash: int) -> None:
+    import aerospike
+
+    record = dict(bins)
+    if dict_hash:
+        record["dictHash"] = dict_hash
+    client.put((NAMESPACE, dataset, key), record, policy={"key": aerospike.POLICY_KEY_SEND, "ttl": TTL_MS // 1000})
+
+
+def test_narrow_float_undoes_go_widening_only() -> None:
+    assert widened(0.3) == 0.30000001192092896
+    assert narrow_float(widened(0.3)) == 0.3
+    assert narrow_float(widened(-1.17549435e-38)) == -1.1754944e-38
+    assert narrow_float(widened(3.4028235e38)) == 3.4028235e38
+    for value in (0.3, 0.1 + 0.2, 1e300, -2.5e-320, 123456789.123):  # not float32 values: untouched
+        assert narrow_float(value) == value
+    assert narrow_float(0.5) == 0.5 and narrow_float(-0.0) == 0.0
+    assert narrow_float(float("inf")) == float("inf")
+
+
+@pytest.mark.asyncio
+async def test_record_written_as_go_does_is_served_by_mly(aero: AerospikeServer, dataset: str) -> None:
+    with aero.connected() as client:
+        go_put(client, dataset, "us/mobile/18/19.99", {"score": widened(0.3), "label_id": 7, "label": "ctr"},
+               DICT_HASH)
+        go_put(client, dataset, "no/hash", {"score": widened(1.5), "label_id": -3, "label": "x"}, 0)
+    cache = make_cache(aero, dataset, memory=True)
+    try:
+        found = await cache.get_many(["us/mobile/18/19.99", "no/hash", "absent"], DICT_HASH)
+        # Same bytes as mly's own answer for that row: outputs sorted, float32 at its shortest.
+        own = orjson.dumps({"label": "ctr", "label_id": np.int64(7), "score": np.float32(0.3)},
+                           option=orjson.OPT_SERIALIZE_NUMPY)
+        assert found == [own, None, None]
+        assert cache.counters.stale == 1  # Go's "no dictHash bin" means hash 0: another dictionary
+        assert await cache.get_many(["no/hash"], 0) == [b'{"label":"x","label_id":-3,"score":1.5}']
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_record_written_by_mly_is_read_as_go_reads_it(aero: AerospikeServer, dataset: str) -> None:
+    import aerospike
+
+    cache = make_cache(aero, dataset)
+    row = {"label": "ctr", "label_id": np.int64(7), "score": np.float32(0.3), "wide": np.float32([0.25, 2])}
+    no_hash = {"score": np.float32(1.5)}
+    try:
+        cache.put_many([("us/mobile/18/19.99", row, b""), ("no/hash", no_hash, b"")], DICT_HASH)
+        assert await cache.flush()
+        cache.put_many([("no/hash", no_hash, b"")], 0)
+        assert await cache.flush()
+        assert cache.counters.writes == 3
+    finally:
+        await cache.aclose()
+
+    with aero.connected() as client:
+        (_, _, _, digest), meta, bins = client.get((NAMESPACE, dataset, "us/mobile/18/19.99"))
+        assert set(bins) == {"label", "label_id", "score", "wide", "dictHash"}
+        assert type(bins["score"]) is float and np.float32(bins["score"]) == np.float32(0.3)  # a double bin
+        assert type(bins["label_id"]) is int and bins["label_id"] == 7  # an integer bin
+        assert bins["label"] == "ctr"
+        assert bins["dictHash"] == DICT_HASH and type(bins["dictHash"]) is int
+        assert bins["wide"] == [0.25, 2.0]  # mly keeps wide outputs whole (Go would keep the first value)
+        assert TTL_MS // 1000 - 60 <= meta["ttl"] <= TTL_MS // 1000
+        _, _, zero = client.get((NAMESPACE, dataset, "no/hash"))
+        assert zero == {"score": 1.5}  # hash 0: no dictHash bin, as Go writes it; older bins replaced
+
+        # The user key is stored with the record (Go's SendKey), so a scan of the set sees the cache keys.
+        keys = sorted(key[2] for key, _, _ in client.query(NAMESPACE, dataset).results())
+        assert keys == ["no/hash", "us/mobile/18/19.99"]
+        assert aerospike.calc_digest(NAMESPACE, dataset, "us/mobile/18/19.99") == bytes(digest)
