@@ -1,8 +1,8 @@
 """The client without I/O: validation, keys, cache merging, bodies, answers.
 
-``Client`` and ``AsyncClient`` are two short drivers of this core: a predict is ``fast`` (one plain row answered by the local tier) or
-``plan`` -> the driver's lookup -> ``absorb`` -> ``body`` -> the driver's POST ->
-``finish``. Every step here is pure or touches only in-process state (the MRU
+``Client`` and ``AsyncClient`` are two short drivers of this core: a predict
+is ``fast`` (one plain row answered by the local tier) or ``plan`` -> the
+driver's lookup -> ``absorb`` -> ``body`` -> the driver's POST -> ``finish``. Every step here is pure or touches only in-process state (the MRU
 tier), so the two clients cannot drift apart.
 
 Keys come from ``KeySchema`` (the server's own key builder) and requests are
