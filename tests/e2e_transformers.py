@@ -1,4 +1,4 @@
-"""A custom transformer for the end-to-end tests (Go's ``slft`` example, reference §7.3)."""
+"""A custom transformer for the end-to-end tests (Go's ``slft`` example)."""
 
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ def fnv1_64_ints(const int64_t[::1] values) -> int:
     """Hash of a sorted int vocabulary: FNV-1 64 over 8-byte little-endian values.
 
     Go hashes nothing here (a ``binary.Write`` of a Go ``int`` fails), so every
-    int layer gets the same constant; mly hashes the content (decisions.md #6).
+    int layer gets the same constant; mly hashes the content (docs/differences-from-go.md #6).
     """
     cdef uint64_t h = FNV64_OFFSET
     cdef Py_ssize_t i

@@ -2,7 +2,7 @@
 """Cache-key text for one row or a whole batch.
 
 The key must be byte-identical to the Go client's (so Go and Python clients
-share caches) except where decisions.md #5 escapes ``/`` and ``\\``. A batch is
+share caches) except where docs/differences-from-go.md #5 escapes ``/`` and ``\\``. A batch is
 rendered in one nogil pass into a C buffer: vocabulary lookups and number
 formatting touch no Python object, and each row is decoded to ``str`` once.
 """

@@ -1,4 +1,4 @@
-"""Merge concurrent requests' rows into one model call (reference §6), latency first.
+"""Merge concurrent requests' rows into one model call, latency first.
 
 A request joins the *open batch*. The batch is dispatched when its rows reach
 ``max_batch_size`` (``full``), when the wait policy says so (``instant`` at

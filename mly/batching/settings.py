@@ -1,9 +1,9 @@
-"""What one model's batcher does, resolved once from the config (reference §6.1).
+"""What one model's batcher does, resolved once from the config.
 
 ``settings_for`` applies Go's rules, with two deliberate changes:
 
 - ``BatchWait < 0`` really turns batching off (Go converts it to 0 and still
-  batches with zero wait: reference §6 QUIRK). Each request then runs alone,
+  batches with zero wait: a quirk of the Go batcher). Each request then runs alone,
   still bounded by ``MaxEvaluatorConcurrency`` and ``MaxQueuedBatches``.
 - A model with neither ``Batch`` nor ``GlobalBatching`` gets ``DEFAULT_SETTINGS``:
   batching on, adaptive wait (Go: no batcher at all). The adaptive policy waits

@@ -2,7 +2,7 @@
 
 The JSON shape and the hash are the Go viant/mly ones (``shared/common/dictionary.go``)
 so Go and Python clients can share a server and its caches. The one deliberate
-difference: int layers hash their content (decisions.md #6).
+difference: int layers hash their content (docs/differences-from-go.md #6).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Cache keys: which slot each input gets, built once per dictionary.
 
-The rules are the Go client's (reference §2.5, §3): one slot per ``meta/config``
+The rules are the Go client's: one slot per ``meta/config``
 input in list order; vocabulary inputs map out-of-vocabulary values to
 ``[UNK]`` / ``0``; wildcards key their raw value; floats with ``Precision`` are
 rounded; everything else leaves an empty slot. The server and the client both

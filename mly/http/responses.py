@@ -27,7 +27,7 @@ class JSONResponse(Response):
 
 
 def error_body(message: str) -> bytes:
-    """The one error shape (decisions.md #4), for Starlette routes and the eval fast path."""
+    """The one error shape (docs/differences-from-go.md #4), for Starlette routes and the eval fast path."""
     return orjson.dumps({"status": STATUS_ERROR, "error": message})
 
 

@@ -1,4 +1,4 @@
-"""Reconcile a model's configured inputs with its signature (reference §5.3).
+"""Reconcile a model's configured inputs with its signature.
 
 Pure and TensorFlow-free, so the rules are tested without building models.
 The result fixes the request contract (which keys are required, which are fed
@@ -30,7 +30,7 @@ class ModelInterface:
     fed: tuple[str, ...]
     """Signature inputs, alphabetical: these go to TensorFlow."""
     outputs: tuple[OutputField, ...]
-    """Signature outputs sorted by name (decisions.md #7)."""
+    """Signature outputs sorted by name (docs/differences-from-go.md #7)."""
     key_fields: tuple[str, ...]
     dtypes: dict[str, str]
     """Input name -> canonical dtype (``string``, ``int64``, ``float32``, ...)."""

@@ -2,9 +2,9 @@
 
 Everything downstream (config reconciliation, request decoding, key slots,
 response encoding) works from these dataclasses, so only this module has to
-know how TensorFlow describes a signature. Inputs are alphabetical as in Go
-(reference §5.2); outputs are sorted by name too, where Go's order is random
-per load (decisions.md #7).
+know how TensorFlow describes a signature. Inputs are alphabetical as in Go;
+outputs are sorted by name too, where Go's order is random
+per load (docs/differences-from-go.md #7).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ A local folder (path or ``file://``) is loaded in place; any other URL
 folder named after the files' versions. A change is *any* difference in the
 set of files, their sizes or versions (mtime, ETag): Go only compares the
 oldest and newest mtime and ignores models whose files span more than an hour
-(decisions.md #10).
+(docs/differences-from-go.md #10).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Find each categorical input's vocabulary in a loaded SavedModel (decisions.md #14).
+"""Find each categorical input's vocabulary in a loaded SavedModel (docs/differences-from-go.md #14).
 
 Why this matters: a cache key maps every out-of-vocabulary value to ``[UNK]``
 (ints to ``0``). That is only correct if the model itself cannot tell those
@@ -16,7 +16,7 @@ Two ways, in this order:
    placeholder is a *capture*, and the captured tensor is the live table, which
    ``LookupTableExportV2`` exports. Keras 3 saves no export op, so this is the
    only way for its models.
-2. **Go's naming convention** (reference §2.2) when the graph gives nothing: an
+2. **Go's naming convention** when the graph gives nothing: an
    op named ``<input>_...LookupTableExportV2``. Unlike Go's first-prefix match, an
    op belongs to the *longest* input name that prefixes it (``sa_b_lookup...``
    belongs to input ``sa_b``, not ``sa``). Ops inside the serving function are

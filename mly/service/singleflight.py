@@ -1,4 +1,4 @@
-"""Single-flight: concurrent misses on one key are evaluated once (decisions.md #2).
+"""Single-flight: concurrent misses on one key are evaluated once (docs/differences-from-go.md #2).
 
 A hot key that just expired would otherwise send every concurrent request for
 it to TensorFlow at the same moment. The first request to miss a key *owns* it

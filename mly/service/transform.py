@@ -1,4 +1,4 @@
-"""Transformers: model outputs -> one JSON value per row (reference §7).
+"""Transformers: model outputs -> one JSON value per row.
 
 A transformer sees a whole evaluated batch at once (not one row at a time as in
 Go), which keeps the per-row cost to a dict build. Its result is both the
@@ -60,7 +60,7 @@ def _column(values: np.ndarray, rows: int) -> np.ndarray:
     """Per-row view: ``[rows]`` scalars, ``[rows, 1]`` -> scalars, wider -> lists.
 
     Go keeps only the first element of a wide output; mly returns all of them
-    (decisions.md #8). numpy scalars are kept so float32 prints as float32.
+    (docs/differences-from-go.md #8). numpy scalars are kept so float32 prints as float32.
     """
     if values.ndim == 0:
         return np.repeat(values, rows)

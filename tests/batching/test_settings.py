@@ -1,4 +1,4 @@
-"""Config -> BatchSettings: Go's rules (reference §6.1) and mly's two changes."""
+"""Config -> BatchSettings: Go's rules and mly's two changes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The server reads its own cache (decisions.md #1): repeated predictions never reach TensorFlow."""
+"""The server reads its own cache (docs/differences-from-go.md #1): repeated predictions never reach TensorFlow."""
 
 from __future__ import annotations
 

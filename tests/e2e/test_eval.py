@@ -33,7 +33,7 @@ def test_single_row(server: LiveServer) -> None:
     assert data["score"] == pytest.approx(float(want["score"][0, 0]))
     assert data["score"] == 2 + 30 + 200 + 0.75 + 0.25
     assert data["label_id"] == int(want["label_id"][0, 0])
-    # Wide outputs keep every value (Go truncates to the first; decisions.md #8).
+    # Wide outputs keep every value (Go truncates to the first; docs/differences-from-go.md #8).
     assert data["vec"] == pytest.approx(want["vec"][0].tolist())
 
 

@@ -10,7 +10,7 @@ from live_server import LiveServer
 
 from mly._native.fnv import fnv1_64_ints, fnv1_64_strings
 
-ABC_HASH = -2820157060406071861  # Go's FNV-1 of "abc" (reference §2.4)
+ABC_HASH = -2820157060406071861  # Go's FNV-1 of "abc"
 
 
 def test_meta_config_shape(server: LiveServer) -> None:

@@ -1,4 +1,4 @@
-"""Config <-> signature reconciliation (reference §5.3), without TensorFlow."""
+"""Config <-> signature reconciliation, without TensorFlow."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_unconfigured_inputs_are_appended_alphabetically() -> None:
     assert iface.fed == ("fl", "i1", "sa", "sl")
     assert iface.vocabulary_inputs == ("i1", "sa", "sl")
     assert iface.key_fields == ("fl", "i1", "sa", "sl")  # caching on and none configured
-    assert [o.name for o in iface.outputs] == ["label", "score"]  # sorted (decisions.md #7)
+    assert [o.name for o in iface.outputs] == ["label", "score"]  # sorted (docs/differences-from-go.md #7)
 
 
 def test_auxiliary_inputs_and_key_field_wildcards() -> None:

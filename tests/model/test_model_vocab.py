@@ -17,7 +17,7 @@ from mly.model import vocab
 from mly.model.saved_model import load_saved_model
 from mly.model.vocab import extract_vocabularies
 
-ABC_HASH = -2820157060406071861  # reference §2.4 worked example
+ABC_HASH = -2820157060406071861  # Go's FNV-1 of "abc"
 
 
 def _int_hash(values: tuple[int, ...]) -> int:

@@ -41,7 +41,7 @@ def test_key_hash_lone_surrogate_uses_surrogatepass() -> None:
 
 
 def test_existing_hashes_unchanged() -> None:
-    # Worked examples from mly-reference §2.4 (Go-verified FNV-1).
+    # Worked examples computed with the Go implementation (FNV-1).
     assert fnv.fnv1_64_strings(["a", "b", "c"]) == -2820157060406071861
     assert fnv.fnv1_64_strings(["[UNK]", "a", "b", "c"]) == -8094315438253665041
     assert fnv.fnv1_64(b"") == OFFSET

@@ -32,7 +32,7 @@ def test_slot_constants() -> None:
     assert (keys.SLOT_WILDCARD, keys.SLOT_FLOAT) == (3, 4)
 
 
-# --- exact values (mly-reference §3.1, §3.2; decisions.md #5) ---------------------------
+# --- exact values (Go's key rules; docs/differences-from-go.md #5) ---------------------------
 
 
 def test_go_message_float_key(impl: Any) -> None:
@@ -362,7 +362,7 @@ def split_key(key: str) -> list[str]:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(text, min_size=1, max_size=6))
 def test_keys_are_unambiguous(values: list[str]) -> None:
-    # decisions.md #5: splitting on unescaped '/' recovers each slot's text...
+    # docs/differences-from-go.md #5: splitting on unescaped '/' recovers each slot's text...
     key = keys.KeyBuilder([(WILD, None, 0)] * len(values)).build_row(values)
     assert split_key(key) == values
     # ...and text without '/' or '\\' is exactly Go's plain join.

@@ -1,7 +1,7 @@
 """Pure-Python reference for ``mly._native.keys``: slow and obvious, used only by tests and bench.
 
 It follows docs/architecture.md ("Native contracts") and the Go client rules
-(reference §2.5, §3) literally, one value at a time, so a disagreement with the
+literally, one value at a time, so a disagreement with the
 native code points at the native code.
 """
 
