@@ -134,4 +134,8 @@ def check(config: str, imports: tuple[str, ...]) -> None:
 
     for warning in unsupported_settings(cfg):
         click.echo(f"warning: {warning}")
+    from mly.cache.probe import unreachable_stores
+
+    for warning in unreachable_stores(cfg):  # a warning only: serve starts and treats the store as down
+        click.echo(f"warning: {warning}")
     click.echo(f"ok: {len(registry.services)} model(s)")
