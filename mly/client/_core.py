@@ -328,7 +328,10 @@ class ClientCore:
         service_time = (payload.get("serviceTimeMcs") or 0) / 1e6
         response = Response(STATUS_OK, self._data(plan, into), dict_hash, service_time,
                             len(rows) - len(misses))
-        return response, dict_hash != state.dict_hash
+        # Against the current state, not the plan's: an answer that raced a refresh
+        # already finished must not start another one.
+        current = self.state
+        return response, current is not None and dict_hash != current.dict_hash
 
     def _write_back(self, keys: list[str], misses: list[int], computed: list[Any], dict_hash: int) -> None:
         """Each computed row under its own row's key (the Go client can mismatch them on

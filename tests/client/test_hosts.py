@@ -12,7 +12,7 @@ from redis_server import free_port
 
 from mly.cache.breaker import CircuitBreaker
 from mly.client import Client
-from mly.client.errors import NoHostAvailableError, RequestError
+from mly.client.errors import NoHostAvailableError, PayloadTooLargeError, TransportError
 from mly.client.hosts import HostPool, base_url
 
 ROW = {"sa": "a", "sl": "b", "i1": 20, "fl": 1.0}
@@ -84,9 +84,11 @@ def test_failover_and_restart(pair: list, counting_server: Any, client_model_con
             assert client.predict(ROW).status == "ok"  # refused by a, retried on b
         assert b.counter.evals == 8
         assert not client._pool.hosts[0].up
-        # An HTTP error is never retried, on any host.
-        with pytest.raises(RequestError):
-            client.predict({"batch_size": 2, "sa": ["a"], "sl": ["a"], "i1": [1], "fl": [1.0, 2.0, 3.0]})
+        # An HTTP error is never retried, on any host: one request, one 413.
+        asked = b.counter.evals
+        with pytest.raises(PayloadTooLargeError) as large:
+            client.predict([dict(ROW, sa="x" * 300, fl=float(i)) for i in range(500)])
+        assert large.value.status == 413 and b.counter.evals == asked + 1
         restarted = counting_server(client_model_config, tmp_path_factory.mktemp("host0-again"), port=a.port).start()
         pair[0] = restarted
         deadline = time.monotonic() + 30
@@ -99,6 +101,24 @@ def test_failover_and_restart(pair: list, counting_server: Any, client_model_con
         for _ in range(4):
             client.predict(ROW)
         assert (restarted.counter.evals - before[0], b.counter.evals - before[1]) == (2, 2)
+
+    # One host: while it is down predictions fail fast; once it is back they succeed again.
+    with Client("k", hosts=[restarted.address], host_backoff_s=0.1, host_backoff_cap_s=0.2) as single:
+        assert single.predict(ROW).status == "ok"
+        restarted.stop()
+        with pytest.raises(TransportError):
+            single.predict(dict(ROW, fl=2.0))
+        assert single.predict(ROW).status == "cached"  # local hits need no host
+        again = counting_server(client_model_config, tmp_path_factory.mktemp("host0-third"), port=a.port).start()
+        pair[0] = again
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert single.predict(dict(ROW, fl=2.0)).status == "ok"
+                break
+            except TransportError:
+                assert time.monotonic() < deadline, "the restarted server was never used again"
+                time.sleep(0.05)
 
 
 def test_single_host_down_fails_fast_after_retries() -> None:
