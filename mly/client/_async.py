@@ -16,8 +16,8 @@ import httpx
 from mly.cache.tiered import TieredCache
 from mly.client._core import ClientCore, parse_dictionary, parse_meta
 from mly.client._stores import build_cache
-from mly.client.errors import TransportError, error_from_response
-from mly.client.hosts import Host, HostPool
+from mly.client.errors import error_from_response
+from mly.client.hosts import HostPool, exhausted
 from mly.client.message import Message
 from mly.client.options import ClientOptions
 from mly.client.response import Response
@@ -157,22 +157,18 @@ class AsyncClient:
 
     async def _send(self, url_attr: str, body: bytes | None) -> httpx.Response:
         """As ``Client._send``: transport errors go to the next host, an HTTP status never."""
-        pool = self._pool
-        last: Exception | None = None
-        for _ in range(self.options.max_retries + 1):
-            host = pool.pick() if last is None else self._pick_after(last)
+        pool, attempts = self._pool, self.options.max_retries + 1
+        last: httpx.TransportError | None = None
+        for _ in range(attempts):
+            host = pool.pick(self.model, last)
             url = getattr(host, url_attr)
             try:
                 if body is None:
                     answer = await self._http.get(url)
                 else:
                     answer = await self._http.post(url, content=body, headers=_JSON)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                pool.refused(host)
-                last = exc
-                continue
             except httpx.TransportError as exc:
-                pool.connected(host)
+                pool.failed(host, exc)
                 last = exc
                 continue
             except BaseException:
@@ -180,16 +176,7 @@ class AsyncClient:
                 raise
             pool.connected(host)
             return answer
-        raise TransportError(
-            f"model {self.model!r}: no answer after {self.options.max_retries + 1} attempts: "
-            f"{type(last).__name__}: {last}"
-        ) from last
-
-    def _pick_after(self, last: Exception) -> Host:
-        try:
-            return self._pool.pick()
-        except TransportError as exc:
-            raise type(exc)(f"model {self.model!r}: {exc} (last error: {type(last).__name__}: {last})") from last
+        raise exhausted(self.model, attempts, last) from last
 
     async def _refresh_state(self) -> None:
         opts = self.options

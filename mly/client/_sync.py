@@ -21,8 +21,8 @@ import httpx
 from mly.cache.tiered import TieredCache
 from mly.client._core import ClientCore, parse_dictionary, parse_meta
 from mly.client._stores import build_cache, start_cache
-from mly.client.errors import TransportError, error_from_response
-from mly.client.hosts import HostPool
+from mly.client.errors import error_from_response
+from mly.client.hosts import HostPool, exhausted
 from mly.client.message import Message
 from mly.client.options import ClientOptions
 from mly.client.response import Response
@@ -212,19 +212,15 @@ class Client:
     def _send(self, url_attr: str, body: bytes | None) -> httpx.Response:
         """One request with failover: transport errors are retried on the next host, an
         HTTP status never is (the caller turns it into an error)."""
-        pool = self._pool
-        last: Exception | None = None
-        for _ in range(self.options.max_retries + 1):
-            host = pool.pick() if last is None else self._pick_after(last)
+        pool, attempts = self._pool, self.options.max_retries + 1
+        last: httpx.TransportError | None = None
+        for _ in range(attempts):
+            host = pool.pick(self.model, last)
             url = getattr(host, url_attr)
             try:
                 answer = self._http.get(url) if body is None else self._http.post(url, content=body, headers=_JSON)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                pool.refused(host)
-                last = exc
-                continue
             except httpx.TransportError as exc:
-                pool.connected(host)
+                pool.failed(host, exc)
                 last = exc
                 continue
             except BaseException:
@@ -232,16 +228,7 @@ class Client:
                 raise
             pool.connected(host)
             return answer
-        raise TransportError(
-            f"model {self.model!r}: no answer after {self.options.max_retries + 1} attempts: "
-            f"{type(last).__name__}: {last}"
-        ) from last
-
-    def _pick_after(self, last: Exception) -> Any:
-        try:
-            return self._pool.pick()
-        except TransportError as exc:
-            raise type(exc)(f"model {self.model!r}: {exc} (last error: {type(last).__name__}: {last})") from last
+        raise exhausted(self.model, attempts, last) from last
 
     def _refresh_state(self) -> None:
         opts = self.options

@@ -17,11 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
+import httpx
+
 from mly.cache.breaker import BreakerState, CircuitBreaker, ExponentialBackoff
-from mly.client.errors import NoHostAvailableError
+from mly.client.errors import NoHostAvailableError, TransportError
 from mly.common.wire import META_CONFIG_URI, META_DICTIONARY_URI, MODEL_URI
 
-__all__ = ["Host", "HostPool", "base_url"]
+__all__ = ["Host", "HostPool", "base_url", "exhausted"]
 
 SECURE_PORTS = (443, 1443)
 """Ports the Go client reaches over https; every other port is plain http."""
@@ -86,8 +88,9 @@ class HostPool:
             ))
         self._turn = itertools.count()
 
-    def pick(self) -> Host:
-        """The next host in turn, else the first that may be tried; raises when none may."""
+    def pick(self, model: str = "", last: Exception | None = None) -> Host:
+        """The next host in turn, else the first that may be tried; raises when none may
+        (naming ``last``, the error of the previous attempt, if any)."""
         hosts = self.hosts
         host = hosts[next(self._turn) % len(hosts)]
         if host.breaker.allow():
@@ -95,9 +98,12 @@ class HostPool:
         for other in hosts:
             if other is not host and other.breaker.allow():
                 return other
-        raise NoHostAvailableError(
-            f"no working hosts: {', '.join(h.url for h in hosts)} (all refused connections; retrying after backoff)"
-        )
+        message = f"no working hosts: {', '.join(h.url for h in hosts)} (connections refused; retried after a backoff)"
+        if model:
+            message = f"model {model!r}: {message}"
+        if last is not None:
+            message += f"; last error: {type(last).__name__}: {last}"
+        raise NoHostAvailableError(message)
 
     @staticmethod
     def connected(host: Host) -> None:
@@ -109,7 +115,19 @@ class HostPool:
         """The connection failed: mark the host down for the backoff."""
         host.breaker.record_failure()
 
+    def failed(self, host: Host, exc: httpx.TransportError) -> None:
+        """A transport error: a failed connect marks the host down; any other means it is up."""
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            self.refused(host)
+        else:
+            self.connected(host)
+
     @staticmethod
     def abandoned(host: Host) -> None:
         """The attempt was cancelled before anything was learnt about the host."""
         host.breaker.release_probe()
+
+
+def exhausted(model: str, attempts: int, last: Exception | None) -> TransportError:
+    """The error once every attempt failed with a transport error."""
+    return TransportError(f"model {model!r}: no answer after {attempts} attempts: {type(last).__name__}: {last}")
