@@ -21,6 +21,7 @@ import re
 import orjson
 
 from mly.errors import (
+    BatchTooLargeError,
     EvaluationError,
     InputError,
     MissingFieldError,
@@ -34,6 +35,7 @@ from mly.errors import (
 )
 
 __all__ = [
+    "BatchTooLargeError",
     "EvaluationError",
     "InputError",
     "MissingFieldError",
@@ -103,9 +105,14 @@ def error_from_response(status: int, body: bytes) -> MlyError:
 
     A 400 is narrowed by its text to ``UnknownFieldError``, ``MissingFieldError``
     or ``InputError`` with ``field`` (and ``row``) filled in, so callers can react
-    to the field at fault whichever side rejected the request.
+    to the field at fault whichever side rejected the request; a 413 about
+    ``batch_size`` (the server's row limit) is a ``BatchTooLargeError``.
     """
     message = _message_of(body) or f"HTTP {status}"
+    if status == 413 and message.startswith("batch_size:"):
+        too_many = _bare(BatchTooLargeError, message, status)
+        too_many.field = "batch_size"
+        return too_many
     if status == 400:
         unknown = _UNKNOWN.search(message)
         if unknown:

@@ -96,7 +96,7 @@ def client_model_config(model_dirs: dict[str, str]) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def cserver(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountingServer]:
-    config = {"Endpoint": {"BufferSize": 16384}, **client_models(model_dirs)}
+    config = {"Endpoint": {"BufferSize": 16384, "MaxBatchSize": 64}, **client_models(model_dirs)}
     live = CountingServer(config, tmp_path_factory.mktemp("client-server")).start()
     yield live
     live.stop()

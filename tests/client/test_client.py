@@ -16,6 +16,7 @@ from model_builders import expected_keras_lookup
 import mly.client
 from mly.client import CacheScope, Client, ClientOptions, Message
 from mly.client.errors import (
+    BatchTooLargeError,
     InputError,
     MissingFieldError,
     NotFoundError,
@@ -172,8 +173,11 @@ def test_server_errors_carry_status_and_message(cserver: Any, client: Client) ->
     with pytest.raises(NotFoundError) as missing:
         Client("no-such-model", hosts=[cserver.address])
     assert missing.value.status == 404 and "no-such-model" in missing.value.message
-    # A body over the server's BufferSize: only the server can say so.
-    big = [row(sa="a" * 200, fl=float(i)) for i in range(100)]
+    # Limits only the server knows: its row limit (MaxBatchSize 64) and its BufferSize.
+    with pytest.raises(BatchTooLargeError) as rows:
+        client.predict([row(fl=float(i)) for i in range(65)])
+    assert rows.value.status == 413 and rows.value.field == "batch_size" and "64" in rows.value.message
+    big = [row(sa="a" * 400, fl=float(i)) for i in range(50)]
     with pytest.raises(PayloadTooLargeError) as large:
         client.predict(big)
     assert large.value.status == 413 and "16384" in large.value.message

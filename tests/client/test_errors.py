@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mly.client.errors import (
+    BatchTooLargeError,
     EvaluationError,
     InputError,
     MissingFieldError,
@@ -23,6 +24,8 @@ from mly.client.errors import (
     (400, b'{"status":"error","error":"missing fields: fl, i1"}', MissingFieldError, "fl"),
     (400, b'{"status":"error","error":"i1[3]: expected an integer, got \'x\'"}', InputError, "i1"),
     (400, b"failed to build request due to missing fields: [a], body: {}\n", RequestError, None),
+    (413, b'{"status":"error","error":"batch_size: 9 rows exceed the limit of 8 (Endpoint.MaxBatchSize)"}',
+     BatchTooLargeError, "batch_size"),
     (429, b'{"status":"error","error":"overloaded"}', OverloadedError, None),
     (503, b'{"status":"error","error":"model \'m\' is not loaded: loading"}', ModelNotReadyError, None),
     (500, b"failed to transform: m, boom\n", EvaluationError, None),
