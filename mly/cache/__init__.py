@@ -7,7 +7,7 @@ imported only by ``mly.cache.redis`` / ``mly.cache.aerospike``, which
 
 from __future__ import annotations
 
-from mly.cache.base import AsyncStore, StoredRow, StoreUnavailableError, SyncStore
+from mly.cache.base import AsyncStore, StoredRow, StoreUnavailableError, StoreWriteError, SyncStore
 from mly.cache.breaker import BreakerState, CircuitBreaker, ExponentialBackoff
 from mly.cache.factory import build_datastore, build_store
 from mly.cache.stats import CacheCounters
@@ -22,6 +22,7 @@ __all__ = [
     "ExponentialBackoff",
     "Storable",
     "StoreUnavailableError",
+    "StoreWriteError",
     "StoredRow",
     "SyncStore",
     "TieredCache",

@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mly.cache.base import DICT_HASH_FIELD, StoredRow, StoreUnavailableError, effective_ttl_ms
+from mly.cache.base import DICT_HASH_FIELD, StoredRow, StoreUnavailableError, StoreWriteError, effective_ttl_ms
 
 if TYPE_CHECKING:
     from mly.config.schema import Connection
@@ -258,8 +258,7 @@ class SyncAerospikeStore:
         self._call(write)
         if refused:
             key, exc = refused[0]
-            raise ValueError(f"{self.name}: {len(refused)} of {len(items)} records refused; "
-                             f"first {key!r}: {type(exc).__name__}: {exc}")
+            raise StoreWriteError(self.name, len(refused), len(items), f"first {key!r}: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         with self._lock:

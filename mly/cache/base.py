@@ -22,6 +22,7 @@ __all__ = [
     "FALLBACK_TTL_MS",
     "AsyncStore",
     "StoreUnavailableError",
+    "StoreWriteError",
     "StoredRow",
     "SyncStore",
     "effective_ttl_ms",
@@ -49,6 +50,20 @@ class StoreUnavailableError(ConnectionError):
     def __init__(self, store: str, message: str) -> None:
         super().__init__(f"{store}: {message}")
         self.store = store
+
+
+class StoreWriteError(ValueError):
+    """The store answered but refused some records of a ``put_many`` (the others were written).
+
+    Not an outage: the breaker stays closed, and only ``refused`` rows count as
+    write errors.
+    """
+
+    def __init__(self, store: str, refused: int, total: int, detail: str) -> None:
+        super().__init__(f"{store}: {refused} of {total} records refused; {detail}")
+        self.store = store
+        self.refused = refused
+        self.total = total
 
 
 @dataclass(frozen=True, slots=True)

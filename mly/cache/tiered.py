@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from mly.cache.base import AsyncStore, StoredRow, effective_ttl_ms
+from mly.cache.base import AsyncStore, StoredRow, StoreWriteError, effective_ttl_ms
 from mly.cache.breaker import CircuitBreaker
 from mly.cache.stats import CacheCounters
 from mly.cache.storable import DEFAULT_STORABLE, Storable
@@ -79,6 +79,19 @@ class _Write:
     dict_hash: int
     to_l1: bool
     to_l2: bool
+
+
+def _partial_put(store: AsyncStore) -> Callable[[Sequence[tuple[str, StoredRow]]], Awaitable[Any]]:
+    """``store.put_many`` that returns (rather than raises) a ``StoreWriteError``: a partial success."""
+
+    async def put(items: Sequence[tuple[str, StoredRow]]) -> Any:
+        try:
+            await store.put_many(items)
+        except StoreWriteError as exc:
+            return exc
+        return None
+
+    return put
 
 
 class TieredCache:
@@ -360,11 +373,15 @@ class TieredCache:
         for tier, items in ((self.l1, l1_items), (self.l2, l2_items)):
             if tier is None or not items:
                 continue
-            result = await self._call(tier, tier.store.put_many, items, timeout_s=self.write_timeout_s)
+            result = await self._call(tier, _partial_put(tier.store), items, timeout_s=self.write_timeout_s)
             if result is _SKIPPED:
                 counters.write_dropped += len(items)
             elif result is _FAILED:
                 counters.write_errors += len(items)
+            elif isinstance(result, StoreWriteError):
+                counters.write_errors += result.refused
+                counters.writes += len(items) - result.refused
+                log.warning("%s %s: %s", tier.label, tier.store.name, result)
             else:
                 counters.writes += len(items)
 

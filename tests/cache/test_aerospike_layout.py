@@ -25,6 +25,7 @@ from aerospike_server import NAMESPACE, AerospikeServer
 from mly._native.mru import MRUCache
 from mly.cache import TieredCache
 from mly.cache.aerospike import AerospikeStore, narrow_float
+from mly.cache.base import StoredRow, StoreWriteError
 
 DICT_HASH = -5_170_392_211_406_349_117  # a full-range int64, as Go's FNV sums are
 TTL_MS = 900_000
@@ -123,3 +124,23 @@ async def test_record_written_by_mly_is_read_as_go_reads_it(aero: AerospikeServe
         keys = sorted(key[2] for key, _, _ in client.query(NAMESPACE, dataset).results())
         assert keys == ["no/hash", "us/mobile/18/19.99"]
         assert aerospike.calc_digest(NAMESPACE, dataset, "us/mobile/18/19.99") == bytes(digest)
+
+
+@pytest.mark.asyncio
+async def test_record_the_server_refuses_does_not_stop_the_others(aero: AerospikeServer, dataset: str) -> None:
+    """Aerospike bin names have at most 15 bytes (as for Go): that row fails, its batch-mates are written."""
+    store = AerospikeStore.from_connection(aero.connection(1000), namespace=NAMESPACE, dataset=dataset,
+                                           ttl_ms=TTL_MS, name="aerospike:go")
+    cache = TieredCache(None, store, None, ttl_ms=TTL_MS, timeout_s=1.0)
+    try:
+        cache.put_many([("a", {"v": 1}, b""), ("long", {"a_much_too_long_bin_name": 2}, b""), ("b", {"v": 3}, b"")],
+                       DICT_HASH)
+        assert await cache.flush()
+        assert (cache.counters.write_errors, cache.counters.writes) == (1, 2)
+        assert cache.l1 is not None and cache.l1.breaker.state.value == "closed"  # the store did answer
+        assert await store.get_many(["a", "long", "b"]) == [
+            StoredRow({"v": 1}, DICT_HASH), None, StoredRow({"v": 3}, DICT_HASH)]
+        with pytest.raises(StoreWriteError, match=r"aerospike:go: 1 of 1 records refused; first 'long': BinNameError"):
+            await store.put_many([("long", StoredRow({"a_much_too_long_bin_name": 2}, 0))])
+    finally:
+        await cache.aclose()
