@@ -279,3 +279,16 @@ def validate(config: Config) -> None:
             raise ConfigError(f"Endpoint.{key}", f"must be >= {0 if key == 'InferenceThreads' else -1}, got {value}")
     if ep.write_timeout_ms <= 1 and ep.write_timeout <= 0:
         raise ConfigError("Endpoint.WriteTimeoutMs", "must be > 1")
+    if ep.http2_max_concurrent_streams < 1:
+        raise ConfigError("Endpoint.HTTP2MaxConcurrentStreams", f"must be >= 1, got {ep.http2_max_concurrent_streams}")
+    for key, value in (("HTTP2StreamWindow", ep.http2_stream_window),
+                       ("HTTP2ConnectionWindow", ep.http2_connection_window)):
+        if not 65535 <= value <= 2**31 - 1:  # RFC 9113 §6.5.2, §6.9.1
+            raise ConfigError(f"Endpoint.{key}", f"must be 65535..2147483647, got {value}")
+    if ep.idle_timeout_ms < 0:
+        raise ConfigError("Endpoint.IdleTimeoutMs", f"must be >= 0, got {ep.idle_timeout_ms}")
+    if ep.stream_max_in_flight < 1:
+        raise ConfigError("Endpoint.StreamMaxInFlight", f"must be >= 1, got {ep.stream_max_in_flight}")
+    if bool(config.tls.cert_file) != bool(config.tls.key_file):
+        missing = "KeyFile" if config.tls.cert_file else "CertFile"
+        raise ConfigError(f"TLS.{missing}", "is required when the other TLS file is set")

@@ -222,6 +222,23 @@ class EndpointConfig:
     """TensorFlow intra-op threads; 0 = 1 (measured fastest here, see docs/performance.md), -1 = TF's default."""
     tf_inter_op_threads: int = setting("TFInterOpThreads", 0, omitempty=True)
     """TensorFlow inter-op threads; 0 = 1, -1 = TF's default."""
+    http2: bool = setting("HTTP2", True)
+    """Serve cleartext HTTP/2 (prior knowledge) and, with TLS, ALPN ``h2`` on the same port. Go always does."""
+    http2_max_concurrent_streams: int = setting("HTTP2MaxConcurrentStreams", 250)
+    """Streams one HTTP/2 connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS; Go's default)."""
+    http2_stream_window: int = setting("HTTP2StreamWindow", 1 << 20)
+    """Bytes of request body a stream may send before the app reads it (SETTINGS_INITIAL_WINDOW_SIZE)."""
+    http2_connection_window: int = setting("HTTP2ConnectionWindow", 1 << 20)
+    """Bytes of unread request body one HTTP/2 connection may have in flight, all streams together."""
+    idle_timeout_ms: int = setting("IdleTimeoutMs", 0, omitempty=True)
+    """Close a connection with no request in progress after this long; 0 = ReadTimeoutMs (Go), at least 5 s."""
+    stream_max_in_flight: int = setting("StreamMaxInFlight", 64)
+    """NDJSON streaming eval: request lines of one stream evaluated at once; more waits (reading pauses)."""
+
+    @property
+    def idle_timeout_s(self) -> float:
+        """Seconds a connection may sit without a request in progress."""
+        return max(5.0, (self.idle_timeout_ms or self.read_timeout_ms) / 1000)
 
     @property
     def deadline_ms(self) -> int:

@@ -22,8 +22,6 @@ def unsupported_settings(config: Config) -> list[str]:
             found.append(f"{where}.Stream: the request/response stream log is not implemented")
         if model.dict_url:
             found.append(f"{where}.DictURL: ignored; the dictionary is read from the model's lookup tables")
-    if config.tls.cert_file or config.tls.key_file:
-        found.append("TLS: not implemented; serving plain HTTP (terminate TLS at a proxy)")
     if config.enable_mem_prof or config.enable_cpu_prof:
         found.append("EnableMemProf/EnableCPUProf: the Go profiling endpoints are not implemented")
     if config.metrics is not None and config.metrics.prometheus:
