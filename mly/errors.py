@@ -18,6 +18,7 @@ request field or config key that caused it. The HTTP layer turns any
     ├── OverloadedError (429)       batch queue full, try later
     ├── ModelNotReadyError (503)    model not loaded (yet)
     └── EvaluationError (500)       TensorFlow or a transformer failed
+        └── DeadlineExceededError   not answered within the handler deadline
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 __all__ = [
     "BatchTooLargeError",
     "ConfigError",
+    "DeadlineExceededError",
     "EvaluationError",
     "InputError",
     "MissingFieldError",
@@ -147,3 +149,7 @@ class EvaluationError(MlyError):
     """TensorFlow or the transformer failed on valid input."""
 
     status = 500
+
+
+class DeadlineExceededError(EvaluationError):
+    """The request was not answered within the endpoint's deadline (``WriteTimeoutMs``)."""

@@ -43,7 +43,8 @@ from mly.batching.counters import BatcherCounters
 from mly.batching.policy import FixedWait, WaitPolicy, make_policy
 from mly.batching.settings import BatchSettings
 from mly.batching.timer import PreciseTimer
-from mly.errors import EvaluationError, OverloadedError
+from mly.errors import DeadlineExceededError, EvaluationError, OverloadedError
+from mly.metrics.operation import Operation
 
 __all__ = ["Batcher", "RunFunction"]
 
@@ -91,8 +92,11 @@ class _Batch:
 class Batcher:
     """One model's batcher: ``await submit(feeds, rows, deadline)`` returns that request's rows."""
 
-    def __init__(self, run: RunFunction, executor: Executor, settings: BatchSettings, *, name: str = "model") -> None:
+    def __init__(self, run: RunFunction, executor: Executor, settings: BatchSettings, *, name: str = "model",
+                 calls: Operation | None = None) -> None:
         self._run = run
+        self.calls = calls if calls is not None else Operation(f"{name}Eval", "TensorFlow calls", ("error", "running"))
+        """Every model call (count, duration, failures, peak concurrency): Go's ``{id}Eval``."""
         self._executor = executor
         self.settings = settings
         self.name = name
@@ -162,7 +166,7 @@ class Batcher:
         now = loop.time()
         if deadline is not None and deadline <= now:
             self.counters.deadline_exceeded += 1
-            raise EvaluationError(f"model {self.name!r}: deadline exceeded before queuing")
+            raise DeadlineExceededError(f"model {self.name!r}: deadline exceeded before queuing")
         request = _Request(feeds, rows, loop.create_future(), now)
         self.counters.requests += 1
         if deadline is not None:
@@ -281,6 +285,7 @@ class Batcher:
             counters.queue_wait_max_s = max(counters.queue_wait_max_s, waited)
         counters.count_dispatch(batch.reason, batch.rows)
         self._active += 1
+        self.calls.enter()
         try:
             future = self._executor.submit(self._execute, requests)
         except RuntimeError as exc:  # the executor was shut down
@@ -302,6 +307,7 @@ class Batcher:
 
     def _finished(self, requests: list[_Request], future: Future[_Result]) -> None:
         self._active -= 1
+        self.calls.leave()
         error = None if future.cancelled() else future.exception()
         if future.cancelled() or error is not None:
             message = f"model {self.name!r}: evaluation failed: {error or 'cancelled'}"
@@ -310,6 +316,7 @@ class Batcher:
             results, timings, failed = future.result()
             for rows, seconds in timings:
                 self.policy.ran(rows, seconds)
+                self.calls.record(int(seconds * 1e6))
             self.counters.failed_batches += failed
         for request, result in zip(requests, results):
             request.state = _DONE
@@ -317,6 +324,7 @@ class Batcher:
                 continue
             if isinstance(result, BaseException):
                 self.counters.errors += 1
+                self.calls.record(0, "error")
                 request.future.set_exception(result)
             else:
                 request.future.set_result(result)
@@ -334,7 +342,7 @@ class Batcher:
             message = f"deadline exceeded after {waited_ms:.1f} ms waiting in the batch queue"
         else:
             message = "deadline exceeded while evaluating"
-        request.future.set_exception(EvaluationError(f"model {self.name!r}: {message}"))
+        request.future.set_exception(DeadlineExceededError(f"model {self.name!r}: {message}"))
 
     def _withdraw(self, request: _Request) -> None:
         """Take a not yet dispatched request out of its batch; an emptied batch is dropped."""

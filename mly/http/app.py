@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from mly.config.schema import to_json
 from mly.http.fast import EvalFastPath
 from mly.http.guard import AllowedSubnetMiddleware
+from mly.http.metrics import metric_routes
 from mly.http.responses import JSONResponse, exception_handlers
 from mly.service.registry import ModelRegistry
 
@@ -31,25 +33,47 @@ def _rfc3339(ts: float) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else None
 
 
+class _ServerState:
+    stopping = False
+
+
 def create_app(registry: ModelRegistry) -> EvalFastPath:
     """The ASGI app: eval on the fast path, everything else on Starlette."""
     config = registry.config
 
     async def meta_config(request: Request) -> Response:
+        started = time.perf_counter_ns()
         service = registry.get(request.path_params["model_id"])
-        return Response(service.current.meta_json, media_type="application/json")
+        response = Response(service.current.meta_json, media_type="application/json")
+        elapsed_us = (time.perf_counter_ns() - started) // 1000
+        service.metrics.cfg_meta.record(elapsed_us)
+        service.metrics.meta_handler.record(elapsed_us, "cfg")
+        return response
 
     async def meta_dictionary(request: Request) -> Response:
+        started = time.perf_counter_ns()
         service = registry.get(request.path_params["model_id"])
-        return Response(
+        response = Response(
             service.current.dictionary_gzip,
             media_type="application/json",
             headers={"Content-Encoding": "gzip"},
         )
+        elapsed_us = (time.perf_counter_ns() - started) // 1000
+        service.metrics.dict_meta.record(elapsed_us)
+        service.metrics.meta_handler.record(elapsed_us, "dict")
+        return response
 
     async def meta_stats(request: Request) -> Response:
         batcher = registry.get(request.path_params["model_id"]).current.batcher
         return JSONResponse(batcher.stats() if batcher is not None else {})
+
+    async def ready(request: Request) -> Response:
+        """For load balancers and orchestrators: 200 once every model serves, 503 before and while stopping."""
+        loading = [model_id for model_id, s in registry.services.items() if s.generation is None]
+        if loading or state.stopping:
+            reason = "stopping" if state.stopping else f"loading: {', '.join(loading)}"
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        return JSONResponse({"ready": True})
 
     async def health(request: Request) -> Response:
         return JSONResponse({model_id: int(s.healthy) for model_id, s in registry.services.items()})
@@ -71,6 +95,7 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
             }
         return JSONResponse(data)
 
+    state = _ServerState()
     model = "/v1/api/model/{model_id}"
     routes = [
         Route(f"{model}/meta/config", meta_config, methods=["GET"]),
@@ -79,6 +104,8 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
         Route("/v1/api/config", server_config, methods=["GET"]),
         Route("/v1/api/config/", server_config, methods=["GET"]),
         Route("/v1/api/health", health, methods=["GET"]),
+        Route("/v1/api/ready", ready, methods=["GET"]),
+        *metric_routes(registry),
     ]
     middleware = [Middleware(AllowedSubnetMiddleware, prefixes=config.allowed_subnet)]
 
@@ -90,6 +117,7 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
             if service.config.reload_interval_sec > 0
         ]
         yield
+        state.stopping = True
         for task in watchers:
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)

@@ -19,8 +19,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mly.common.request import parse_body, parse_query
 from mly.common.wire import STATUS_OK
-from mly.errors import MlyError, PayloadTooLargeError
+from mly.errors import DeadlineExceededError, MlyError, PayloadTooLargeError, RequestError
 from mly.http.responses import error_body
+from mly.metrics import ModelMetrics
+from mly.service.model_service import ModelService
 from mly.service.registry import ModelRegistry
 
 __all__ = ["EvalFastPath"]
@@ -35,6 +37,30 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 class MethodNotAllowedError(MlyError):
     status = 405
+
+
+class ClientDisconnectedError(MlyError):
+    """The client went away mid-request (Go's ``canceled``)."""
+
+
+def _record(metrics: ModelMetrics, elapsed_us: int, status: int, error: Exception | None) -> None:
+    """Go's ``{id}Perf`` outcome and ``{id}HTTPHandler`` for one eval request."""
+    if status == 200:
+        metrics.perf.record(elapsed_us, "eval")
+        metrics.http_handler.record(elapsed_us)
+        return
+    if isinstance(error, DeadlineExceededError):
+        outcome = handler = "deadlineExceeded"
+    elif isinstance(error, ClientDisconnectedError):
+        outcome = handler = "canceled"
+    elif status == 429:
+        outcome, handler = "overloaded", "error"
+    elif status < 500:
+        outcome, handler = "invalid", ""
+    else:
+        outcome = handler = "error"
+    metrics.perf.record(elapsed_us, outcome)
+    metrics.http_handler.record(elapsed_us, handler or None)
 
 
 class EvalFastPath:
@@ -55,32 +81,49 @@ class EvalFastPath:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter_ns()
+        service = self.registry.services.get(model_id)
+        error: Exception | None = None
         try:
             if scope["method"] not in _METHODS:
                 raise MethodNotAllowedError(f"method {scope['method']} not allowed on {path}: use GET, POST, PUT")
-            body = await self._evaluate(model_id, scope, receive, started)
+            if service is None:
+                self.registry.get(model_id)  # raises the 404 that names the served models
+            assert service is not None
+            body = await self._evaluate(service, scope, receive, started)
             status = 200
         except MlyError as exc:
             if exc.status >= 500:
                 log.warning("%s %s -> %d: %s", scope["method"], path, exc.status, exc)
-            status, body = exc.status, error_body(str(exc))
+            status, body, error = exc.status, error_body(str(exc)), exc
         except Exception as exc:
             log.exception("%s %s failed", scope["method"], path)
-            status = 500
-            body = error_body(f"internal error: {type(exc).__name__}")
+            status, body, error = 500, error_body(f"internal error: {type(exc).__name__}"), exc
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         if status == 405:
             headers.append((b"allow", b"GET, POST, PUT"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        if service is not None and status != 405:
+            _record(service.metrics, (time.perf_counter_ns() - started) // 1000, status, error)
 
-    async def _evaluate(self, model_id: str, scope: Scope, receive: Receive, started: int) -> bytes:
-        service = self.registry.get(model_id)
-        if scope["method"] == "GET":
-            query = scope.get("query_string", b"").decode("latin-1")
-            request = parse_query(parse_qsl(query, keep_blank_values=True), service.current.interface.dtypes)
-        else:
-            request = parse_body(await self._read_body(scope, receive), max_batch_size=self.max_batch_size)
+    async def _evaluate(self, service: ModelService, scope: Scope, receive: Receive, started: int) -> bytes:
+        overhead = service.metrics.http_overhead
+        read_started = time.perf_counter_ns()
+        try:
+            if scope["method"] == "GET":
+                query = scope.get("query_string", b"").decode("latin-1")
+                request = parse_query(parse_qsl(query, keep_blank_values=True), service.current.interface.dtypes)
+            else:
+                try:
+                    raw = await self._read_body(scope, receive)
+                except MlyError as exc:
+                    overhead.record_error((time.perf_counter_ns() - read_started) // 1000, "readError", str(exc))
+                    raise
+                request = parse_body(raw, max_batch_size=self.max_batch_size)
+        except RequestError as exc:
+            overhead.record_error((time.perf_counter_ns() - read_started) // 1000, "unmarshalError", str(exc))
+            raise
+        overhead.record((time.perf_counter_ns() - read_started) // 1000)
         result = await service.evaluate(request)
         out: dict[str, Any] = {"status": STATUS_OK}
         if result.dict_hash:
@@ -100,7 +143,7 @@ class EvalFastPath:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise MlyError("client disconnected before sending the whole body")
+                raise ClientDisconnectedError("client disconnected before sending the whole body")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:

@@ -24,7 +24,8 @@ from mly.batching import Batcher, settings_for
 from mly.cache.tiered import TieredCache
 from mly.common.request import EvalRequest, encode_columns, has_exact_names
 from mly.config.schema import Config, ModelConfig
-from mly.errors import EvaluationError, MlyError, ModelLoadError, ModelNotReadyError
+from mly.errors import DeadlineExceededError, EvaluationError, MlyError, ModelLoadError, ModelNotReadyError
+from mly.metrics import ModelMetrics
 from mly.model.loader import ModelChangedError, load_model
 from mly.model.source import ModelSource
 from mly.service.generation import Generation, build_generation
@@ -65,6 +66,7 @@ class ModelService:
             raise ModelLoadError(model.id, str(exc)) from exc
         self.source = ModelSource(model.url, model_id=model.id, location=model.location)
         self._generation: Generation | None = None
+        self.metrics = ModelMetrics(model.id)
         self.rows_evaluated = 0
         self.reloads = 0
         self.reload_failures = 0
@@ -91,7 +93,8 @@ class ModelService:
         """Load a new generation (blocking: TensorFlow). Nothing is swapped here."""
         loaded = load_model(self.config, caching=self.caching, source=self.source)
         generation = build_generation(self.config, self.app_config, loaded)
-        batcher = Batcher(loaded.runner.run, self._executor, self.batch_settings, name=self.id)  # type: ignore[attr-defined]
+        batcher = Batcher(loaded.runner.run, self._executor, self.batch_settings, name=self.id,  # type: ignore[attr-defined]
+                          calls=self.metrics.eval)
         return dataclasses.replace(generation, batcher=batcher)
 
     def _install(self, generation: Generation) -> Generation | None:
@@ -131,14 +134,17 @@ class ModelService:
                 log.info("model %s: files are back to the loaded version", self.id)
                 self.healthy, self.error = True, ""
             return False
+        started = time.perf_counter_ns()
         try:
             generation = await asyncio.to_thread(self._build)
         except MlyError as exc:
             if isinstance(exc.__cause__, ModelChangedError):
                 log.info("model %s: files still changing, will retry", self.id)
                 return False
+            self.metrics.reload.record((time.perf_counter_ns() - started) // 1000, "error")
             self._reload_failed(str(exc))
             return False
+        self.metrics.reload.record((time.perf_counter_ns() - started) // 1000)
         old = self._install(generation)
         self.reloads += 1
         memory = self.cache.memory if self.cache is not None else None
@@ -275,7 +281,7 @@ class ModelService:
         return self._transform(interface, columns, outputs, rows)
 
     def _deadline_error(self) -> EvaluationError:
-        return EvaluationError(
+        return DeadlineExceededError(
             f"model {self.id!r}: evaluation did not finish within {self._deadline_s * 1000:.0f} ms"
         )
 
