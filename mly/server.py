@@ -1,4 +1,5 @@
-"""Run the server: load every model first, then serve on uvicorn + uvloop + httptools.
+"""Run the server: load every model first, then serve on uvicorn + uvloop + httptools
+(HTTP/1.1) and ``h2`` (HTTP/2, see ``mly.http.protocol``), optionally over TLS.
 
 Models load before the socket opens, so a bad config or model stops the start
 with its reason instead of serving 503s.
@@ -10,12 +11,14 @@ import gc
 import logging
 import os
 import socket
+import ssl
+from typing import Any
 
 from mly.config.load import load_config
 from mly.config.schema import Config
 from mly.errors import ConfigError
 
-__all__ = ["build_app", "create_app_from_env", "run"]
+__all__ = ["build_app", "check_tls", "create_app_from_env", "run", "uvicorn_options"]
 
 CONFIG_ENV = "MLY_CONFIG"
 log = logging.getLogger("mly.server")
@@ -73,29 +76,59 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_tls(config: Config) -> None:
+    """Load ``TLS.CertFile``/``KeyFile`` once before the models, so a bad pair is one
+    message naming the field and exit 3 rather than a failure after a long load."""
+    if not config.tls.cert_file:
+        return
+    for key, path in (("CertFile", config.tls.cert_file), ("KeyFile", config.tls.key_file)):
+        if not os.path.isfile(path):
+            raise ConfigError(f"TLS.{key}", f"no such file: {path}")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(config.tls.cert_file, config.tls.key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError("TLS.CertFile", f"cannot load the certificate and key: {exc}") from None
+
+
+def uvicorn_options(config: Config, *, http2: bool | None = None) -> dict[str, Any]:
+    """The ``MlyUvicornConfig`` keywords every server shares: the connection protocol, timeouts, TLS."""
+    from mly.http.protocol import h2_settings, protocol_class
+
+    settings = h2_settings(config.endpoint, enabled=http2)
+    options: dict[str, Any] = dict(
+        loop="uvloop",
+        http=protocol_class(settings),
+        timeout_keep_alive=config.endpoint.idle_timeout_s,
+        access_log=False,
+        alpn=("h2", "http/1.1") if settings.enabled else ("http/1.1",),
+    )
+    if config.tls.cert_file:
+        options.update(ssl_certfile=config.tls.cert_file, ssl_keyfile=config.tls.key_file)
+    return options
+
+
 def run(config_path: str, *, host: str = "0.0.0.0", port: int | None = None, workers: int = 1,
-        log_level: str = "info") -> None:
+        log_level: str = "info", http2: bool | None = None) -> None:
+    """Serve ``config_path``; ``http2`` overrides ``Endpoint.HTTP2`` (``None`` keeps it)."""
     import uvicorn
+
+    from mly.http.protocol import MlyUvicornConfig
 
     config = load_config(config_path)
     sock = bind_socket(host, port if port is not None else config.endpoint.port)
     options = dict(
         host=host,
         port=sock.getsockname()[1],
-        loop="uvloop",
-        http="httptools",
         log_level=log_level,
-        timeout_keep_alive=max(5, config.endpoint.read_timeout_ms // 1000),
-        access_log=False,
+        **uvicorn_options(config, http2=http2),
     )
     try:
+        check_tls(config)
         if workers > 1:
             from uvicorn.supervisors import Multiprocess
 
             os.environ[CONFIG_ENV] = os.path.abspath(config_path)
-            uv_config = uvicorn.Config(
-                "mly.server:create_app_from_env", factory=True, workers=workers, **options  # type: ignore[arg-type]
-            )
+            uv_config = MlyUvicornConfig("mly.server:create_app_from_env", factory=True, workers=workers, **options)
             try:
                 supervisor = Multiprocess(uv_config, sockets=[sock])
             except TypeError:  # uvicorn < 0.36 wants the worker's target
@@ -103,8 +136,9 @@ def run(config_path: str, *, host: str = "0.0.0.0", port: int | None = None, wor
             supervisor.run()
             return
         app = build_app(config)
-        log.info("serving %d model(s) on http://%s:%d", len(config.models), host, options["port"])
-        uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])  # type: ignore[arg-type]
+        scheme = "https" if config.tls.cert_file else "http"
+        log.info("serving %d model(s) on %s://%s:%d", len(config.models), scheme, host, options["port"])
+        uvicorn.Server(MlyUvicornConfig(app, **options)).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises SIGINT once it has shut down: a clean stop
         pass
     finally:

@@ -21,6 +21,7 @@ from mly.common.request import parse_body, parse_query
 from mly.common.wire import STATUS_OK
 from mly.errors import DeadlineExceededError, MlyError, PayloadTooLargeError, RequestError
 from mly.http.responses import error_body
+from mly.http.stream import is_ndjson, stream_eval
 from mly.metrics import ModelMetrics
 from mly.service.model_service import ModelService
 from mly.service.registry import ModelRegistry
@@ -82,6 +83,9 @@ class EvalFastPath:
             return
         started = time.perf_counter_ns()
         service = self.registry.services.get(model_id)
+        if scope["method"] == "PUT" and service is not None and is_ndjson(scope["headers"]):
+            await stream_eval(self.registry, model_id, scope, receive, send)  # NDJSON in, NDJSON out
+            return
         error: Exception | None = None
         try:
             if scope["method"] not in _METHODS:

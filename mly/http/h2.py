@@ -1,0 +1,474 @@
+"""HTTP/2 connections (RFC 9113) driving the same ASGI app as HTTP/1.1.
+
+``protocol.MlyHttpProtocol`` hands a connection here when it opens with the
+HTTP/2 preface (cleartext prior knowledge, what Go's mly client sends, or TLS
+with ALPN ``h2``). The ``h2`` package does the framing and HPACK; this module
+turns streams into ASGI requests and keeps memory bounded:
+
+- Request bodies: the server only hands receive window back (WINDOW_UPDATE)
+  for data the app has taken with ``receive()``, so a stream holds at most its
+  window and a connection at most the connection window of unread data.
+- Responses: body data waits for the peer's flow-control window and for the
+  socket to drain; a stream that cannot send for ``write_timeout`` seconds is
+  reset, so a client that never reads cannot pin responses forever.
+- While the socket's write buffer is full the server stops reading, so a peer
+  that floods frames (PINGs, new streams) without reading the answers cannot
+  make the server queue unbounded output.
+- ``max_concurrent_streams`` is advertised in SETTINGS; a peer that opens more
+  gets the connection closed with PROTOCOL_ERROR (the ``h2`` package's rule).
+- A connection without open streams for ``idle_timeout`` seconds gets GOAWAY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+__all__ = ["PREFACE", "H2Protocol", "H2Settings"]
+
+log = logging.getLogger("mly.http")
+
+#: The client connection preface (RFC 9113 §3.4) that starts every HTTP/2 connection.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+#: Connection-specific fields that HTTP/2 forbids (RFC 9113 §8.2.2); dropped from app responses.
+_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
+_DEFAULT_WINDOW = 65535
+#: The request pseudo-header fields (RFC 9113 §8.3.1); anything else starting with ``:`` is malformed.
+_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
+_FORBIDDEN = (b"\0", b"\r", b"\n")
+
+#: ``h2``'s own header checks cost ~70 us per request (measured, docs/performance.md): more than
+#: the eval of a cached row. ``_malformed`` does the checks RFC 9113 §8.2 requires in one pass
+#: over the fields the request is built from anyway; outbound fields are the app's own.
+_H2_CONFIG = h2.config.H2Configuration(
+    client_side=False,
+    header_encoding=None,
+    validate_inbound_headers=False,
+    normalize_inbound_headers=False,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+    split_outbound_cookies=False,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class H2Settings:
+    """The HTTP/2 limits of one server (from ``Endpoint``); defaults follow Go's server."""
+
+    enabled: bool = True
+    max_concurrent_streams: int = 250
+    stream_window: int = 1 << 20
+    connection_window: int = 1 << 20
+    idle_timeout: float = 5.0
+    write_timeout: float = 5.0
+    max_header_list_size: int = 8192 + 2048
+
+
+class _Stream:
+    """One request/response exchange; the ASGI ``receive``/``send`` pair of its app call."""
+
+    __slots__ = (
+        "body", "complete", "conn", "drained", "ended", "event", "id", "reset", "scope", "started", "window",
+    )
+
+    def __init__(self, conn: H2Protocol, stream_id: int, scope: dict[str, Any]) -> None:
+        self.conn = conn
+        self.id = stream_id
+        self.scope = scope
+        self.body: deque[tuple[bytes, int]] = deque()
+        self.ended = False  # the peer sent END_STREAM
+        self.drained = False  # the app has read the whole request body
+        self.reset = False  # either side reset the stream, or the connection is gone
+        self.started = False
+        self.complete = False
+        self.event = asyncio.Event()  # request data, END_STREAM or reset
+        self.window = asyncio.Event()  # send window opened (or the stream is gone)
+
+    async def receive(self) -> dict[str, Any]:
+        while not self.body and not self.ended and not self.reset:
+            self.event.clear()
+            await self.event.wait()
+        if self.body:
+            data, flow_len = self.body.popleft()
+            self.conn.consumed(self.id, flow_len)
+            more = bool(self.body) or not self.ended
+            self.drained = not more
+            return {"type": "http.request", "body": data, "more_body": more}
+        if self.ended and not self.reset and not self.complete and not self.drained:
+            self.drained = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        while not self.reset and not self.complete:  # the body was read: wait for the end
+            self.event.clear()
+            await self.event.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if self.reset:
+            return
+        if not self.started:
+            if kind != "http.response.start":
+                raise RuntimeError(f"expected ASGI message 'http.response.start', got {kind!r}")
+            self.started = True
+            self.conn.send_headers(self, message["status"], message.get("headers", ()))
+            return
+        if self.complete:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} after the response completed")
+        if kind != "http.response.body":
+            raise RuntimeError(f"expected ASGI message 'http.response.body', got {kind!r}")
+        more = bool(message.get("more_body", False))
+        await self.conn.send_data(self, message.get("body", b""), end=not more)
+        if not more:
+            self.complete = True
+            self.event.set()
+
+    def wake(self) -> None:
+        self.event.set()
+        self.window.set()
+
+
+class H2Protocol(asyncio.Protocol):
+    """An HTTP/2 server connection; registers with uvicorn's server state so a
+    graceful shutdown sends GOAWAY and waits for its streams."""
+
+    def __init__(self, app: Any, server_state: Any, app_state: dict[str, Any], settings: H2Settings,
+                 *, root_path: str = "") -> None:
+        self.app = app
+        self.server_state = server_state
+        self.app_state = app_state
+        self.settings = settings
+        self.root_path = root_path
+        self.loop = asyncio.get_event_loop()
+        self.conn = h2.connection.H2Connection(_H2_CONFIG)
+        self.conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_header_list_size,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            },
+        )
+        self.streams: dict[int, _Stream] = {}
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.scheme = "http"
+        self.server: tuple[str, int] | None = None
+        self.client: tuple[str, int] | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.closing = False
+        self.flush_scheduled = False
+        self.idle_handle: asyncio.TimerHandle | None = None
+
+    # -- asyncio protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
+        self.server_state.connections.add(self)
+        self.scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
+        self.server = _address(transport.get_extra_info("sockname"))
+        self.client = _address(transport.get_extra_info("peername"))
+        self.conn.initiate_connection()
+        extra = self.settings.connection_window - _DEFAULT_WINDOW
+        if extra > 0:
+            self.conn.increment_flow_control_window(extra)
+        self.flush()
+        self.arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:  # h2 has queued GOAWAY with the reason
+            log.info("HTTP/2 protocol error from %s: %s", self.client, exc)
+            self.flush()
+            self.transport.close()
+            return
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                self.request_received(event)
+            elif isinstance(event, h2.events.DataReceived):
+                stream = self.streams.get(event.stream_id)
+                if stream is None or stream.complete:
+                    # The response is done (a body nobody reads): hand the window straight back.
+                    self.consumed(event.stream_id, event.flow_controlled_length)
+                else:
+                    stream.body.append((event.data, event.flow_controlled_length))
+                    stream.event.set()
+            elif isinstance(event, h2.events.StreamEnded):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.ended = True
+                    stream.event.set()
+            elif isinstance(event, h2.events.StreamReset):
+                stream = self.streams.pop(event.stream_id, None)
+                if stream is not None:
+                    stream.reset = True
+                    stream.wake()
+                self.arm_idle()
+            elif isinstance(event, h2.events.WindowUpdated):
+                if event.stream_id == 0:
+                    for stream in self.streams.values():
+                        stream.window.set()
+                elif (stream := self.streams.get(event.stream_id)) is not None:
+                    stream.window.set()
+            elif isinstance(event, h2.events.RemoteSettingsChanged):
+                for stream in self.streams.values():
+                    stream.window.set()
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.closing = True
+                for stream in self.streams.values():
+                    if stream.id > (event.last_stream_id or 0) and not stream.started:
+                        stream.reset = True
+                        stream.wake()
+        self.flush()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server_state.connections.discard(self)
+        self.closing = True
+        self.writable.set()
+        for stream in self.streams.values():
+            stream.reset = True
+            stream.wake()
+        self.streams.clear()
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+
+    def pause_writing(self) -> None:
+        # Stop taking frames in too: their answers (PING ACKs, resets) would queue up unbounded.
+        self.writable.clear()
+        with contextlib.suppress(RuntimeError):
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+        with contextlib.suppress(RuntimeError):
+            self.transport.resume_reading()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful stop: GOAWAY now, close once the open streams have answered."""
+        if self.closing:
+            return
+        self.closing = True
+        self.conn.close_connection()
+        self.flush()
+        if not self.streams:
+            self.transport.close()
+
+    # -- streams ---------------------------------------------------------------------------------
+
+    def request_received(self, event: h2.events.RequestReceived) -> None:
+        sid = event.stream_id
+        if self.closing:
+            self.conn.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        method = path = scheme = b""
+        authority = None
+        headers: list[tuple[bytes, bytes]] = []
+        has_host = False
+        problem = ""
+        for name, value in event.headers or ():
+            assert isinstance(name, bytes) and isinstance(value, bytes)
+            if name[:1] == b":":
+                if headers or name not in _REQUEST_PSEUDO:
+                    problem = f"pseudo-header {name!r} misplaced or unknown"
+                elif name == b":method":
+                    problem = problem or ("repeated :method" if method else "")
+                    method = value
+                elif name == b":path":
+                    problem = problem or ("repeated :path" if path else "")
+                    path = value
+                elif name == b":scheme":
+                    scheme = value
+                else:
+                    authority = value
+            else:
+                if name in _HOP_BY_HOP or (name == b"te" and value != b"trailers"):
+                    problem = f"connection-specific field {name!r}"
+                elif name != name.lower():
+                    problem = f"upper-case field name {name!r}"
+                has_host = has_host or name == b"host"
+                headers.append((name, value))
+            if any(c in name or c in value for c in _FORBIDDEN):
+                problem = f"NUL, CR or LF in field {name!r}"
+        if not problem and (not method or not scheme or (path[:1] != b"/" and path != b"*")):
+            problem = "missing or invalid :method, :scheme or :path"
+        if problem:  # a malformed request is a stream error (RFC 9113 §8.1.1)
+            log.info("HTTP/2 stream %d from %s: malformed request: %s", sid, self.client, problem)
+            self.conn.reset_stream(sid, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return
+        if authority is not None and not has_host:
+            headers.insert(0, (b"host", authority))
+        raw_path, _, query = path.partition(b"?")
+        text_path = raw_path.decode("latin-1")
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "2",
+            "method": method.decode("latin-1"),
+            "scheme": self.scheme,
+            "path": self.root_path + (unquote(text_path) if "%" in text_path else text_path),
+            "raw_path": self.root_path.encode("latin-1") + raw_path,
+            "query_string": query,
+            "root_path": self.root_path,
+            "headers": headers,
+            "server": self.server,
+            "client": self.client,
+            "state": self.app_state.copy(),
+        }
+        stream = _Stream(self, sid, scope)
+        if event.stream_ended is not None:
+            stream.ended = True
+        self.streams[sid] = stream
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+            self.idle_handle = None
+        task = self.loop.create_task(self.run_app(stream))
+        self.server_state.tasks.add(task)
+        task.add_done_callback(self.server_state.tasks.discard)
+
+    async def run_app(self, stream: _Stream) -> None:
+        try:
+            await self.app(stream.scope, stream.receive, stream.send)
+        except Exception:
+            log.exception("HTTP/2 stream %d: the app failed", stream.id)
+            if not stream.started and not stream.reset:
+                await self.send_500(stream)
+            else:
+                self.reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        else:
+            if not stream.started and not stream.reset:
+                log.error("HTTP/2 stream %d: the app returned without a response", stream.id)
+                await self.send_500(stream)
+            elif not stream.complete and not stream.reset:
+                self.reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        finally:
+            self.stream_done(stream)
+
+    async def send_500(self, stream: _Stream) -> None:
+        body = b"Internal Server Error"
+        await stream.send({"type": "http.response.start", "status": 500,
+                           "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                       (b"content-length", str(len(body)).encode())]})
+        await stream.send({"type": "http.response.body", "body": body})
+
+    def stream_done(self, stream: _Stream) -> None:
+        if self.streams.get(stream.id) is stream:
+            del self.streams[stream.id]
+            if not stream.reset and not stream.ended:
+                # The answer is complete but the request is not: tell the peer to stop sending.
+                self.reset_stream(stream, h2.errors.ErrorCodes.NO_ERROR)
+            for _, flow_len in stream.body:  # unread request data still holds connection window
+                self.consumed(stream.id, flow_len)
+            stream.body.clear()
+        if self.closing and not self.streams:
+            self.flush()
+            self.transport.close()
+        else:
+            self.arm_idle()
+
+    def reset_stream(self, stream: _Stream, code: h2.errors.ErrorCodes) -> None:
+        stream.reset = True
+        stream.wake()
+        with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            self.conn.reset_stream(stream.id, code)
+        self.schedule_flush()
+
+    def consumed(self, stream_id: int, flow_len: int) -> None:
+        """The app took ``flow_len`` bytes of request data: hand that window back to the peer."""
+        if flow_len and not self.transport.is_closing():
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.conn.acknowledge_received_data(flow_len, stream_id)
+            self.schedule_flush()
+
+    def send_headers(self, stream: _Stream, status: int, headers: Any) -> None:
+        fields: list[tuple[bytes, bytes]] = [(b":status", str(status).encode())]
+        fields.extend(self.server_state.default_headers)
+        for name, value in headers:
+            name = name.lower()
+            if name not in _HOP_BY_HOP:
+                fields.append((name, value))
+        self.conn.send_headers(stream.id, fields)
+        self.schedule_flush()
+
+    async def send_data(self, stream: _Stream, data: bytes, *, end: bool) -> None:
+        view = memoryview(data)
+        while True:
+            if not self.writable.is_set() and not self.closing and not await self.wait(self.writable, stream):
+                self.transport.close()  # the peer stopped reading the socket altogether
+                return
+            if stream.reset:
+                return
+            size = min(len(view), self.conn.local_flow_control_window(stream.id), self.conn.max_outbound_frame_size)
+            if size <= 0 and len(view):
+                stream.window.clear()
+                if not await self.wait(stream.window, stream):
+                    self.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+                    return
+                continue
+            last = size == len(view)
+            self.conn.send_data(stream.id, bytes(view[:size]), end_stream=end and last)
+            self.schedule_flush()
+            view = view[size:]
+            if last:
+                return
+
+    async def wait(self, event: asyncio.Event, stream: _Stream) -> bool:
+        """Wait for ``event`` up to the write timeout; False when it never came."""
+        try:
+            await asyncio.wait_for(event.wait(), self.settings.write_timeout)
+        except asyncio.TimeoutError:
+            log.info("HTTP/2 stream %d: the peer read nothing for %.1f s; resetting it",
+                     stream.id, self.settings.write_timeout)
+            return False
+        return True
+
+    # -- output and timers -----------------------------------------------------------------------
+
+    def schedule_flush(self) -> None:
+        """Write once per loop turn: the frames of all streams answered in this turn go out in one write."""
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        data = self.conn.data_to_send()
+        if data and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def arm_idle(self) -> None:
+        if self.streams or self.closing or self.settings.idle_timeout <= 0:
+            return
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+        self.idle_handle = self.loop.call_later(self.settings.idle_timeout, self.idle)
+
+    def idle(self) -> None:
+        self.idle_handle = None
+        if not self.streams and not self.transport.is_closing():
+            self.closing = True
+            self.conn.close_connection()
+            self.flush()
+            self.transport.close()
+
+
+def _address(value: Any) -> tuple[str, int] | None:
+    if isinstance(value, tuple) and len(value) >= 2:
+        return (str(value[0]), int(value[1]))
+    return None

@@ -1,0 +1,171 @@
+"""One port for HTTP/1.1 and HTTP/2: uvicorn's httptools protocol that first
+looks at how a connection opens.
+
+The decision is made once per connection, never per request:
+
+- The HTTP/2 connection preface (cleartext prior knowledge, as Go's mly client
+  sends, or TLS after ALPN ``h2``) hands the connection to ``h2.H2Protocol``.
+- Anything else stays uvicorn's ``HttpToolsProtocol`` (the measured fast path).
+  Once the first request's head is parsed, the transport is pointed straight at
+  the parent class's ``data_received``, so later requests pay nothing for this.
+- ``Upgrade: h2c`` on HTTP/1.1 (what ``curl --http2`` sends on cleartext) is
+  declined, which RFC 9110 allows and RFC 9113 §3.1 recommends (it deprecates
+  the upgrade): the request is served as plain HTTP/1.1 with its body intact.
+  llhttp stops at the head of an upgrade request and treats the body as the new
+  protocol's bytes, so the head is rebuilt without the upgrade and parsed again
+  together with what followed it. A client that asks for the upgrade on a later
+  request of a keep-alive connection (none known does) gets a 400 saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import ssl
+from typing import Any
+
+import httptools
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from mly.config.schema import EndpointConfig
+from mly.http.h2 import PREFACE, H2Protocol, H2Settings
+
+__all__ = ["TLS12_CIPHERS", "MlyHttpProtocol", "MlyUvicornConfig", "h2_settings", "protocol_class"]
+
+log = logging.getLogger("mly.http")
+
+#: Header fields that only carry the upgrade offer; dropped when it is declined.
+_UPGRADE_FIELDS = frozenset({b"upgrade", b"http2-settings"})
+_UPGRADE_TOKENS = frozenset({b"upgrade", b"http2-settings"})
+
+
+class MlyHttpProtocol(HttpToolsProtocol):
+    """Pass as ``uvicorn.Config(http=functools.partial(MlyHttpProtocol, h2=settings))``."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None, *, h2: H2Settings | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.h2_settings = h2 if h2 is not None else H2Settings()
+        self.opening = b""  # the first bytes, while they could still be the HTTP/2 preface
+        self.sniffed = False
+
+    def data_received(self, data: bytes) -> None:
+        """Only until the first request's head is parsed (see ``settle``)."""
+        if not self.sniffed:
+            data = self.opening + data
+            if len(data) < len(PREFACE) and PREFACE.startswith(data):
+                self.opening = data
+                return
+            self.opening = b""
+            self.sniffed = True
+            if data.startswith(PREFACE) and self.h2_settings.enabled:
+                self.switch_to_h2(data)
+                return
+        self.feed(data)
+        if self.cycle is not None and self.parser is not None:
+            self.settle()
+
+    def settle(self) -> None:
+        """From now on the transport calls the parent's ``data_received`` directly."""
+        self.data_received = super().data_received  # type: ignore[method-assign]
+        if not self.transport.is_closing():
+            self.transport.set_protocol(self)  # uvloop caches the bound method when the protocol is set
+
+    def feed(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade as exc:
+            if self._get_upgrade() == b"h2c":
+                self.decline_upgrade(data[exc.args[0]:] if exc.args else b"")
+            elif self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def decline_upgrade(self, rest: bytes) -> None:
+        """Parse the request again without its upgrade offer, followed by its body and what came after."""
+        head = [self.scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
+        for name, value in self.headers:
+            if name in _UPGRADE_FIELDS:
+                continue
+            if name == b"connection":
+                tokens = [t.strip() for t in value.split(b",")]
+                value = b", ".join(t for t in tokens if t.lower() not in _UPGRADE_TOKENS)
+                if not value:
+                    continue
+            head += [name, b": ", value, b"\r\n"]
+        head.append(b"\r\n")
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.feed(b"".join(head) + rest)
+
+    def _should_upgrade(self) -> bool:
+        # Called only for requests that carry Upgrade. Saying yes to h2c makes uvicorn skip
+        # the request (no half-read cycle); ``feed`` or ``handle_websocket_upgrade`` takes over.
+        if self._get_upgrade() == b"h2c":
+            return True
+        return super()._should_upgrade()
+
+    def handle_websocket_upgrade(self) -> None:
+        if self._get_upgrade() == b"h2c":  # reached only after ``settle``: a later request's offer
+            self.send_400_response("Upgrade: h2c is only accepted on the first request of a connection")
+            return
+        super().handle_websocket_upgrade()
+
+    def switch_to_h2(self, data: bytes) -> None:
+        self.connections.discard(self)
+        protocol = H2Protocol(self.app, self.server_state, self.app_state, self.h2_settings,
+                              root_path=self.root_path)
+        protocol.connection_made(self.transport)
+        self.transport.set_protocol(protocol)
+        protocol.data_received(data)
+
+
+def h2_settings(endpoint: EndpointConfig, *, enabled: bool | None = None) -> H2Settings:
+    """The HTTP/2 limits from ``Endpoint`` (``enabled`` overrides ``Endpoint.HTTP2``, e.g. ``--no-http2``)."""
+    write_ms = endpoint.write_timeout // 1_000_000 if endpoint.write_timeout > 0 else endpoint.write_timeout_ms
+    return H2Settings(
+        enabled=endpoint.http2 if enabled is None else enabled,
+        max_concurrent_streams=endpoint.http2_max_concurrent_streams,
+        stream_window=endpoint.http2_stream_window,
+        connection_window=endpoint.http2_connection_window,
+        idle_timeout=endpoint.idle_timeout_s,
+        write_timeout=max(1.0, write_ms / 1000),
+        max_header_list_size=endpoint.max_header_bytes + 2048,  # HPACK counts 32 bytes more per field
+    )
+
+
+def protocol_class(settings: H2Settings) -> Any:
+    """What ``uvicorn.Config(http=...)`` takes: a picklable callable (``--workers`` spawns)."""
+    return functools.partial(MlyHttpProtocol, h2=settings)
+
+
+class MlyUvicornConfig(uvicorn.Config):
+    """uvicorn's config with ALPN on its TLS context: ``h2`` (when enabled) and ``http/1.1``.
+
+    uvicorn builds the ``SSLContext`` in ``load()`` (in each worker), so the
+    protocols are set there, and only ciphers HTTP/2 allows (RFC 9113 §9.2.2)
+    on TLS 1.2; TLS 1.3 suites are all allowed.
+    """
+
+    def __init__(self, *args: Any, alpn: tuple[str, ...] = ("h2", "http/1.1"), **kwargs: Any) -> None:
+        self.alpn = alpn
+        super().__init__(*args, **kwargs)
+
+    def load(self) -> None:
+        super().load()
+        if self.ssl is not None:
+            self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+            self.ssl.set_ciphers(TLS12_CIPHERS)
+            self.ssl.set_alpn_protocols(list(self.alpn))
+
+
+#: TLS 1.2 suites with forward secrecy and AEAD (the ones HTTP/2 permits).
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
