@@ -83,6 +83,8 @@ class EvalFastPath:
             return
         started = time.perf_counter_ns()
         service = self.registry.services.get(model_id)
+        if service is not None:
+            service.metrics.request_started(started)
         if scope["method"] == "PUT" and service is not None and is_ndjson(scope["headers"]):
             await stream_eval(self.registry, model_id, scope, receive, send)  # NDJSON in, NDJSON out
             return

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+
+from mly.metrics.histogram import GO_IDLETIME_BUCKETS_NS, LATENCY_BUCKETS_S, Histogram
 from mly.metrics.operation import Operation
 
 __all__ = ["PERF_KEYS", "ModelMetrics"]
@@ -17,16 +21,23 @@ class ModelMetrics:
     and the model lifecycle (Reload). Operations that Go records but mly derives from other
     counters (Dispatcher, BatcherQueue, Semaphore, the datastores) are built at read time."""
 
-    def __init__(self, model_id: str) -> None:
-        def op(suffix: str, description: str, keys: tuple[str, ...], buckets: int = 2) -> Operation:
+    def __init__(self, model_id: str, idletime_buckets_ns: Sequence[float] = GO_IDLETIME_BUCKETS_NS) -> None:
+        def op(suffix: str, description: str, keys: tuple[str, ...], buckets: int = 2, timed: bool = False) -> Operation:
             return Operation(f"{model_id}{suffix}", f"{model_id} {description}", keys, location=LOCATION,
-                             recent_buckets=buckets)
+                             recent_buckets=buckets, histogram=LATENCY_BUCKETS_S if timed else None)
 
-        self.perf = op("Perf", "service performance", PERF_KEYS)
-        self.eval = op("Eval", "TensorFlow calls", ("error", "running"))
+        self.perf = op("Perf", "service performance", PERF_KEYS, timed=True)
+        self.eval = op("Eval", "TensorFlow calls", ("error", "running"), timed=True)
         self.reload = op("Reload", "model reloads", _CONTEXT_KEYS, 1)
         self.http_overhead = op("HTTPOverhead", "request body read and decode", ("readError", "unmarshalError"))
         self.http_handler = op("HTTPHandler", "eval handler", _CONTEXT_KEYS)
         self.meta_handler = op("MetaHandler", "meta requests", ("error", "http404", "dict", "cfg"), 1)
-        self.dict_meta = op("DictMeta", "meta/dictionary requests", ("error",), 1)
-        self.cfg_meta = op("CfgMeta", "meta/config requests", ("error",), 1)
+        self.dict_meta = op("DictMeta", "meta/dictionary requests", ("error",), 1, timed=True)
+        self.cfg_meta = op("CfgMeta", "meta/config requests", ("error",), 1, timed=True)
+        self.idletime = Histogram(idletime_buckets_ns)
+        """Go's ``mly_model_idletime``: ns from the previous eval request to this one."""
+        self.last_request_ns = time.perf_counter_ns()
+
+    def request_started(self, now_ns: int) -> None:
+        self.idletime.observe(now_ns - self.last_request_ns)
+        self.last_request_ns = now_ns

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mly.metrics.histogram import Histogram
+
 __all__ = ["Operation", "Window"]
 
 UNIT = "1µs"
@@ -84,7 +86,8 @@ class Operation:
     """A named gmetric operation: totals plus ``recent_buckets`` one-minute windows."""
 
     def __init__(self, name: str, description: str, keys: Sequence[str] = (), *, location: str = "mly",
-                 recent_buckets: int = 2, custom: Callable[[], Any] | None = None) -> None:
+                 recent_buckets: int = 2, custom: Callable[[], Any] | None = None,
+                 histogram: Sequence[float] | None = None) -> None:
         self.name = name
         self.description = description
         self.location = location
@@ -96,11 +99,15 @@ class Operation:
         self._errors: dict[str, int] | None = None
         self.active = 0
         self.peak_active = 0
+        self.latency = Histogram(histogram) if histogram is not None else None
+        """Durations in seconds, for Prometheus (``None``: not kept)."""
 
     def record(self, elapsed_us: int, value: str | None = None) -> None:
         """One finished event; ``value`` must be one of ``keys`` (or ``None``)."""
         index = self._index[value] if value is not None else -1
         self.total.add(elapsed_us, index)
+        if self.latency is not None:
+            self.latency.observe(elapsed_us / 1e6)
         minute = int(time.time()) // RECENT_SECONDS
         bucket = self.recent[minute % len(self.recent)]
         if bucket.minute != minute:
