@@ -41,6 +41,8 @@ class EvalResult:
     rows: Sequence[Any]
     batch: bool
     dict_hash: int
+    cached_rows: int = 0
+    """Rows answered from the cache (any tier); the rest were evaluated (or joined an evaluation)."""
 
 
 class ModelService:
@@ -208,7 +210,7 @@ class ModelService:
                 keys = [key]
                 found = await cache.get_many(keys, generation.dict_hash)
                 if found[0] is not None:
-                    return EvalResult([orjson.Fragment(found[0])], False, generation.dict_hash)
+                    return EvalResult([orjson.Fragment(found[0])], False, generation.dict_hash, 1)
         columns = encode_columns(request, generation.interface.dtypes, generation.encoders)
         rows = request.rows
         if cache is None or schema is None:
@@ -227,7 +229,7 @@ class ModelService:
                 results[i] = orjson.Fragment(value)
         if misses:
             await self._fill_misses(generation, cache, columns, keys, misses, results, deadline)
-        return EvalResult(results, request.batch, generation.dict_hash)
+        return EvalResult(results, request.batch, generation.dict_hash, rows - len(misses))
 
     async def _fill_misses(
         self,
