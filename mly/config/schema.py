@@ -231,14 +231,15 @@ class EndpointConfig:
     http2_connection_window: int = setting("HTTP2ConnectionWindow", 1 << 20)
     """Bytes of unread request body one HTTP/2 connection may have in flight, all streams together."""
     idle_timeout_ms: int = setting("IdleTimeoutMs", 0, omitempty=True)
-    """Close a connection with no request in progress after this long; 0 = ReadTimeoutMs (Go), at least 5 s."""
+    """Close a connection with no request in progress after this long; 0 = ReadTimeoutMs (Go), at least 5 s.
+    Also uvicorn's HTTP/1.1 keep-alive timeout."""
     stream_max_in_flight: int = setting("StreamMaxInFlight", 64)
     """NDJSON streaming eval: request lines of one stream evaluated at once; more waits (reading pauses)."""
 
     @property
     def idle_timeout_s(self) -> float:
         """Seconds a connection may sit without a request in progress."""
-        return max(5.0, (self.idle_timeout_ms or self.read_timeout_ms) / 1000)
+        return self.idle_timeout_ms / 1000 if self.idle_timeout_ms else max(5.0, self.read_timeout_ms / 1000)
 
     @property
     def deadline_ms(self) -> int:
