@@ -235,6 +235,8 @@ class EndpointConfig:
     Also uvicorn's HTTP/1.1 keep-alive timeout."""
     stream_max_in_flight: int = setting("StreamMaxInFlight", 64)
     """NDJSON streaming eval: request lines of one stream evaluated at once; more waits (reading pauses)."""
+    access_log: bool = setting("AccessLog", False, omitempty=True)
+    """One log line per eval request (model, rows, cache outcome, status, latency); ``--access-log`` too."""
 
     @property
     def idle_timeout_s(self) -> float:
