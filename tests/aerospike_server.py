@@ -227,6 +227,7 @@ class AerospikeServer:
 _lock = threading.Lock()
 _servers: dict[str, AerospikeServer] = {}
 _users: dict[str, int] = {}
+_start_failures: dict[str, str] = {}
 _root: Path | None = None
 
 
@@ -281,10 +282,13 @@ def acquire(name: str = "l1") -> AerospikeServer:
                 if _root is None:
                     _root = Path(tempfile.mkdtemp(prefix="mly-aerospike-"))
                 server = AerospikeServer(name, _root / name)
-                try:
-                    server.start()
-                except Exception as exc:
-                    message = f"could not start Aerospike from {tools_dir()}: {exc}"
+                message = _start_failures.get(name)
+                if message is None:
+                    try:
+                        server.start()
+                    except Exception as exc:
+                        message = _start_failures[name] = f"could not start Aerospike from {tools_dir()}: {exc}"
+                if message is not None:  # failed now or earlier in this session: do not try again per test
                     if os.environ.get("CI") == "true":
                         pytest.fail(message)
                     pytest.skip(message)
