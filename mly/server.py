@@ -10,7 +10,9 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import ssl
 from typing import Any
 
@@ -21,6 +23,8 @@ from mly.errors import ConfigError
 __all__ = ["build_app", "check_tls", "create_app_from_env", "run", "uvicorn_options"]
 
 CONFIG_ENV = "MLY_CONFIG"
+#: prometheus_client's multiprocess directory (read when prometheus_client is first imported).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 log = logging.getLogger("mly.server")
 
 
@@ -128,12 +132,20 @@ def run(config_path: str, *, host: str = "0.0.0.0", port: int | None = None, wor
             from uvicorn.supervisors import Multiprocess
 
             os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+            # One scrape must show the sum over workers: they share prometheus_client's files.
+            made_dir = MULTIPROC_ENV not in os.environ
+            if made_dir:
+                os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="mly-prometheus-")
             uv_config = MlyUvicornConfig("mly.server:create_app_from_env", factory=True, workers=workers, **options)
             try:
                 supervisor = Multiprocess(uv_config, sockets=[sock])
             except TypeError:  # uvicorn < 0.36 wants the worker's target
                 supervisor = Multiprocess(uv_config, target=uvicorn.Server(uv_config).run, sockets=[sock])  # type: ignore[call-arg]
-            supervisor.run()
+            try:
+                supervisor.run()
+            finally:
+                if made_dir:
+                    shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
             return
         app = build_app(config)
         scheme = "https" if config.tls.cert_file else "http"
