@@ -22,8 +22,9 @@ from mly.common.wire import STATUS_OK
 from mly.errors import DeadlineExceededError, MlyError, PayloadTooLargeError, RequestError
 from mly.http.responses import error_body
 from mly.http.stream import is_ndjson, stream_eval
+from mly.logs.access import AccessLog
 from mly.metrics import ModelMetrics
-from mly.service.model_service import ModelService
+from mly.service.model_service import EvalResult, ModelService
 from mly.service.registry import ModelRegistry
 
 __all__ = ["EvalFastPath"]
@@ -65,12 +66,15 @@ def _record(metrics: ModelMetrics, elapsed_us: int, status: int, error: Exceptio
 
 
 class EvalFastPath:
-    def __init__(self, app: Any, registry: ModelRegistry, *, buffer_size: int, max_batch_size: int) -> None:
+    def __init__(self, app: Any, registry: ModelRegistry, *, buffer_size: int, max_batch_size: int,
+                 access_log: AccessLog | None = None) -> None:
         self.app: ASGIApp = app
         self.state = app.state  # the wrapped Starlette app's state (``state.registry``)
         self.registry = registry
         self.buffer_size = buffer_size
         self.max_batch_size = max_batch_size
+        self.access_log = access_log
+        """``None`` when off: then the hot path's whole cost is one ``is not None``."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,13 +93,14 @@ class EvalFastPath:
             await stream_eval(self.registry, model_id, scope, receive, send)  # NDJSON in, NDJSON out
             return
         error: Exception | None = None
+        result: EvalResult | None = None
         try:
             if scope["method"] not in _METHODS:
                 raise MethodNotAllowedError(f"method {scope['method']} not allowed on {path}: use GET, POST, PUT")
             if service is None:
                 self.registry.get(model_id)  # raises the 404 that names the served models
             assert service is not None
-            body = await self._evaluate(service, scope, receive, started)
+            body, result = await self._evaluate(service, scope, receive, started)
             status = 200
         except MlyError as exc:
             if exc.status >= 500:
@@ -109,10 +114,26 @@ class EvalFastPath:
             headers.append((b"allow", b"GET, POST, PUT"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        elapsed_us = (time.perf_counter_ns() - started) // 1000
         if service is not None and status != 405:
-            _record(service.metrics, (time.perf_counter_ns() - started) // 1000, status, error)
+            _record(service.metrics, elapsed_us, status, error)
+        if self.access_log is not None:
+            self._log_access(scope, model_id, service, status, result, elapsed_us, error)
 
-    async def _evaluate(self, service: ModelService, scope: Scope, receive: Receive, started: int) -> bytes:
+    def _log_access(self, scope: Scope, model_id: str, service: ModelService | None, status: int,
+                    result: EvalResult | None, elapsed_us: int, error: Exception | None) -> None:
+        assert self.access_log is not None
+        self.access_log.write(
+            method=scope["method"], path=scope["path"], model=model_id, status=status,
+            rows=len(result.rows) if result is not None else 0,
+            cached_rows=result.cached_rows if result is not None else 0,
+            cached=service is not None and service.cache is not None,
+            latency_us=elapsed_us, client=scope.get("client"), error=error,
+        )
+
+    async def _evaluate(
+        self, service: ModelService, scope: Scope, receive: Receive, started: int
+    ) -> tuple[bytes, EvalResult]:
         overhead = service.metrics.http_overhead
         read_started = time.perf_counter_ns()
         try:
@@ -136,7 +157,7 @@ class EvalFastPath:
             out["dictHash"] = result.dict_hash
         out["serviceTimeMcs"] = (time.perf_counter_ns() - started) // 1000
         out["data"] = result.rows if result.batch else result.rows[0]
-        return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), result
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         """At most ``buffer_size`` bytes; larger is a 413 before it is all buffered."""
