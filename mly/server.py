@@ -12,8 +12,8 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import ssl
+import tempfile
 from typing import Any
 
 from mly.config.load import load_config
