@@ -13,6 +13,7 @@ Go code does, independent of mly's store:
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import uuid
 from typing import Any
@@ -142,5 +143,57 @@ async def test_record_the_server_refuses_does_not_stop_the_others(aero: Aerospik
             StoredRow({"v": 1}, DICT_HASH), None, StoredRow({"v": 3}, DICT_HASH)]
         with pytest.raises(StoreWriteError, match=r"aerospike:go: 1 of 1 records refused; first 'long': BinNameError"):
             await store.put_many([("long", StoredRow({"a_much_too_long_bin_name": 2}, 0))])
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_ttl_expiry_removes_the_record_on_the_server(aero: AerospikeServer, dataset: str) -> None:
+    import aerospike
+
+    store = AerospikeStore.from_connection(aero.connection(1000), namespace=NAMESPACE, dataset=dataset,
+                                           ttl_ms=1000, name="aerospike:ttl")
+    try:
+        await store.put_many([("k", StoredRow({"v": 1}, DICT_HASH))])
+        with aero.connected() as client:
+            _, meta, _ = client.get((NAMESPACE, dataset, "k"))
+            assert 0 < meta["ttl"] <= 1
+            await asyncio.sleep(2.2)
+            with pytest.raises(aerospike.exception.RecordNotFound):
+                client.get((NAMESPACE, dataset, "k"))  # gone for any reader, not only for mly
+        assert await store.get_many(["k"]) == [None]
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.asyncio
+async def test_build_datastore_with_aerospike_tiers(aero: AerospikeServer, dataset: str) -> None:
+    """Config -> tiers: Go's Connections (default kind aerospike, Timeout) and L2 written with the L1 TTL."""
+    from mly.cache import CacheCounters, build_datastore
+    from mly.config.schema import Config, Connection, Datastore, L2Reference, Timeout
+
+    connection = Connection(id="aero", hostnames=f" {aero.host} ,", port=aero.port,
+                            timeout=Timeout(connection=500, socket=300, total=350))
+    config = Config(
+        connections=(connection,),
+        datastores=(Datastore(id="ds", connection="aero", namespace=NAMESPACE, dataset=dataset,
+                              time_to_live_ms=5000,
+                              l2=L2Reference(connection="aero", namespace=NAMESPACE, dataset=f"{dataset}_l2")),),
+    )
+    counters = CacheCounters()
+    cache = build_datastore(config.datastores[0], config, counters=counters)
+    try:
+        assert cache.l1 is not None and cache.l2 is not None and cache.memory is None
+        assert (cache.l1.store.name, cache.l2.store.name) == (f"aerospike:aero:{dataset}", f"aerospike:aero:{dataset}_l2")
+        assert cache.timeout_s == 0.35
+        cache.put_many([("k", {"v": 1}, b'{"v":1}')], DICT_HASH)
+        assert await cache.flush()
+        assert counters.writes == 2
+        with aero.connected() as client:
+            for set_name in (dataset, f"{dataset}_l2"):
+                _, meta, bins = client.get((NAMESPACE, set_name, "k"))
+                assert bins == {"v": 1, "dictHash": DICT_HASH}
+                assert 4 <= meta["ttl"] <= 5  # L2 written with the L1 TTL, as Go's server does
+        assert await cache.get_many(["k"], DICT_HASH) == [b'{"v":1}']
     finally:
         await cache.aclose()
