@@ -94,7 +94,7 @@ def _encode(stored: StoredRow) -> dict[str, bytes]:
     return mapping
 
 
-def _decode(raw: dict[bytes, bytes] | None) -> StoredRow | None:
+def _decode(raw: dict[Any, Any] | None) -> StoredRow | None:
     if not raw:
         return None
     dict_hash = 0
