@@ -17,7 +17,8 @@ from mly.errors import MlyError
 
 __all__ = ["main"]
 
-# TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) buries mly's own output.
+# TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) buries mly's own output; what
+# this does not reach is filtered at import (mly.logs.quiet).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 #: Exit code for a config or model that cannot be served (uvicorn's STARTUP_FAILURE).
@@ -76,19 +77,26 @@ _import_option = click.option(
               help="Worker processes; each loads every model.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
+              help="json: every log line is one JSON object (the access log's fields as keys).")
+@click.option("--access-log", is_flag=True, default=False,
+              help="One log line per eval request (as Endpoint.AccessLog: true).")
 @_import_option
-def serve(config: str, host: str, port: int | None, workers: int, log_level: str,
-          imports: tuple[str, ...]) -> None:
+def serve(config: str, host: str, port: int | None, workers: int, log_level: str, log_format: str,
+          access_log: bool, imports: tuple[str, ...]) -> None:
     """Load every model of CONFIG and serve them."""
     _require_server_extra("serve")
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mly.logs.format import configure_logging
+
+    configure_logging(log_level, log_format)
     with contextlib.suppress(io.UnsupportedOperation, ValueError):  # stderr without a file descriptor
         faulthandler.enable()  # a crash in native code (TensorFlow, Cython) leaves a Python traceback
     _import_modules(imports)
     from mly.server import run
 
     try:
-        run(config, host=host, port=port, workers=workers, log_level=log_level)
+        run(config, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log,
+            log_format=log_format)
     except MlyError as exc:
         click.echo(f"mly-fast: cannot start: {exc}", err=True)
         sys.exit(STARTUP_FAILURE)
@@ -101,6 +109,9 @@ def check(config: str, imports: tuple[str, ...]) -> None:
     """Load and validate CONFIG and its models; print what each model takes and returns."""
     _require_server_extra("check")
     logging.basicConfig(level="WARNING")
+    from mly.logs.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     _import_modules(imports)
     from mly.config.load import load_config
     from mly.service.registry import ModelRegistry

@@ -7,6 +7,7 @@ with its reason instead of serving 503s.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -20,9 +21,13 @@ from mly.config.load import load_config
 from mly.config.schema import Config
 from mly.errors import ConfigError
 
-__all__ = ["build_app", "check_tls", "create_app_from_env", "run", "uvicorn_options"]
+__all__ = ["build_app", "check_tls", "create_app_from_env", "run", "uvicorn_options", "with_access_log"]
 
 CONFIG_ENV = "MLY_CONFIG"
+#: How ``run`` hands ``--access-log``, ``--log-format`` and ``--log-level`` to ``--workers`` processes.
+ACCESS_LOG_ENV = "MLY_ACCESS_LOG"
+LOG_FORMAT_ENV = "MLY_LOG_FORMAT"
+LOG_LEVEL_ENV = "MLY_LOG_LEVEL"
 #: prometheus_client's multiprocess directory (read when prometheus_client is first imported).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 log = logging.getLogger("mly.server")
@@ -31,6 +36,9 @@ log = logging.getLogger("mly.server")
 def build_app(config: Config):  # type: ignore[no-untyped-def]
     """A ready Starlette app with every model loaded (raises ``ModelLoadError``)."""
     from mly.config.unsupported import unsupported_settings
+    from mly.logs.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # before anything imports TensorFlow: no CUDA-probe noise on CPU
     from mly.http.app import create_app
     from mly.model.runtime import configure_tensorflow
     from mly.service.registry import ModelRegistry
@@ -62,7 +70,19 @@ def freeze_heap() -> None:
 
 def create_app_from_env():  # type: ignore[no-untyped-def]
     """uvicorn factory for ``--workers N``: each worker process loads the models itself."""
-    return build_app(load_config(os.environ[CONFIG_ENV]))
+    if LOG_FORMAT_ENV in os.environ:  # a spawned worker starts with no logging set up
+        from mly.logs.format import configure_logging
+
+        configure_logging(os.environ.get(LOG_LEVEL_ENV, "info"), os.environ[LOG_FORMAT_ENV])
+    config = load_config(os.environ[CONFIG_ENV])
+    if os.environ.get(ACCESS_LOG_ENV) == "1":
+        config = with_access_log(config)
+    return build_app(config)
+
+
+def with_access_log(config: Config) -> Config:
+    """``config`` with ``Endpoint.AccessLog`` on (what ``--access-log`` does)."""
+    return dataclasses.replace(config, endpoint=dataclasses.replace(config.endpoint, access_log=True))
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -112,13 +132,18 @@ def uvicorn_options(config: Config, *, http2: bool | None = None) -> dict[str, A
 
 
 def run(config_path: str, *, host: str = "0.0.0.0", port: int | None = None, workers: int = 1,
-        log_level: str = "info", http2: bool | None = None) -> None:
-    """Serve ``config_path``; ``http2`` overrides ``Endpoint.HTTP2`` (``None`` keeps it)."""
+        log_level: str = "info", http2: bool | None = None, access_log: bool = False,
+        log_format: str = "text") -> None:
+    """Serve ``config_path``; ``http2`` overrides ``Endpoint.HTTP2`` (``None`` keeps it),
+    ``access_log`` turns the access log on whatever ``Endpoint.AccessLog`` says, and
+    ``log_format="json"`` makes uvicorn's lines JSON too (they go through the root logger)."""
     import uvicorn
 
     from mly.http.protocol import MlyUvicornConfig
 
     config = load_config(config_path)
+    if access_log:
+        config = with_access_log(config)
     sock = bind_socket(host, port if port is not None else config.endpoint.port)
     options = dict(
         host=host,
@@ -126,12 +151,16 @@ def run(config_path: str, *, host: str = "0.0.0.0", port: int | None = None, wor
         log_level=log_level,
         **uvicorn_options(config, http2=http2),
     )
+    if log_format == "json":
+        options["log_config"] = None
     try:
         check_tls(config)
         if workers > 1:
             from uvicorn.supervisors import Multiprocess
 
             os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+            os.environ.update({LOG_FORMAT_ENV: log_format, LOG_LEVEL_ENV: log_level,
+                               ACCESS_LOG_ENV: "1" if access_log else "0"})
             # One scrape must show the sum over workers: they share prometheus_client's files.
             made_dir = MULTIPROC_ENV not in os.environ
             if made_dir:
