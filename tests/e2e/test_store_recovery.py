@@ -125,7 +125,7 @@ def wait_for_store_hit(server: LiveServer, label: str = "l1", timeout_s: float =
         time.sleep(0.005)
 
 
-def drill(server: LiveServer, store: Any, report: dict[str, float]) -> None:
+def drill(server: LiveServer, store: Any, report: dict[str, Any]) -> None:
     """SIGKILL, restart, SIGSTOP past the timeout, SIGCONT, all under load; fills ``report``."""
     breaker = tier(server).breaker
     with Load(server) as load:
@@ -144,6 +144,8 @@ def drill(server: LiveServer, store: Any, report: dict[str, float]) -> None:
         store.pause()
         time.sleep(3.0)  # well past the 200 ms timeout
         assert breaker.state is not BreakerState.CLOSED
+        report["state_at_resume"] = breaker.state.value  # half-open: a probe is waiting on the frozen store
+        report["next_probe_in_s"] = round(max(0.0, breaker.retry_at - time.monotonic()), 3)
         store.resume()
         report["pause_recovery_s"] = wait_for_store_hit(server)
         time.sleep(0.5)
@@ -186,7 +188,7 @@ def test_kill_and_pause_drills_fail_no_request_and_recover_promptly(
     drill_server: LiveServer, l1_store: tuple[str, Any]
 ) -> None:
     kind, store = l1_store
-    report: dict[str, float] = {}
+    report: dict[str, Any] = {}
     try:
         drill(drill_server, store, report)
     finally:
