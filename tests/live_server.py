@@ -24,17 +24,27 @@ BUFFER_SIZE = 16384
 class LiveServer:
     """Serves a config (written to ``workdir/config.yaml``) until ``stop()``."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
+    def __init__(self, config: dict[str, Any], workdir: Path, *, protocol: str = "httptools") -> None:
+        """``protocol="mly"`` serves the way ``mly-fast serve`` does (HTTP/1.1, HTTP/2, TLS from the config);
+        ``"httptools"`` is uvicorn's plain HTTP/1.1."""
         self.path = workdir / "config.yaml"
         self.path.write_text(yaml.safe_dump(config))
         self.config = load_config(self.path)
         self.app = build_app(self.config)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, loop="uvloop", http="httptools",
-                           log_level="warning", lifespan="on")
-        )
+        scheme = "https" if protocol == "mly" and self.config.tls.cert_file else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        uv_config: uvicorn.Config
+        if protocol == "mly":
+            from mly.http.protocol import MlyUvicornConfig
+            from mly.server import uvicorn_options
+
+            uv_config = MlyUvicornConfig(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                         lifespan="on", **uvicorn_options(self.config))
+        else:
+            uv_config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, loop="uvloop", http="httptools",
+                                       log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(uv_config)
         self.loop = uvloop.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="mly-live-server", daemon=True)
 

@@ -153,15 +153,6 @@ class H2Protocol(asyncio.Protocol):
         self.root_path = root_path
         self.loop = asyncio.get_event_loop()
         self.conn = h2.connection.H2Connection(_H2_CONFIG)
-        self.conn.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_header_list_size,
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-            },
-        )
         self.streams: dict[int, _Stream] = {}
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.scheme = "http"
@@ -182,6 +173,15 @@ class H2Protocol(asyncio.Protocol):
         self.server = _address(transport.get_extra_info("sockname"))
         self.client = _address(transport.get_extra_info("peername"))
         self.conn.initiate_connection()
+        # Sent in the first SETTINGS frame; in force once the peer acknowledges them (RFC 9113 §6.5.3).
+        # Until then h2's own limit of 100 streams holds, which is what Go's client assumes before
+        # it has read them.
+        self.conn.update_settings({
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.settings.max_concurrent_streams,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: self.settings.stream_window,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.settings.max_header_list_size,
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+        })
         extra = self.settings.connection_window - _DEFAULT_WINDOW
         if extra > 0:
             self.conn.increment_flow_control_window(extra)

@@ -1,0 +1,84 @@
+"""A client that opens streams and never reads cannot grow the server's memory without bound."""
+
+from __future__ import annotations
+
+import time
+
+import h2.errors
+import h2.settings
+import orjson
+from http2.h2_setup import MAX_STREAMS, ROW, WRITE_TIMEOUT_MS
+from http2.h2client import RawH2
+from live_server import LiveServer
+
+from mly.http.h2 import H2Protocol
+
+EVAL = "/v1/api/model/sli/eval"
+
+
+def server_side(server: LiveServer) -> list[H2Protocol]:
+    return [c for c in server._server.server_state.connections if isinstance(c, H2Protocol)]
+
+
+def test_streams_a_client_never_reads_are_reset_after_the_write_timeout(h2server: LiveServer) -> None:
+    """Window 0: the server can send headers but no body. Each blocked answer waits at most
+    WriteTimeoutMs, then its stream is reset (CANCEL) and its memory freed."""
+    client = RawH2(h2server.port, window=0)
+    try:
+        body = orjson.dumps(ROW)
+        sids = [client.request("POST", EVAL, body) for _ in range(MAX_STREAMS)]
+        time.sleep(WRITE_TIMEOUT_MS / 2000)
+        assert sum(len(c.streams) for c in server_side(h2server)) == MAX_STREAMS  # all blocked on the window
+        client.read_until(lambda: all(sid in client.reset for sid in sids))
+        assert {client.reset[sid] for sid in sids} == {h2.errors.ErrorCodes.CANCEL}
+        assert all(sid not in client.data for sid in sids)
+        assert sum(len(c.streams) for c in server_side(h2server)) == 0
+        # The connection itself is fine once the client opens its window.
+        client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 65535})
+        assert client.response(client.request("GET", "/v1/api/health"))[0] == 200
+    finally:
+        client.close()
+
+
+def test_more_streams_than_advertised_closes_the_connection(h2server: LiveServer) -> None:
+    """The limit is in force once the client has acknowledged the server's SETTINGS."""
+    client = RawH2(h2server.port, window=0)
+    try:
+        client.read_until(lambda: client.conn.remote_settings.max_concurrent_streams == MAX_STREAMS)
+        for _ in range(MAX_STREAMS):
+            client.request("POST", EVAL, b"{", end=False)  # open, body never finished
+        # h2 would refuse to open one more itself: lift its view of the limit, as a client that ignores it.
+        client.conn.remote_settings._settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS].appendleft(10**6)
+        client.request("GET", "/v1/api/health")
+        client.read_until(lambda: client.terminated is not None)
+        assert client.terminated is not None
+        assert client.terminated.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    finally:
+        client.close()
+
+
+def test_a_flood_without_reading_stops_the_server_reading(h2server: LiveServer) -> None:
+    """PINGs make the server write (PING ACKs). A client that floods them and never reads
+    fills the socket; the server then stops reading, so its own output queue stays bounded
+    and the client's sends block instead of the server's memory growing."""
+    client = RawH2(h2server.port, rcvbuf=4096, timeout=2)
+    try:
+        client.read_until(lambda: len(client.events) > 0)
+        frame = bytes.fromhex("000008060000000000") + b"12345678"  # PING, 8 opaque bytes
+        burst = frame * 4096
+        sent = 0
+        client.sock.settimeout(0.2)
+        deadline = time.monotonic() + 4
+        blocked = False
+        while time.monotonic() < deadline:
+            try:
+                client.sock.sendall(burst)
+                sent += len(burst)
+            except TimeoutError:
+                blocked = True
+                break
+        assert blocked, f"the server kept reading {sent} bytes of PINGs it could not answer"
+        buffered = sum(c.transport.get_write_buffer_size() for c in server_side(h2server))
+        assert buffered < 1 << 20, f"{buffered} bytes of answers queued in the server"
+    finally:
+        client.close()
