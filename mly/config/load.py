@@ -266,6 +266,14 @@ def validate(config: Config) -> None:
                 raise ConfigError(f"{where}.L2", "needs an L1 Connection")
             if config.connection(ds.l2.connection) is None:
                 raise ConfigError(f"{where}.L2.Connection", f"unknown connection {ds.l2.connection!r}")
+    for key, value in ((config.metrics.prometheus or {}) if config.metrics is not None else {}).items():
+        at = f"Metrics.Prometheus.{key}"
+        if str(key).lower() != "modelidletimebuckets":
+            raise ConfigError(at, "unknown key (known: ModelIdletimeBuckets)")
+        if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value
+        ):
+            raise ConfigError(at, f"must be a list of positive numbers (nanoseconds), got {value!r}")
     ep = config.endpoint
     if not 0 <= ep.port <= 65535:
         raise ConfigError("Endpoint.Port", f"must be 0..65535, got {ep.port}")

@@ -253,6 +253,14 @@ class EndpointConfig:
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     prometheus: dict[str, Any] | None = setting("Prometheus", None, omitempty=True)
+    """Go's ``Metrics.Prometheus``; ``ModelIdletimeBuckets`` (ns) is the one key it has."""
+
+    @property
+    def idletime_buckets_ns(self) -> tuple[float, ...] | None:
+        for key, value in (self.prometheus or {}).items():
+            if str(key).lower() == "modelidletimebuckets" and value:
+                return tuple(float(v) for v in value)
+        return None
 
 
 @dataclass(frozen=True, slots=True)

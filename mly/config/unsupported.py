@@ -24,6 +24,4 @@ def unsupported_settings(config: Config) -> list[str]:
             found.append(f"{where}.DictURL: ignored; the dictionary is read from the model's lookup tables")
     if config.enable_mem_prof or config.enable_cpu_prof:
         found.append("EnableMemProf/EnableCPUProf: the Go profiling endpoints are not implemented")
-    if config.metrics is not None and config.metrics.prometheus:
-        found.append("Metrics.Prometheus: the Prometheus endpoint is not implemented yet")
     return found

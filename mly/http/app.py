@@ -23,6 +23,7 @@ from mly.config.schema import to_json
 from mly.http.fast import EvalFastPath
 from mly.http.guard import AllowedSubnetMiddleware
 from mly.http.metrics import metric_routes
+from mly.http.prometheus import PrometheusExporter
 from mly.http.responses import JSONResponse, exception_handlers
 from mly.service.registry import ModelRegistry
 
@@ -96,6 +97,7 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
         return JSONResponse(data)
 
     state = _ServerState()
+    prometheus = PrometheusExporter(registry)
     model = "/v1/api/model/{model_id}"
     routes = [
         Route(f"{model}/meta/config", meta_config, methods=["GET"]),
@@ -106,6 +108,7 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
         Route("/v1/api/health", health, methods=["GET"]),
         Route("/v1/api/ready", ready, methods=["GET"]),
         *metric_routes(registry),
+        *prometheus.routes(),
     ]
     middleware = [Middleware(AllowedSubnetMiddleware, prefixes=config.allowed_subnet)]
 
@@ -116,8 +119,9 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
             for service in registry.services.values()
             if service.config.reload_interval_sec > 0
         ]
-        yield
-        state.stopping = True
+        async with prometheus.running():
+            yield
+            state.stopping = True
         for task in watchers:
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 
-__all__ = ["LATENCY_BUCKETS_S", "GO_IDLETIME_BUCKETS_NS", "Histogram"]
+__all__ = ["GO_IDLETIME_BUCKETS_NS", "LATENCY_BUCKETS_S", "Histogram"]
 
 #: Request and TensorFlow-call latency buckets (seconds): 50 µs to 10 s.
 LATENCY_BUCKETS_S = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,

@@ -68,7 +68,8 @@ class ModelService:
             raise ModelLoadError(model.id, str(exc)) from exc
         self.source = ModelSource(model.url, model_id=model.id, location=model.location)
         self._generation: Generation | None = None
-        self.metrics = ModelMetrics(model.id)
+        buckets = config.metrics.idletime_buckets_ns if config.metrics is not None else None
+        self.metrics = ModelMetrics(model.id, buckets) if buckets else ModelMetrics(model.id)
         self.rows_evaluated = 0
         self.reloads = 0
         self.reload_failures = 0
