@@ -25,6 +25,9 @@ from mly.http.guard import AllowedSubnetMiddleware
 from mly.http.metrics import metric_routes
 from mly.http.prometheus import PrometheusExporter
 from mly.http.responses import JSONResponse, exception_handlers
+from mly.logs.access import AccessLog
+from mly.logs.format import current_format
+from mly.logs.profiling import debug_routes
 from mly.service.registry import ModelRegistry
 
 __all__ = ["create_app"]
@@ -109,6 +112,7 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
         Route("/v1/api/ready", ready, methods=["GET"]),
         *metric_routes(registry),
         *prometheus.routes(),
+        *debug_routes(mem=config.enable_mem_prof, cpu=config.enable_cpu_prof),  # under the subnet guard
     ]
     middleware = [Middleware(AllowedSubnetMiddleware, prefixes=config.allowed_subnet)]
 
@@ -135,6 +139,8 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
         lifespan=lifespan,
     )
     app.state.registry = registry
+    access_log = AccessLog(json=current_format() == "json") if config.endpoint.access_log else None
     return EvalFastPath(
-        app, registry, buffer_size=config.endpoint.buffer_size, max_batch_size=config.endpoint.max_batch_size
+        app, registry, buffer_size=config.endpoint.buffer_size, max_batch_size=config.endpoint.max_batch_size,
+        access_log=access_log,
     )
