@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -36,12 +35,11 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-__all__ = ["PREFACE", "H2Protocol", "H2Settings"]
+from mly.http.h2limits import H2Settings
+
+__all__ = ["H2Protocol"]
 
 log = logging.getLogger("mly.http")
-
-#: The client connection preface (RFC 9113 §3.4) that starts every HTTP/2 connection.
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 #: Connection-specific fields that HTTP/2 forbids (RFC 9113 §8.2.2); dropped from app responses.
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
@@ -62,19 +60,6 @@ _H2_CONFIG = h2.config.H2Configuration(
     normalize_outbound_headers=False,
     split_outbound_cookies=False,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class H2Settings:
-    """The HTTP/2 limits of one server (from ``Endpoint``); defaults follow Go's server."""
-
-    enabled: bool = True
-    max_concurrent_streams: int = 250
-    stream_window: int = 1 << 20
-    connection_window: int = 1 << 20
-    idle_timeout: float = 5.0
-    write_timeout: float = 5.0
-    max_header_list_size: int = 8192 + 2048
 
 
 class _Stream:

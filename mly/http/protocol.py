@@ -30,7 +30,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mly.config.schema import EndpointConfig
-from mly.http.h2 import PREFACE, H2Protocol, H2Settings
+from mly.http.h2limits import PREFACE, H2Settings, h2_available
 
 __all__ = ["TLS12_CIPHERS", "MlyHttpProtocol", "MlyUvicornConfig", "h2_settings", "protocol_class"]
 
@@ -120,6 +120,8 @@ class MlyHttpProtocol(HttpToolsProtocol):
         super().handle_websocket_upgrade()
 
     def switch_to_h2(self, data: bytes) -> None:
+        from mly.http.h2 import H2Protocol
+
         self.connections.discard(self)
         protocol = H2Protocol(self.app, self.server_state, self.app_state, self.h2_settings,
                               root_path=self.root_path)
@@ -131,8 +133,12 @@ class MlyHttpProtocol(HttpToolsProtocol):
 def h2_settings(endpoint: EndpointConfig, *, enabled: bool | None = None) -> H2Settings:
     """The HTTP/2 limits from ``Endpoint`` (``enabled`` overrides ``Endpoint.HTTP2``, e.g. ``--no-http2``)."""
     write_ms = endpoint.write_timeout // 1_000_000 if endpoint.write_timeout > 0 else endpoint.write_timeout_ms
+    wanted = endpoint.http2 if enabled is None else enabled
+    if wanted and not h2_available():
+        log.warning("HTTP/2 needs the h2 package (pip install 'mly[http2]'); serving HTTP/1.1 only")
+        wanted = False
     return H2Settings(
-        enabled=endpoint.http2 if enabled is None else enabled,
+        enabled=wanted,
         max_concurrent_streams=endpoint.http2_max_concurrent_streams,
         stream_window=endpoint.http2_stream_window,
         connection_window=endpoint.http2_connection_window,

@@ -1,0 +1,33 @@
+"""HTTP/2 limits and the connection preface, without importing ``h2``.
+
+The connection protocol needs them on every connection; the ``h2`` package
+(the ``http2`` extra) is imported only when a connection turns out to be HTTP/2.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+__all__ = ["PREFACE", "H2Settings", "h2_available"]
+
+#: The client connection preface (RFC 9113 §3.4) that starts every HTTP/2 connection.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_available() -> bool:
+    """Whether the ``h2`` package is installed (``pip install 'mly[http2]'``)."""
+    return importlib.util.find_spec("h2") is not None
+
+
+@dataclass(frozen=True, slots=True)
+class H2Settings:
+    """The HTTP/2 limits of one server (from ``Endpoint``); defaults follow Go's server."""
+
+    enabled: bool = True
+    max_concurrent_streams: int = 250
+    stream_window: int = 1 << 20
+    connection_window: int = 1 << 20
+    idle_timeout: float = 5.0
+    write_timeout: float = 5.0
+    max_header_list_size: int = 8192 + 2048
