@@ -24,7 +24,7 @@ BUFFER_SIZE = 16384
 class LiveServer:
     """Serves a config (written to ``workdir/config.yaml``) until ``stop()``."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, *, protocol: str = "httptools") -> None:
+    def __init__(self, config: dict[str, Any], workdir: Path, *, protocol: str = "mly") -> None:
         """``protocol="mly"`` serves the way ``mly-fast serve`` does (HTTP/1.1, HTTP/2, TLS from the config);
         ``"httptools"`` is uvicorn's plain HTTP/1.1."""
         self.path = workdir / "config.yaml"
