@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import ssl
 from typing import Any
 
@@ -32,7 +33,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from mly.config.schema import EndpointConfig
 from mly.http.h2limits import PREFACE, H2Settings, h2_available
 
-__all__ = ["TLS12_CIPHERS", "MlyHttpProtocol", "MlyUvicornConfig", "h2_settings", "protocol_class"]
+__all__ = ["PROTOCOL_ENV", "TLS12_CIPHERS", "MlyHttpProtocol", "MlyUvicornConfig", "h2_settings", "protocol_class"]
 
 log = logging.getLogger("mly.http")
 
@@ -148,8 +149,16 @@ def h2_settings(endpoint: EndpointConfig, *, enabled: bool | None = None) -> H2S
     )
 
 
+#: Set to ``httptools`` to serve with uvicorn's plain protocol (HTTP/1.1 only): the A/B switch
+#: for measuring what the first-bytes check costs (docs/performance.md). Not for production:
+#: it brings back uvicorn's loss of ``Upgrade: h2c`` request bodies.
+PROTOCOL_ENV = "MLY_HTTP_PROTOCOL"
+
+
 def protocol_class(settings: H2Settings) -> Any:
     """What ``uvicorn.Config(http=...)`` takes: a picklable callable (``--workers`` spawns)."""
+    if os.environ.get(PROTOCOL_ENV) == "httptools":
+        return "httptools"
     return functools.partial(MlyHttpProtocol, h2=settings)
 
 
