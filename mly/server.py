@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import shutil
+import signal
 import socket
 import ssl
 import tempfile
@@ -19,7 +20,7 @@ from typing import Any
 
 from mly.config.load import load_config
 from mly.config.schema import Config
-from mly.errors import ConfigError
+from mly.errors import ConfigError, MlyError
 
 __all__ = ["build_app", "check_tls", "create_app_from_env", "run", "uvicorn_options", "with_access_log"]
 
@@ -85,6 +86,21 @@ def with_access_log(config: Config) -> Config:
     return dataclasses.replace(config, endpoint=dataclasses.replace(config.endpoint, access_log=True))
 
 
+def _stopped(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+class StartupError(MlyError):
+    """The server was built but did not start (a model failed its self-test)."""
+
+
+def _raise_startup_error(error_file: str) -> None:
+    """A worker that failed its self-test wrote why and stopped the supervisor."""
+    if os.path.exists(error_file):
+        with open(error_file, encoding="utf-8") as f:
+            raise StartupError(f.read())
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind the listening socket before the (slow) model load, so a port that is
     taken stops the start within a second with that reason and nothing else."""
@@ -123,6 +139,9 @@ def uvicorn_options(config: Config, *, http2: bool | None = None) -> dict[str, A
         loop="uvloop",
         http=protocol_class(settings),
         timeout_keep_alive=config.endpoint.idle_timeout_s,
+        # On SIGTERM/SIGINT: stop accepting, let requests in flight finish (none outlives its
+        # deadline), then the lifespan flushes the write-behind queues (bounded) and stops.
+        timeout_graceful_shutdown=config.endpoint.deadline_ms / 1000 + 1,
         access_log=False,
         alpn=("h2", "http/1.1") if settings.enabled else ("http/1.1",),
     )
@@ -170,16 +189,27 @@ def run(config_path: str, *, host: str = "0.0.0.0", port: int | None = None, wor
                 supervisor = Multiprocess(uv_config, sockets=[sock])
             except TypeError:  # uvicorn < 0.36 wants the worker's target
                 supervisor = Multiprocess(uv_config, target=uvicorn.Server(uv_config).run, sockets=[sock])  # type: ignore[call-arg]
+            from mly.service.selftest import STARTUP_ERROR_FILE_ENV
+
+            error_file = os.path.join(os.environ[MULTIPROC_ENV], "startup-error")
+            os.environ[STARTUP_ERROR_FILE_ENV] = error_file
             try:
                 supervisor.run()
+                _raise_startup_error(error_file)
             finally:
                 if made_dir:
                     shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
             return
         app = build_app(config)
+        # uvicorn re-raises the stop signal once it has shut down; a requested stop exits 0.
+        signal.signal(signal.SIGTERM, _stopped)
         scheme = "https" if config.tls.cert_file else "http"
         log.info("serving %d model(s) on %s://%s:%d", len(config.models), scheme, host, options["port"])
-        uvicorn.Server(MlyUvicornConfig(app, **options)).run(sockets=[sock])
+        server = uvicorn.Server(MlyUvicornConfig(app, **options))
+        server.run(sockets=[sock])
+        if not server.started:  # the lifespan start-up failed (a model's self-test): exit status 3
+            reason = getattr(app.state, "startup_error", None) or "the application did not start (see the log)"
+            raise StartupError(reason)
     except KeyboardInterrupt:  # uvicorn re-raises SIGINT once it has shut down: a clean stop
         pass
     finally:

@@ -22,7 +22,7 @@ import yaml
 from mly.config.schema import Config, go_name
 from mly.errors import ConfigError
 
-__all__ = ["load_config", "parse_config", "parse_section"]
+__all__ = ["load_config", "parse_config", "parse_section", "parse_test_block"]
 
 T = TypeVar("T")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -84,6 +84,27 @@ def _plain_value(text: str) -> Any:
     except yaml.YAMLError:
         return text
     return value if value is None or isinstance(value, (bool, int, float, str)) else text
+
+
+_TEST_KEYS = {"test": "Test", "single": "Single", "singlebatch": "SingleBatch", "batch": "Batch"}
+
+
+def parse_test_block(raw: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    """A model's ``Test`` block (Go's self-test settings) with canonical key names, checked."""
+    out: dict[str, Any] = {}
+    for key, value in (raw or {}).items():
+        name = _TEST_KEYS.get(str(key).lower())
+        at = f"{where}.Test.{key}"
+        if name is None:
+            raise ConfigError(at, f"unknown key (known: {', '.join(_TEST_KEYS.values())})")
+        if name in ("Test", "SingleBatch") and not isinstance(value, bool):
+            raise ConfigError(at, f"must be true or false, got {value!r}")
+        if name in ("Single", "Batch") and value is not None and not isinstance(value, Mapping):
+            raise ConfigError(at, f"must be a mapping of input name to value, got {value!r}")
+        if name == "Batch" and value and not all(isinstance(v, list) and v for v in value.values()):
+            raise ConfigError(at, "must map each input to a non-empty list of values")
+        out[name] = value
+    return out
 
 
 def _expand_env(value: Any, path: str) -> Any:
@@ -210,6 +231,7 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{where}.URL", f"is required (model {model.id!r})")
         if model.datastore and config.datastore(model.datastore) is None:
             raise ConfigError(f"{where}.DataStore", f"unknown datastore {model.datastore!r}")
+        parse_test_block(model.test, where)
         if model.reload_interval_sec < 0:
             raise ConfigError(f"{where}.ReloadIntervalSec", "must be >= 0 (0 turns polling off)")
         names: set[str] = set()

@@ -16,8 +16,6 @@ def unsupported_settings(config: Config) -> list[str]:
     found: list[str] = []
     for i, model in enumerate(config.models):
         where = f"Models[{i}]"
-        if model.test:
-            found.append(f"{where}.Test: the start-up self-test is not implemented; it is skipped")
         if model.stream:
             found.append(f"{where}.Stream: the request/response stream log is not implemented")
         if model.dict_url:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -29,8 +32,11 @@ from mly.logs.access import AccessLog
 from mly.logs.format import current_format
 from mly.logs.profiling import debug_routes
 from mly.service.registry import ModelRegistry
+from mly.service.selftest import STARTUP_ERROR_FILE_ENV, SelfTestError, run_self_test, self_test_bodies
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("mly.server")
 
 
 def _rfc3339(ts: float) -> str | None:
@@ -118,6 +124,7 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await _self_test(registry, fast_path, app)  # a model that cannot answer stops the start
         watchers = [
             asyncio.create_task(service.watch(), name=f"mly-reload-{service.id}")
             for service in registry.services.values()
@@ -140,7 +147,26 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
     )
     app.state.registry = registry
     access_log = AccessLog(json=current_format() == "json") if config.endpoint.access_log else None
-    return EvalFastPath(
+    fast_path = EvalFastPath(
         app, registry, buffer_size=config.endpoint.buffer_size, max_batch_size=config.endpoint.max_batch_size,
         access_log=access_log,
     )
+    return fast_path
+
+
+async def _self_test(registry: ModelRegistry, app: EvalFastPath, starlette: Starlette) -> None:
+    """Each model's ``Test`` requests through the whole app, before the first real one."""
+    for model_id, service in registry.services.items():
+        try:
+            bodies = self_test_bodies(service.config, service.current.interface.dtypes)
+            if bodies:
+                await run_self_test(app, model_id, bodies)  # type: ignore[arg-type]
+                log.info("model %s: self-test passed (%d request(s))", model_id, len(bodies))
+        except SelfTestError as exc:
+            starlette.state.startup_error = str(exc)
+            error_file = os.environ.get(STARTUP_ERROR_FILE_ENV)
+            if error_file:  # a --workers worker: tell the supervisor, which stops every worker
+                with open(error_file, "w", encoding="utf-8") as f:
+                    f.write(str(exc))
+                os.kill(os.getppid(), signal.SIGTERM)
+            raise

@@ -78,7 +78,7 @@ class EvalFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, self._lifespan_send(send) if scope["type"] == "lifespan" else send)
             return
         path: str = scope["path"]
         model_id = path[len(_PREFIX) : -len(_SUFFIX)] if path.startswith(_PREFIX) and path.endswith(_SUFFIX) else ""
@@ -130,6 +130,17 @@ class EvalFastPath:
             cached=service is not None and service.cache is not None,
             latency_us=elapsed_us, client=scope.get("client"), error=error,
         )
+
+    def _lifespan_send(self, send: Send) -> Send:
+        """A start-up failure mly explains itself (a self-test) is logged as that one line, not a traceback."""
+
+        async def lifespan_send(message: Any) -> None:
+            reason = getattr(self.state, "startup_error", None)
+            if message["type"] == "lifespan.startup.failed" and reason:
+                message = {**message, "message": f"cannot start: {reason}"}
+            await send(message)
+
+        return lifespan_send
 
     async def _evaluate(
         self, service: ModelService, scope: Scope, receive: Receive, started: int

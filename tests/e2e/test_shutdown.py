@@ -1,0 +1,81 @@
+"""Graceful shutdown of a real `mly-fast serve`: SIGTERM with requests in flight and rows waiting to be
+written to a real Redis; every request is answered, every row is written, the exit status is 0."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from live_server import free_port
+from model_builders import build_slow_model
+from redis_server import RedisServer
+
+
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield build_slow_model(str(tmp_path_factory.mktemp("slow-shutdown") / "model"))
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_finishes_requests_and_flushes_writes(
+    slow_model: str, redis_servers: dict[str, RedisServer], tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    import redis
+
+    l1 = redis_servers["l1"]
+    dataset = f"shutdown-{stop_signal.name}"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "Endpoint": {"WriteTimeoutMs": 20000, "InferenceThreads": 1},
+        "Models": [{"ID": "slow", "URL": slow_model, "DataStore": "r", "Inputs": [{"Name": "x", "Precision": 3}],
+                    # One call at a time, so most requests are still queued when the signal arrives.
+                    "Batch": {"BatchWait": -1, "MaxEvaluatorConcurrency": 1, "MaxQueuedBatches": 100}}],
+        "Connections": [{"ID": "redisL1", "Kind": "redis", "Hostnames": "127.0.0.1", "Port": l1.port}],
+        "Datastores": [{"ID": "r", "Connection": "redisL1", "Dataset": dataset, "TimeToLiveMs": 600000}],
+    }))
+    port = free_port()
+    exe = shutil.which("mly-fast", path=os.path.dirname(sys.executable)) or "mly-fast"
+    proc = subprocess.Popen([exe, "serve", str(config), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                if httpx.get(f"{base}/v1/api/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.2)
+
+        rows = 12
+
+        def predict(i: int) -> int:
+            with httpx.Client(base_url=base, timeout=60) as client:
+                return client.post("/v1/api/model/slow/eval", json={"x": i / 10}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(rows) as pool:
+            futures = [pool.submit(predict, i) for i in range(rows)]
+            first = next(concurrent.futures.as_completed(futures))  # the rest are in flight now
+            proc.send_signal(stop_signal)
+            statuses = [first.result(), *(f.result() for f in futures if f is not first)]
+        assert statuses == [200] * rows
+        assert proc.wait(timeout=60) == 0, proc.stdout.read() if proc.stdout else ""
+        with redis.Redis(port=l1.port) as r:
+            assert len(r.keys(f"*{dataset}*")) == rows  # every row was written behind before the exit
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
