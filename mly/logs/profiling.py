@@ -29,8 +29,10 @@ import cProfile
 import marshal
 import os
 import pickle
+import signal
 import sys
 import threading
+import time
 import tracemalloc
 from collections.abc import Mapping
 from types import FrameType
@@ -134,22 +136,60 @@ def _thread_cpu_ticks(native_id: int) -> int | None:
 
 
 class CpuSampler:
-    """Counts the stacks of busy threads, ``hz`` samples a second, on its own thread."""
+    """Counts the stacks of busy threads, ``hz`` samples a second.
+
+    The event loop cannot be sampled from another thread: a sampler thread gets
+    the GIL only when the loop lets it go, which is while it waits in epoll, so
+    every sample would show the loop idle. So when the loop runs on the main
+    thread (``mly-fast serve``, each ``--workers`` process) the main thread is
+    sampled by ``SIGPROF`` (a CPU-time timer): the handler runs in that thread
+    and sees the frame it interrupted, and a sample counts only if the thread
+    used CPU since the previous one. Other threads (the inference pool, store
+    clients) are sampled from a helper thread, where a thread's stack counts
+    only if its CPU time (``/proc``) moved since the previous sample.
+    """
 
     def __init__(self, hz: int = 100, *, idle: bool = False) -> None:
         self.interval = 1.0 / hz
         self.idle = idle
         self.counts: collections.Counter[str] = collections.Counter()
         self.samples = 0
+        self.signal_samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mly-profiler", daemon=True)
+        self._main_ident: int | None = None
+        self._main_cpu = 0.0
+        self._old_handler: Any = None
+
+    @property
+    def signals(self) -> bool:
+        """Whether the main thread is sampled by ``SIGPROF`` (the profile started on it)."""
+        return self._main_ident is not None
 
     def start(self) -> None:
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+            self._main_ident = threading.get_ident()
+            self._main_cpu = time.thread_time()
+            self._old_handler = signal.signal(signal.SIGPROF, self._on_signal)
+            signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
         self._thread.start()
 
     def stop(self) -> None:
+        if self._main_ident is not None:
+            signal.setitimer(signal.ITIMER_PROF, 0, 0)
+            signal.signal(signal.SIGPROF, self._old_handler)
         self._stop.set()
         self._thread.join()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """Runs in the main thread: ``frame`` is what it was executing."""
+        cpu = time.thread_time()
+        busy = cpu - self._main_cpu >= self.interval / 2
+        if busy:
+            self._main_cpu = cpu
+        if busy or self.idle:
+            self.signal_samples += 1
+            self.counts[";".join(["MainThread", *_stack(frame)])] += 1
 
     def _run(self) -> None:
         me = threading.get_ident()
@@ -158,7 +198,7 @@ class CpuSampler:
             threads = {t.ident: t for t in threading.enumerate()}
             self.samples += 1
             for ident, frame in sys._current_frames().items():
-                if ident == me:
+                if ident == me or ident == self._main_ident:
                     continue
                 thread = threads.get(ident)
                 name = thread.name if thread is not None else f"thread-{ident}"
@@ -177,7 +217,12 @@ class CpuSampler:
         try:
             await asyncio.sleep(seconds)
         finally:
-            await asyncio.to_thread(self.stop)
+            await asyncio.to_thread(self._stop_helper)
+            self.stop()
+
+    def _stop_helper(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def collapsed_stacks(counts: Mapping[str, int]) -> str:
@@ -238,7 +283,9 @@ def debug_routes(*, mem: bool, cpu: bool) -> list[Any]:
                 return download(await profile_event_loop(seconds), "profile.pstats", "application/octet-stream")
             sampler = CpuSampler(hz, idle=idle)
             await sampler.run_for(seconds)
-        header = f"# {sampler.samples} samples at {hz} Hz over {seconds} s; {'all' if idle else 'busy'} threads\n"
+        main = "main thread by SIGPROF, " if sampler.signals else ""
+        header = (f"# {sampler.samples} samples at {hz} Hz over {seconds} s ({main}other threads from a helper); "
+                  f"{'all' if idle else 'busy'} threads\n")
         return download((header + collapsed_stacks(sampler.counts)).encode(), "profile.collapsed", "text/plain")
 
     async def index(request: Request) -> Response:
