@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from mly.config.schema import Config, go_name
+from mly.config.schema import Config, StreamConfig, go_name
 from mly.errors import ConfigError
 
 __all__ = ["load_config", "parse_config", "parse_section", "parse_test_block"]
@@ -209,8 +209,33 @@ def _resolve_urls(config: Config, base_dir: Path) -> Config:
         url = model.url
         if url and "://" not in url and not os.path.isabs(url):
             url = str((base_dir / url).resolve())
-        models.append(dataclasses.replace(model, url=url))
+        stream = model.stream
+        if stream is not None and stream.url:
+            path = stream.url[len("file://"):] if stream.url.startswith("file://") else stream.url
+            if "://" not in path:
+                stream = dataclasses.replace(stream, url=str((base_dir / path).resolve()))
+        models.append(dataclasses.replace(model, url=url, stream=stream))
     return dataclasses.replace(config, models=tuple(models))
+
+
+def _validate_stream(stream: StreamConfig, where: str) -> None:
+    if not stream.url:
+        raise ConfigError(f"{where}.URL", "is required: the file the log is written to")
+    scheme = stream.url.split("://", 1)[0] if "://" in stream.url else ""
+    if scheme and scheme != "file":
+        raise ConfigError(f"{where}.URL", f"must be a local file path or file:// URL, got {stream.url!r}")
+    if not 0 < stream.sample_rate <= 1:
+        raise ConfigError(f"{where}.SampleRate", f"must be > 0 and <= 1, got {stream.sample_rate}")
+    if stream.queue_size < 1:
+        raise ConfigError(f"{where}.QueueSize", f"must be >= 1, got {stream.queue_size}")
+    rotation = stream.rotation
+    if rotation is not None:
+        for key, value in (("EveryMs", rotation.every_ms), ("MaxEntries", rotation.max_entries),
+                           ("Keep", rotation.keep)):
+            if value < 0:
+                raise ConfigError(f"{where}.Rotation.{key}", f"must be >= 0, got {value}")
+        if not rotation.every_ms and not rotation.max_entries:
+            raise ConfigError(f"{where}.Rotation", "needs EveryMs or MaxEntries (or leave Rotation out)")
 
 
 def validate(config: Config) -> None:
@@ -251,6 +276,8 @@ def validate(config: Config) -> None:
         for name in ("batch_size", "cache_key"):
             if name in names:
                 raise ConfigError(f"{where}.Inputs", f"{name!r} is a reserved request key")
+        if model.stream is not None:
+            _validate_stream(model.stream, f"{where}.Stream")
     for i, conn in enumerate(config.connections):
         where = f"Connections[{i}]"
         if not conn.id:

@@ -24,6 +24,8 @@ __all__ = [
     "ModelConfig",
     "OutputField",
     "StoreField",
+    "StreamConfig",
+    "StreamRotation",
     "TLSConfig",
     "Timeout",
     "TimeoutAdjustments",
@@ -178,6 +180,31 @@ class BatchConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamRotation:
+    """When the stream log starts a new file; the old one is renamed ``<URL>.<UTC time>``."""
+
+    every_ms: int = setting("EveryMs", 0)
+    """Start a new file after this many milliseconds (Go's name); 0 = never by age."""
+    max_entries: int = setting("MaxEntries", 0)
+    """Start a new file after this many lines (Go's name); 0 = no limit."""
+    keep: int = setting("Keep", 0, omitempty=True)
+    """Rotated files kept (the oldest are removed); 0 keeps them all. Not in Go."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """A model's request/response log (Go's ``Stream``): JSON lines appended to a local file."""
+
+    url: str = setting("URL", "")
+    """The file (a local path or ``file://``; relative to the config file)."""
+    rotation: StreamRotation | None = setting("Rotation", None, omitempty=True)
+    sample_rate: float = setting("SampleRate", 1.0)
+    """Fraction of eval requests logged, 0 < SampleRate <= 1. Not in Go (which logs every request)."""
+    queue_size: int = setting("QueueSize", 10_000)
+    """Lines waiting for the writer thread at most; more are dropped and counted. Not in Go."""
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     id: str = setting("ID", "")
     url: str = setting("URL", "")
@@ -197,7 +224,7 @@ class ModelConfig:
     auxiliary: tuple[str, ...] = setting("Auxiliary", (), omitempty=True)
     outputs: tuple[OutputField, ...] = setting("Outputs", (), omitempty=True)
     output_type: str = setting("OutputType", "", omitempty=True)
-    stream: dict[str, Any] | None = setting("Stream", None, omitempty=True)
+    stream: StreamConfig | None = setting("Stream", None, omitempty=True)
     reload_interval_sec: float = setting("ReloadIntervalSec", DEFAULT_RELOAD_INTERVAL_SEC)
     """Seconds between checks of the model's files for a change; 0 turns polling off."""
 

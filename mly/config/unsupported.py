@@ -16,10 +16,6 @@ def unsupported_settings(config: Config) -> list[str]:
     found: list[str] = []
     for i, model in enumerate(config.models):
         where = f"Models[{i}]"
-        if model.stream:
-            found.append(f"{where}.Stream: the request/response stream log is not implemented")
         if model.dict_url:
             found.append(f"{where}.DictURL: ignored; the dictionary is read from the model's lookup tables")
-    if config.enable_mem_prof or config.enable_cpu_prof:
-        found.append("EnableMemProf/EnableCPUProf: the Go profiling endpoints are not implemented")
     return found

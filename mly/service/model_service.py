@@ -25,6 +25,7 @@ from mly.cache.tiered import TieredCache
 from mly.common.request import EvalRequest, encode_columns, has_exact_names
 from mly.config.schema import Config, ModelConfig
 from mly.errors import DeadlineExceededError, EvaluationError, MlyError, ModelLoadError, ModelNotReadyError
+from mly.logs.stream import StreamLog
 from mly.metrics import ModelMetrics
 from mly.model.loader import ModelChangedError, load_model
 from mly.model.source import ModelSource
@@ -67,6 +68,14 @@ class ModelService:
         except ValueError as exc:
             raise ModelLoadError(model.id, str(exc)) from exc
         self.source = ModelSource(model.url, model_id=model.id, location=model.location)
+        self.stream_log: StreamLog | None = None
+        if model.stream is not None:
+            try:
+                self.stream_log = StreamLog(model.stream, model_id=model.id)
+            except OSError as exc:
+                raise ModelLoadError(model.id, f"Stream.URL: cannot write {model.stream.url}: {exc}") from exc
+            # Only a model with a stream log pays for timing and offering each answer.
+            self.evaluate = self._evaluate_and_log  # type: ignore[method-assign]
         self._generation: Generation | None = None
         buckets = config.metrics.idletime_buckets_ns if config.metrics is not None else None
         self.metrics = ModelMetrics(model.id, buckets) if buckets else ModelMetrics(model.id)
@@ -193,6 +202,19 @@ class ModelService:
                 raise
             except Exception:  # never let the watcher die; the next poll tries again
                 log.exception("model %s: reload check failed", self.id)
+
+    async def _evaluate_and_log(self, request: EvalRequest) -> EvalResult:
+        """``evaluate`` for a model with a ``Stream`` log: the answer is offered to it (never blocks)."""
+        started = time.perf_counter_ns()
+        result = await ModelService.evaluate(self, request)
+        assert self.stream_log is not None
+        self.stream_log.offer(request, result.rows, result.dict_hash, (time.perf_counter_ns() - started) // 1000)
+        return result
+
+    def close_logs(self, timeout_s: float = 5.0) -> None:
+        """Write what the stream log still holds (bounded wait) and close it."""
+        if self.stream_log is not None and not self.stream_log.close(timeout_s):
+            log.warning("model %s: the stream log writer did not finish within %.0f s", self.id, timeout_s)
 
     async def evaluate(self, request: EvalRequest) -> EvalResult:
         """encode -> keys -> cache -> single-flight -> evaluate the misses -> write back."""

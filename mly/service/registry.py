@@ -64,3 +64,5 @@ class ModelRegistry:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        for service in self.services.values():
+            service.close_logs()
