@@ -1,6 +1,7 @@
 """Go's per-model ``Stream`` log: sampled eval requests and their answers as JSON lines.
 
-One line per logged request, the request's inputs first, then what Go adds:
+One line per logged request, the request's inputs first (``batch_size`` too for a
+batch), then what Go adds:
 
     {"country":"us","hour":18,"price":19.99,"eval_duration":412,
      "timestamp":"2026-12-02 17:40:00.123+00","dict_hash":-5023878300699980514,"ctr":0.031,"segment":"b"}
@@ -54,10 +55,11 @@ def _plain(rows: Sequence[Any]) -> list[Any]:
     return orjson.loads(orjson.dumps(list(rows), option=orjson.OPT_SERIALIZE_NUMPY))  # type: ignore[no-any-return]
 
 
-def stream_line(values: Any, batch: bool, rows: Sequence[Any], dict_hash: int, eval_us: int,
+def stream_line(values: Any, batch_size: int, rows: Sequence[Any], dict_hash: int, eval_us: int,
                 logged_at: float) -> bytes:
-    """One log line (without the newline)."""
-    out: dict[str, Any] = dict(values)
+    """One log line (without the newline); ``batch_size`` 0 is a single-row request."""
+    batch = batch_size > 0
+    out: dict[str, Any] = {"batch_size": batch_size, **values} if batch else dict(values)
     out["eval_duration"] = eval_us
     if "timestamp" not in out:
         out["timestamp"] = _utc_timestamp(logged_at)
@@ -84,7 +86,7 @@ class StreamLog:
         self.path = Path(config.url[len("file://"):] if config.url.startswith("file://") else config.url)
         self._rng = rng or random.Random()
         self._rate = config.sample_rate
-        self._queue: queue.Queue[tuple[Any, bool, Sequence[Any], int, int, float] | None] = queue.Queue(
+        self._queue: queue.Queue[tuple[Any, int, Sequence[Any], int, int, float] | None] = queue.Queue(
             maxsize=config.queue_size
         )
         self.offered = 0
@@ -110,7 +112,7 @@ class StreamLog:
             self.sampled_out += 1
             return
         try:
-            self._queue.put_nowait((request.values, request.batch, rows, dict_hash, eval_us, time.time()))
+            self._queue.put_nowait((request.values, request.batch_size, rows, dict_hash, eval_us, time.time()))
         except queue.Full:
             self.dropped += 1
             now = time.monotonic()
@@ -153,10 +155,10 @@ class StreamLog:
             if self._file is not None:
                 self._file.close()
 
-    def _write(self, item: tuple[Any, bool, Sequence[Any], int, int, float]) -> None:
-        values, batch, rows, dict_hash, eval_us, logged_at = item
+    def _write(self, item: tuple[Any, int, Sequence[Any], int, int, float]) -> None:
+        values, batch_size, rows, dict_hash, eval_us, logged_at = item
         try:
-            line = stream_line(values, batch, rows, dict_hash, eval_us, logged_at)
+            line = stream_line(values, batch_size, rows, dict_hash, eval_us, logged_at)
             self._rotate_if_due(logged_at)
             if self._file is None:
                 self._open(logged_at)
