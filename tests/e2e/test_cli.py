@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
 from live_server import free_port
+from serve_process import ServeProcess, cli_env, mly_fast
 
 from mly.cli import STARTUP_FAILURE, main
 
-TESTS = Path(__file__).resolve().parent.parent
 
 
 def go_style_config(model_dirs: dict[str, str], path: Path) -> Path:
@@ -34,18 +30,6 @@ def go_style_config(model_dirs: dict[str, str], path: Path) -> Path:
         "datastores": [{"id": "mem", "cache": {"sizeMb": 4}}],
     }))
     return path
-
-
-def cli_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
-    return env
-
-
-def mly_fast() -> list[str]:
-    exe = shutil.which("mly-fast", path=os.path.dirname(sys.executable)) or shutil.which("mly-fast")
-    assert exe, "mly-fast console script is not installed (pip install -e .)"
-    return [exe]
 
 
 def test_check_go_style_config(model_dirs: dict[str, str], tmp_path: Path) -> None:
@@ -132,31 +116,13 @@ def test_check_refuses_invalid_config(tmp_path: Path) -> None:
 
 def test_serve_starts_answers_and_stops_on_sigint(model_dirs: dict[str, str], tmp_path: Path) -> None:
     config = go_style_config(model_dirs, tmp_path / "config.yaml")
-    port = free_port()
-    proc = subprocess.Popen([*mly_fast(), "serve", str(config), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env())
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/v1/api/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.2)
-        assert health.json() == {"aux": 1}
-        row = {"sa": "b", "sl": "b", "note": "x", "kf": "k", "fl": 0.0, "i1": 10}
-        out = httpx.post(f"http://127.0.0.1:{port}/v1/api/model/aux/eval", json=row, timeout=30).json()
+    with ServeProcess(config) as served:
+        with served.client() as client:
+            assert client.get("/v1/api/health").json() == {"aux": 1}
+            row = {"sa": "b", "sl": "b", "note": "x", "kf": "k", "fl": 0.0, "i1": 10}
+            out = client.post("/v1/api/model/aux/eval", json=row).json()
         assert out["status"] == "ok" and out["data"]["Class"] == "other"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail("server did not stop on SIGINT")
-    assert proc.returncode == 0
+        assert served.stop(signal.SIGINT) == 0
 
 
 def test_serve_refuses_bad_model_with_exit_code(tmp_path: Path) -> None:

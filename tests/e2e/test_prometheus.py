@@ -3,20 +3,15 @@ and one scrape that sums every worker under --workers."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 import yaml
-from live_server import LiveServer, free_port
+from live_server import LiveServer
 from prometheus_client.parser import text_string_to_metric_families
+from serve_process import ServeProcess
 
 from mly.config import parse_config
 from mly.errors import ConfigError
@@ -76,47 +71,25 @@ def test_idletime_buckets_come_from_the_config() -> None:
 
 
 def test_one_scrape_sums_every_worker(model_dirs: dict[str, str], tmp_path: Path) -> None:
-    port = free_port()
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"Models": [{"ID": "num", "URL": model_dirs["numeric"], "UseDict": False}]}))
-    exe = shutil.which("mly-fast", path=os.path.dirname(sys.executable)) or "mly-fast"
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    proc = subprocess.Popen([exe, "serve", str(config), "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-                             "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        healthy: set[float] = set()
-        while True:  # wait for both workers: each new connection may land on either
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
-            try:
-                if httpx.get(f"{base}/v1/api/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
+    with ServeProcess(config, "--workers", "2", "--log-level", "warning") as served:
         requests = 40
         for i in range(requests):  # a new connection each: the kernel spreads them over the workers
-            with httpx.Client(base_url=base, timeout=30) as client:
+            with served.client() as client:
                 response = client.post("/v1/api/model/num/eval", json={"x1": i, "x2": 0.5})
                 assert response.status_code == 200, response.text
         time.sleep(2.5)  # every worker copies its counters to the shared files each second
-        totals, per_worker = [], []
+        totals, per_worker, healthy = [], [], set()
         for _ in range(10):
-            with httpx.Client(base_url=base, timeout=30) as client:
+            with served.client() as client:
                 data = samples(client.get("/v1/prometheus").text)
             totals.append(value(data, "mly_requests_total", model="num", route="eval", outcome="eval"))
             healthy.add(value(data, "mly_model_healthy", model="num"))
-            with httpx.Client(base_url=base, timeout=30) as client:  # gmetric JSON is per worker
+            with served.client() as client:  # gmetric JSON is per worker
                 per_worker.append(client.get("/v1/api/metric/operation/numPerf/cumulative/eval").json())
-        assert totals == [requests] * 10, totals
-        assert healthy == {1.0}
-        # The requests were spread over both workers, so the sum really came from both.
-        assert min(per_worker) < requests, per_worker
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        assert served.stop() == 0
+    assert totals == [requests] * 10, totals
+    assert healthy == {1.0}
+    # The requests were spread over both workers, so the sum really came from both.
+    assert min(per_worker) < requests, per_worker

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
 import yaml
 from live_server import LiveServer, free_port
+from serve_process import cli_env, mly_fast
 
 from mly.config import parse_config
 from mly.errors import ConfigError
@@ -62,9 +60,8 @@ def test_a_passing_self_test_runs_before_the_first_request(model_dirs: dict[str,
 
 
 def serve(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("mly-fast", path=os.path.dirname(sys.executable)) or "mly-fast"
-    return subprocess.run([exe, "serve", str(config), "--host", "127.0.0.1", "--port", str(free_port()), *args],
-                          capture_output=True, text=True, timeout=240)
+    return subprocess.run([*mly_fast(), "serve", str(config), "--host", "127.0.0.1", "--port", str(free_port()), *args],
+                          capture_output=True, text=True, timeout=240, env=cli_env())
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -4,21 +4,15 @@ written to a real Redis; every request is answered, every row is written, the ex
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import shutil
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
-from live_server import free_port
 from model_builders import build_slow_model
 from redis_server import RedisServer
+from serve_process import ServeProcess
 
 
 @pytest.fixture(scope="module")
@@ -43,39 +37,19 @@ def test_stop_signal_finishes_requests_and_flushes_writes(
         "Connections": [{"ID": "redisL1", "Kind": "redis", "Hostnames": "127.0.0.1", "Port": l1.port}],
         "Datastores": [{"ID": "r", "Connection": "redisL1", "Dataset": dataset, "TimeToLiveMs": 600000}],
     }))
-    port = free_port()
-    exe = shutil.which("mly-fast", path=os.path.dirname(sys.executable)) or "mly-fast"
-    proc = subprocess.Popen([exe, "serve", str(config), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                if httpx.get(f"{base}/v1/api/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
-
+    with ServeProcess(config) as served:
         rows = 12
 
         def predict(i: int) -> int:
-            with httpx.Client(base_url=base, timeout=60) as client:
+            with served.client(timeout_s=60) as client:
                 return client.post("/v1/api/model/slow/eval", json={"x": i / 10}).status_code
 
         with concurrent.futures.ThreadPoolExecutor(rows) as pool:
             futures = [pool.submit(predict, i) for i in range(rows)]
             first = next(concurrent.futures.as_completed(futures))  # the rest are in flight now
-            proc.send_signal(stop_signal)
+            served.send_signal(stop_signal)
             statuses = [first.result(), *(f.result() for f in futures if f is not first)]
         assert statuses == [200] * rows
-        assert proc.wait(timeout=60) == 0, proc.stdout.read() if proc.stdout else ""
-        with redis.Redis(port=l1.port) as r:
-            assert len(r.keys(f"*{dataset}*")) == rows  # every row was written behind before the exit
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert served.stop(stop_signal) == 0, served.output()
+    with redis.Redis(port=l1.port) as r:
+        assert len(r.keys(f"*{dataset}*")) == rows  # every row was written behind before the exit
