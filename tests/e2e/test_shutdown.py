@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,11 +45,21 @@ def test_stop_signal_finishes_requests_and_flushes_writes(
             with served.client(timeout_s=60) as client:
                 return client.post("/v1/api/model/slow/eval", json={"x": i / 10}).status_code
 
+        def bodies_read() -> int:
+            with served.client() as client:
+                return int(client.get("/v1/api/metric/operation/slowHTTPOverhead/cumulative/count").json())
+
         with concurrent.futures.ThreadPoolExecutor(rows) as pool:
             futures = [pool.submit(predict, i) for i in range(rows)]
-            first = next(concurrent.futures.as_completed(futures))  # the rest are in flight now
+            # Signal once the server has read every request (a request still in the kernel's buffer
+            # when the server stops is not in flight yet: its connection is closed unanswered).
+            deadline = time.monotonic() + 60
+            while bodies_read() < rows:
+                assert time.monotonic() < deadline, "the requests never reached the server"
+                time.sleep(0.02)
+            assert not all(f.done() for f in futures), "the model is too fast to leave requests in flight"
             served.send_signal(stop_signal)
-            statuses = [first.result(), *(f.result() for f in futures if f is not first)]
+            statuses = [f.result() for f in futures]
         assert statuses == [200] * rows
         assert served.stop(stop_signal) == 0, served.output()
     with redis.Redis(port=l1.port) as r:
