@@ -74,6 +74,10 @@ class MlyHttpProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.set_protocol(self)  # uvloop caches the bound method when the protocol is set
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.__dict__.pop("data_received", None)  # the bound method ``settle`` stored is a reference cycle
+
     def feed(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
         try:

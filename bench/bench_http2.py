@@ -1,0 +1,140 @@
+"""HTTP/1.1 vs HTTP/2 on one mly server, and what the first-bytes check costs HTTP/1.1.
+
+    python bench/bench_http2.py                 # 3 alternating rounds, 20k requests per case
+    python bench/bench_http2.py --rounds 1 --requests 5000
+
+Each case starts ``mly-fast serve`` on the bundled example model (cache hits: one
+request body repeated) and drives it with h2load (Debian's ``nghttp2-client``):
+
+- ``h1 httptools``: uvicorn's plain protocol (``MLY_HTTP_PROTOCOL=httptools``), the baseline;
+- ``h1 mly``: mly's protocol (looks at the first bytes, then is uvicorn's);
+- ``h2c mly -m N``: cleartext HTTP/2 with prior knowledge, N streams per connection.
+
+Besides req/s it prints the server's CPU time per request (user + system, from
+/proc), which moves much less than req/s when other work shares the machine.
+Figures are median (min-max) over the rounds. Only loopback is contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = {"country": "us", "device": "mobile", "category": "books", "hour": 9, "price": 1.25}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start(config: Path, port: int, protocol: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("MLY_HTTP_PROTOCOL", None)
+    if protocol == "httptools":
+        env["MLY_HTTP_PROTOCOL"] = "httptools"
+    exe = shutil.which("mly-fast") or str(Path(sys.executable).parent / "mly-fast")
+    proc = subprocess.Popen([exe, "serve", str(config), "--host", "127.0.0.1", "--port", str(port),
+                             "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not start")
+
+
+def h2load(args: list[str]) -> float:
+    out = subprocess.run(["h2load", *args], capture_output=True, text=True, timeout=600).stdout
+    done = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded", out)
+    if not done or done.group(1) != done.group(2):
+        raise SystemExit(f"h2load failed:\n{out}")
+    match = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+    assert match is not None, out
+    return float(match.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--model", help="an already built example model folder (default: build one)")
+    args = parser.parse_args(argv)
+    if shutil.which("h2load") is None:
+        raise SystemExit("h2load not found: apt-get install nghttp2-client")
+    work = Path(tempfile.mkdtemp(prefix="mly-bench-h2-"))
+    model = args.model or str(work / "model")
+    if not args.model:
+        subprocess.run([sys.executable, str(ROOT / "examples/build_model.py"), model], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config = work / "config.json"
+    config.write_text(json.dumps({
+        "Models": [{"ID": "ctr", "URL": model, "DataStore": "mem", "Inputs": [{"Name": "price", "Precision": 2}]}],
+        "Datastores": [{"ID": "mem", "Cache": {"SizeMb": 64}}],
+        "Endpoint": {"HTTP2MaxConcurrentStreams": 256},
+    }))
+    body = work / "body.json"
+    body.write_text(json.dumps(BODY))
+    n, c = str(args.requests), str(args.connections * 16)
+    cases = {
+        "h1 httptools c=64": ("httptools", ["--h1", "-n", n, "-c", c]),
+        "h1 mly c=64": ("mly", ["--h1", "-n", n, "-c", c]),
+        f"h2c mly c={args.connections} m=1": ("mly", ["-n", n, "-c", str(args.connections), "-m", "1"]),
+        f"h2c mly c={args.connections} m=16": ("mly", ["-n", n, "-c", str(args.connections), "-m", "16"]),
+        f"h2c mly c={args.connections} m=100": ("mly", ["-n", n, "-c", str(args.connections), "-m", "100"]),
+    }
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
+    for round_no in range(args.rounds):
+        for name, (protocol, load) in cases.items():
+            port = free_port()
+            proc = start(config, port, protocol)
+            try:
+                url = f"http://127.0.0.1:{port}/v1/api/model/ctr/eval"
+                common = ["-d", str(body), "-H", "content-type: application/json", url]
+                h2load(["--h1" if "--h1" in load else "-m1", "-n", "500", "-c", "4", *common])  # warm the cache
+                before = cpu_seconds(proc.pid)
+                rate = h2load([*load, *common])
+                cpu_us = (cpu_seconds(proc.pid) - before) / args.requests * 1e6
+            finally:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(timeout=30)
+            results[name].append((rate, cpu_us))
+            print(f"  round {round_no + 1} {name:<24} {rate:9.0f} req/s  {cpu_us:6.1f} us CPU/request", flush=True)
+
+    def spread(values: list[float]) -> str:
+        return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+    print(f"\ncache hits, {args.requests} requests per case, {args.rounds} round(s): median (min-max)")
+    print(f"{'case':<26} {'req/s':>24} {'server CPU us/request':>26}")
+    for name, values in results.items():
+        rates = [r for r, _ in values]
+        cpus = [u for _, u in values]
+        print(f"{name:<26} {spread(rates):>24} {spread(cpus):>26}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
