@@ -51,6 +51,9 @@ def test_full_queue_is_429_at_once(slow_server: LiveServer) -> None:
     last_ok = max(done for status, done, _ in results if status == 200)
     assert max(done for done, _ in shed) < last_ok
     assert set(statuses) <= {200, 429}
+    with slow_server.client() as client:  # every 429 is counted as "overloaded"
+        perf = client.get("/v1/api/metric/operation/shedPerf").json()
+    assert next(c["Count"] for c in perf["Counters"] if c["Value"] == "overloaded") == len(shed)
 
 
 @pytest.fixture(scope="module")

@@ -160,10 +160,17 @@ def test_corrupt_version_keeps_old_one_serving(reloading_server: LiveServer, ver
         seen = service.reload_failures
         wait_until(lambda: service.reload_failures > seen, "a retry")
 
+        reload_op = client.get("/v1/api/metric/operation/rReload").json()
+        error_count = next(c.get("Count", 0) for c in reload_op["Counters"] if c["Value"] == "error")
+        assert error_count == service.reload_failures >= 2  # the metrics see every failed reload
+
         point(versions["link"], versions["v2"])
         wait_until(lambda: client.get("/v1/api/health").json() == {"r": 1}, "health back to 1")
         assert client.get("/v1/api/config").json()["Models"][0]["DictMeta"]["Error"] == ""
         assert post(client, row).json()["dictHash"] != good["dictHash"]
+        prometheus = client.get("/metrics").text
+        assert f'mly_model_reloads_total{{model="r",result="error"}} {float(service.reload_failures)}' in prometheus
+        assert f'mly_model_reloads_total{{model="r",result="ok"}} {float(service.reloads)}' in prometheus
 
 
 def test_reload_with_same_vocabulary_drops_memory_entries(
