@@ -6,19 +6,30 @@ request. A line says which model, how many rows, how many of them the cache
 answered, the status and the latency, so a hit can be told from a miss without
 reading metrics:
 
-    POST /v1/api/model/ctr/eval 200 model=ctr rows=2 cache=partial cached_rows=1 latency_us=812 client=127.0.0.1:50412
+    2026-12-02 17:40:00,123 INFO mly.access: POST /v1/api/model/ctr/eval 200 model=ctr rows=2 cache=partial cached_rows=1 latency_us=812 client=127.0.0.1:50412
 
 ``cache`` is ``hit`` (every row from the cache), ``miss`` (none), ``partial``
 (some: ``cached_rows`` says how many) or ``-`` (the model is not cached, or the
-request failed before its rows were known).
+request failed before its rows were known). With ``--log-format json`` the same
+fields are keys of one JSON object per line, beside ``time``, ``level``, ``logger``
+and ``message`` as every other JSON log line has them.
+
+Lines do not go through ``logging``: a record, its formatting and a flush per
+line cost about 13 µs, a large share of a cache hit. They are formatted here
+(the time prefix once per second), kept in a buffer and written to stderr in
+one call every 100 ms or every 256 lines, and at exit, in the same shape the
+``logging`` formatters give the other lines. ``--log-level`` does not silence them.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+import asyncio
+import atexit
+import sys
+import time
+from typing import Any, TextIO
 
-from mly.logs.format import FIELDS
+import orjson
 
 __all__ = ["ACCESS_LOGGER", "AccessLog", "cache_outcome"]
 
@@ -36,32 +47,76 @@ def cache_outcome(rows: int, cached_rows: int, cached: bool) -> str:
 
 
 class AccessLog:
-    """Writes access lines to the ``mly.access`` logger (text or JSON, as the process logs)."""
+    """Formats access lines (text or JSON, as the process logs) and writes them in batches."""
 
-    def __init__(self, *, json: bool = False, logger: logging.Logger | None = None) -> None:
+    def __init__(self, *, json: bool = False, stream: TextIO | None = None, flush_lines: int = 256,
+                 flush_interval_s: float = 0.1) -> None:
         self.json = json
-        self.logger = logger or logging.getLogger(ACCESS_LOGGER)
+        self.stream = stream
+        """``None``: ``sys.stderr`` as it is when a batch is written."""
+        self.flush_lines = flush_lines
+        self.flush_interval_s = flush_interval_s
+        self.lines_written = 0
+        self.write_errors = 0
+        self._buffer: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._second = -1
+        self._prefix = ""
+        atexit.register(self.flush)
+
+    def _time(self, now: float) -> str:
+        """logging's ``asctime`` (local time) for text, ISO UTC for JSON; the seconds part cached."""
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) if self.json
+                            else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
+        ms = int((now - second) * 1000)
+        return f"{self._prefix}.{ms:03d}Z" if self.json else f"{self._prefix},{ms:03d}"
 
     def write(self, *, method: str, path: str, model: str, status: int, rows: int, cached_rows: int,
               cached: bool, latency_us: int, client: Any = None, error: BaseException | None = None) -> None:
-        logger = self.logger
-        if not logger.isEnabledFor(logging.INFO):
-            return
         outcome = cache_outcome(rows, cached_rows, cached)
         peer = f"{client[0]}:{client[1]}" if client else "-"
         reason = str(error)[:_MAX_ERROR] if error is not None and status != 200 else ""
+        stamp = self._time(time.time())
         if self.json:
             fields: dict[str, Any] = {
+                "time": stamp, "level": "INFO", "logger": ACCESS_LOGGER, "message": "eval",
                 "method": method, "path": path, "model": model, "status": status, "rows": rows,
                 "cache": outcome, "cached_rows": cached_rows, "latency_us": latency_us, "client": peer,
             }
             if reason:
                 fields["error"] = reason
-            logger.info("eval", extra={FIELDS: fields})
-            return
-        if reason:
-            logger.info("%s %s %d model=%s rows=%d cache=%s cached_rows=%d latency_us=%d client=%s error=%r",
-                        method, path, status, model, rows, outcome, cached_rows, latency_us, peer, reason)
+            line = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE).decode()
         else:
-            logger.info("%s %s %d model=%s rows=%d cache=%s cached_rows=%d latency_us=%d client=%s",
-                        method, path, status, model, rows, outcome, cached_rows, latency_us, peer)
+            line = (f"{stamp} INFO {ACCESS_LOGGER}: {method} {path} {status} model={model} rows={rows} "
+                    f"cache={outcome} cached_rows={cached_rows} latency_us={latency_us} client={peer}")
+            line = f"{line} error={reason!r}\n" if reason else line + "\n"
+        buffer = self._buffer
+        buffer.append(line)
+        if len(buffer) >= self.flush_lines:
+            self.flush()
+        elif self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(self.flush_interval_s, self.flush)
+            except RuntimeError:  # no event loop (a direct call): write at once
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered lines in one call (from the event loop, or at exit)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        if not self._buffer:
+            return
+        data = "".join(self._buffer)
+        count = len(self._buffer)
+        self._buffer.clear()
+        stream = self.stream if self.stream is not None else sys.stderr
+        try:
+            stream.write(data)
+            stream.flush()
+            self.lines_written += count
+        except (OSError, ValueError):  # stderr closed or gone: the lines are lost, the server goes on
+            self.write_errors += count

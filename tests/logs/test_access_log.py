@@ -3,16 +3,17 @@ with the cache outcome a user could not see before (hit, miss, partial)."""
 
 from __future__ import annotations
 
+import io
 import logging
 import re
+import time
 from pathlib import Path
 
 import orjson
-import pytest
 from live_server import LiveServer
 
-from mly.logs.access import ACCESS_LOGGER, AccessLog, cache_outcome
-from mly.logs.format import FIELDS, JsonFormatter
+from mly.logs.access import AccessLog, cache_outcome
+from mly.logs.format import JsonFormatter
 
 
 def config(model_dirs: dict[str, str], *, access_log: bool) -> dict:
@@ -26,8 +27,19 @@ def config(model_dirs: dict[str, str], *, access_log: bool) -> dict:
     }
 
 
-def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER]
+def capture(server: LiveServer) -> io.StringIO:
+    """Point the server's access log at a buffer of our own (it writes to stderr otherwise)."""
+    out = io.StringIO()
+    server.app.access_log.stream = out
+    return out
+
+
+def wait_for_lines(out: io.StringIO, count: int) -> list[str]:
+    """Lines are written after the response and in batches (every 100 ms): wait for them."""
+    deadline = time.monotonic() + 10
+    while len(out.getvalue().splitlines()) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return out.getvalue().splitlines()
 
 
 def test_cache_outcome_words() -> None:
@@ -38,23 +50,19 @@ def test_cache_outcome_words() -> None:
     assert cache_outcome(0, 0, True) == "-"
 
 
-def test_access_log_is_off_by_default(model_dirs: dict[str, str], tmp_path: Path,
-                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_access_log_is_off_by_default(model_dirs: dict[str, str], tmp_path: Path) -> None:
     server = LiveServer(config(model_dirs, access_log=False), tmp_path).start()
     try:
-        assert server.app.access_log is None
-        caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+        assert server.app.access_log is None  # nothing exists that could write a line
         with server.client() as client:
             assert client.post("/v1/api/model/sli/eval", json={"sa": "a", "sl": "b", "i1": 1, "fl": 1.0}).is_success
     finally:
         server.stop()
-    assert access_lines(caplog) == []
 
 
-def test_one_line_per_request_with_the_cache_outcome(model_dirs: dict[str, str], tmp_path: Path,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+def test_one_line_per_request_with_the_cache_outcome(model_dirs: dict[str, str], tmp_path: Path) -> None:
     server = LiveServer(config(model_dirs, access_log=True), tmp_path).start()
+    out = capture(server)
     row = {"sa": "a", "sl": "b", "i1": 7, "fl": 2.5}
     try:
         with server.client() as client:
@@ -66,40 +74,61 @@ def test_one_line_per_request_with_the_cache_outcome(model_dirs: dict[str, str],
             client.post("/v1/api/model/sli/eval", json={"sa": "a", "nope": 1})  # 400
             client.post("/v1/api/model/num/eval", json={"x1": 1.0, "x2": 2.0})  # a model without a cache
             client.get("/v1/api/model/sli/meta/config")  # not an eval: not logged
+        lines = wait_for_lines(out, 6)
     finally:
         server.stop()
-    lines = access_lines(caplog)
     assert len(lines) == 6, lines
-    assert re.fullmatch(r"POST /v1/api/model/sli/eval 200 model=sli rows=1 cache=miss cached_rows=0 "
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO mly\.access: "
+                        r"POST /v1/api/model/sli/eval 200 model=sli rows=1 cache=miss cached_rows=0 "
                         r"latency_us=\d+ client=127\.0\.0\.1:\d+", lines[0]), lines[0]
     assert " 200 model=sli rows=1 cache=hit cached_rows=1 " in lines[1]
     assert " 200 model=sli rows=3 cache=partial cached_rows=1 " in lines[2]
-    assert lines[3].startswith("GET /v1/api/model/sli/eval 200 model=sli rows=1 cache=hit cached_rows=1 ")
+    assert "mly.access: GET /v1/api/model/sli/eval 200 model=sli rows=1 cache=hit cached_rows=1 " in lines[3]
     assert " 400 model=sli rows=0 cache=- cached_rows=0 " in lines[4] and "error=\"unknown field: 'nope'" in lines[4]
     assert " 200 model=num rows=1 cache=- cached_rows=0 " in lines[5]
 
 
 def test_json_lines_carry_the_fields_as_keys() -> None:
-    """What ``--log-format json`` prints for one access record (the formatter on a real record)."""
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    logger = logging.getLogger("mly.access.test")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    logger.addHandler(Keep())
-    AccessLog(json=True, logger=logger).write(
-        method="POST", path="/v1/api/model/m/eval", model="m", status=200, rows=4, cached_rows=3, cached=True,
-        latency_us=250, client=("10.0.0.1", 5000),
-    )
-    line = orjson.loads(JsonFormatter().format(records[0]))
-    assert records[0].__dict__[FIELDS]["cache"] == "partial"
-    assert {k: line[k] for k in ("level", "logger", "message", "model", "rows", "cache", "cached_rows", "status",
-                                 "latency_us", "client")} == {
-        "level": "INFO", "logger": "mly.access.test", "message": "eval", "model": "m", "rows": 4,
-        "cache": "partial", "cached_rows": 3, "status": 200, "latency_us": 250, "client": "10.0.0.1:5000",
+    """What ``--log-format json`` prints for one request: the keys every JSON log line has, plus the fields."""
+    out = io.StringIO()
+    log = AccessLog(json=True, stream=out)
+    log.write(method="POST", path="/v1/api/model/m/eval", model="m", status=200, rows=4, cached_rows=3, cached=True,
+              latency_us=250, client=("10.0.0.1", 5000))
+    log.write(method="POST", path="/v1/api/model/m/eval", model="m", status=400, rows=0, cached_rows=0, cached=True,
+              latency_us=90, client=None, error=ValueError("x: bad"))
+    first, second = (orjson.loads(line) for line in out.getvalue().splitlines())
+    assert first == {
+        "time": first["time"], "level": "INFO", "logger": "mly.access", "message": "eval", "method": "POST",
+        "path": "/v1/api/model/m/eval", "model": "m", "status": 200, "rows": 4, "cache": "partial", "cached_rows": 3,
+        "latency_us": 250, "client": "10.0.0.1:5000",
     }
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
+    assert second["error"] == "x: bad" and second["cache"] == "-" and second["client"] == "-"
+    # The same keys as mly's other JSON log lines (the logging formatter).
+    record = logging.LogRecord("mly.service", logging.WARNING, __file__, 1, "reload failed", None, None)
+    assert set(orjson.loads(JsonFormatter().format(record))) == {"time", "level", "logger", "message"}
+
+
+def test_lines_are_batched_and_flushed() -> None:
+    """Inside the event loop lines wait for the timer (or a full batch) and are written in one call."""
+    import asyncio
+
+    out = io.StringIO()
+    log = AccessLog(stream=out, flush_lines=3, flush_interval_s=0.05)
+
+    def one() -> None:
+        log.write(method="GET", path="/p", model="m", status=200, rows=1, cached_rows=0, cached=False,
+                  latency_us=1, client=None)
+
+    async def scenario() -> list[int]:
+        seen = []
+        one()
+        seen.append(len(out.getvalue().splitlines()))  # buffered
+        await asyncio.sleep(0.2)
+        seen.append(len(out.getvalue().splitlines()))  # the timer wrote it
+        one(), one(), one()
+        seen.append(len(out.getvalue().splitlines()))  # a full batch is written at once
+        return seen
+
+    assert asyncio.run(scenario()) == [0, 1, 4]
+    assert log.lines_written == 4 and log.write_errors == 0
