@@ -36,6 +36,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hyperframe.frame import GoAwayFrame
 
 from mly.http.h2limits import H2Settings
 
@@ -253,10 +254,19 @@ class H2Protocol(asyncio.Protocol):
         if self.closing:
             return
         self.closing = True
-        self.conn.close_connection()
-        self.flush()
         if not self.streams:
+            self.conn.close_connection()
+            self.flush()
             self.transport.close()
+            return
+        # h2's close_connection() closes its state machine, which would then refuse the rest of
+        # the open streams' requests; a GOAWAY frame written by hand leaves them running
+        # (RFC 9113 §6.8: streams up to last_stream_id are still processed).
+        self.flush()
+        goaway = GoAwayFrame(0)
+        goaway.last_stream_id = self.conn.highest_inbound_stream_id
+        goaway.error_code = h2.errors.ErrorCodes.NO_ERROR
+        self.transport.write(goaway.serialize())
 
     # -- streams ---------------------------------------------------------------------------------
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from pathlib import Path
 
 import h2.errors
 import h2.events
 import h2.settings
 import httpx
 import orjson
-from http2.h2_setup import IDLE_TIMEOUT_MS, MAX_STREAMS, ROW, STREAM_WINDOW
+from h2.frame_buffer import FrameBuffer
+from http2.h2_setup import IDLE_TIMEOUT_MS, MAX_STREAMS, ROW, STREAM_WINDOW, h2_config
 from http2.h2client import RawH2
+from hyperframe.frame import DataFrame, HeadersFrame
 from live_server import LiveServer
 
 EVAL = "/v1/api/model/sli/eval"
@@ -125,3 +129,46 @@ def test_idle_connection_gets_goaway_and_is_closed(h2server: LiveServer) -> None
         assert client.closed
     finally:
         client.close()
+
+
+def test_graceful_stop_sends_goaway_and_finishes_open_streams(model_dirs: dict[str, str], tmp_path: Path) -> None:
+    """uvicorn's stop: an idle HTTP/2 connection gets GOAWAY and is closed; a stream still
+    sending its request is answered first; the server stops without waiting for a timeout."""
+    live = LiveServer(h2_config(model_dirs), tmp_path, protocol="mly").start()
+    idle, busy = RawH2(live.port), RawH2(live.port)
+    try:
+        assert idle.response(idle.request("GET", "/v1/api/health"))[0] == 200
+        sid = busy.request("POST", EVAL, orjson.dumps(ROW)[:5], end=False)  # the body is not finished
+        time.sleep(0.2)
+        stopper = threading.Thread(target=live.stop)
+        stopper.start()
+        idle.read_until(lambda: idle.closed, limit=50)
+        assert idle.terminated is not None and idle.terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
+        busy.read_until(lambda: busy.terminated is not None, limit=50)
+        assert busy.terminated is not None and busy.terminated.last_stream_id == sid
+        # h2's client state machine refuses to send after GOAWAY (Go's client goes on with the
+        # streams the GOAWAY kept); finish the body and read the answer frame by frame.
+        busy.sock.sendall(DataFrame(sid, data=orjson.dumps(ROW)[5:], flags=["END_STREAM"]).serialize())
+        frames = FrameBuffer(server=False)
+        frames.max_frame_size = 1 << 24
+        status, data, ended = 0, b"", False
+        while not ended:
+            chunk = busy.sock.recv(65536)
+            assert chunk, "closed before the answer"
+            frames.add_data(chunk)
+            for frame in frames:
+                if frame.stream_id != sid:
+                    continue
+                if isinstance(frame, HeadersFrame):
+                    status = int(dict(busy.conn.decoder.decode(frame.data, raw=True))[b":status"])
+                elif isinstance(frame, DataFrame):
+                    data += frame.data
+                ended = ended or "END_STREAM" in frame.flags
+        assert status == 200 and orjson.loads(data)["data"]["score"] == 21.5
+        assert busy.sock.recv(65536) == b""  # closed once its last stream is answered
+        stopper.join(timeout=15)
+        assert not stopper.is_alive()
+    finally:
+        idle.close()
+        busy.close()
+        live.stop()
