@@ -17,7 +17,6 @@ from serve_process import ServeProcess, cli_env, mly_fast
 from mly.cli import STARTUP_FAILURE, main
 
 
-
 def go_style_config(model_dirs: dict[str, str], path: Path) -> Path:
     path.write_text(yaml.safe_dump({
         "endpoint": {"port": 0},
