@@ -107,6 +107,32 @@ def bench_keys() -> None:
     t_native = best_time(lambda: native.build_row(row_py), 20000)
     t_ref = best_time(lambda: ref.build_row(row_py), 2000)
     report("keys: build_row(), 8 Python scalars", t_native, t_ref, "reference")
+    bench_batch_from_json()
+
+
+def bench_batch_from_json() -> None:
+    """A 32-row batch as the request path holds it (parsed JSON lists): keyed straight from the
+    lists (``build_plain``, the all-hit path) against encoding into columns and then ``build``."""
+    rng = random.Random(2)
+    vocabularies = [[f"v{i}-{j}" for j in range(n)] for i, n in enumerate((10, 50, 200, 1000, 2000, 30))]
+    rows = 32
+    slots: list[Any] = [(keys.SLOT_STRING_VOCAB, v, 0) for v in vocabularies]
+    slots += [(keys.SLOT_INT_VOCAB, list(range(5000)), 0), (keys.SLOT_FLOAT, None, 2)]
+    codes = [encode.DT_STRING] * 6 + [encode.DT_INT64, encode.DT_FLOAT32]
+    lists: list[list[Any]] = [[rng.choice(v + ["oov"]) for _ in range(rows)] for v in vocabularies]
+    lists += [[rng.randrange(6000) for _ in range(rows)], [round(rng.uniform(0, 10), 3) for _ in range(rows)]]
+    precisions = [0] * 7 + [2]
+    native = keys.KeyBuilder(slots)
+
+    def encoded() -> list[str]:
+        columns = [encode.encode_column(f"c{k}", code, values, rows, True, p)
+                   for k, (code, values, p) in enumerate(zip(codes, lists, precisions))]
+        return native.build(columns, rows)
+
+    assert native.build_plain(lists, rows, codes) == encoded()
+    t_plain = best_time(lambda: native.build_plain(lists, rows, codes), 2000) / rows
+    t_encoded = best_time(encoded, 2000) / rows
+    report("keys: build_plain(), 32 JSON rows x 8, per row", t_plain, t_encoded, "encode + build")
 
 
 # --- MRU ----------------------------------------------------------------------------------

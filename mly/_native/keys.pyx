@@ -8,8 +8,10 @@ formatting touch no Python object, and each row is decoded to ``str`` once.
 """
 
 cimport cython
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
-from libc.math cimport isinf, isnan, round
+from libc.math cimport isfinite, isinf, isnan, round
 from libc.stdint cimport INT64_MIN, int64_t, uint32_t, uint64_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, free, malloc, realloc
@@ -145,6 +147,17 @@ cdef int _render_cell(const Slot* s, const Col* c, Py_ssize_t row, TextBuf* b) n
     if s.kind == K_FLOAT:
         return put_float(b, round_scaled(x, s.scale, narrow), s.precision)
     return put_float(b, x, WILDCARD_DECIMALS)
+
+
+cdef inline bint _renders(int kind, int src) noexcept:
+    """Whether ``_render_cell`` renders a ``src`` column in a ``kind`` slot as ``_prepare`` would."""
+    if kind == K_STRING_VOCAB:
+        return src == SRC_STR
+    if kind == K_INT_VOCAB:
+        return src == SRC_I64
+    if kind == K_FLOAT:
+        return src == SRC_F64 or src == SRC_F32
+    return kind == K_WILDCARD
 
 
 cdef int _render_rows(const Slot* slots, const Col* cols, Py_ssize_t n_slots,
@@ -361,6 +374,141 @@ cdef class KeyBuilder:
                 for k in range(self._n):
                     free(cols[k].sp)
                     free(cols[k].sn)
+            free(cols)
+            free(offs)
+            free(buf.p)
+
+    def build_plain(self, columns, Py_ssize_t n_rows, dtypes) -> object:
+        """Keys of a batch straight from its parsed JSON lists, or ``None``.
+
+        ``columns[i]`` is input ``i``'s list (length ``n_rows`` or 1) and ``dtypes[i]``
+        its dtype code (``mly._native.encode.DT_*``). Every input is checked, keyed or
+        not, and any value that is not exactly of its input's plain JSON type (str;
+        int in range; finite float that fits; bool) returns ``None``: the caller
+        then takes the encoding path, which validates and names the field. A batch
+        of cache hits is so answered without building a single numpy array.
+        """
+        cdef Py_ssize_t k, j, m, i
+        cdef Col* cols = NULL
+        cdef size_t* offs = NULL
+        cdef TextBuf buf = TextBuf(NULL, 0, 0)
+        cdef list keep = []
+        cdef list result = []
+        cdef list col
+        cdef int code, overflow
+        cdef long long iv
+        cdef double x
+        cdef float f
+        cdef const Slot* s
+        cdef Col* c
+        cdef void** owned = NULL
+        cdef int64_t* idata
+        cdef double* fdata
+        cdef unsigned char* bdata
+        if len(columns) != self._n or len(dtypes) != self._n:
+            raise ValueError(f"expected {self._n} columns and dtypes")
+        if n_rows < 1:
+            return None
+        try:
+            cols = <Col*>calloc(self._n + 1, sizeof(Col))
+            owned = <void**>calloc(self._n + 1, sizeof(void*))  # each column's number buffer
+            if owned == NULL:
+                raise MemoryError()
+            offs = <size_t*>malloc((n_rows + 1) * sizeof(size_t))
+            if cols == NULL or offs == NULL or buf_reserve(&buf, n_rows * (16 * self._n + 1)) < 0:
+                raise MemoryError()
+            for k in range(self._n):
+                value = columns[k]
+                if type(value) is not list:
+                    return None
+                col = <list>value
+                m = len(col)
+                if m != n_rows and m != 1:
+                    return None
+                code = dtypes[k]
+                s = &self._slots[k]
+                c = &cols[k]
+                c.step = 0 if m == 1 else 1
+                if code == 0:  # string
+                    c.sp = <const char**>malloc(m * sizeof(char*))
+                    c.sn = <Py_ssize_t*>malloc(m * sizeof(Py_ssize_t))
+                    if c.sp == NULL or c.sn == NULL:
+                        raise MemoryError()
+                    for j in range(m):
+                        v = col[j]
+                        if type(v) is not str:
+                            return None
+                        c.sp[j] = _utf8(v, &c.sn[j], keep)
+                    c.src = SRC_STR if s.kind != K_NONE else SRC_NONE
+                elif code == 1 or code == 2:  # int64, int32
+                    idata = <int64_t*>malloc(m * sizeof(int64_t))
+                    owned[k] = idata
+                    if idata == NULL:
+                        raise MemoryError()
+                    for j in range(m):
+                        v = col[j]
+                        if type(v) is not int:
+                            return None
+                        overflow = 0
+                        iv = PyLong_AsLongLongAndOverflow(v, &overflow)
+                        if overflow or (code == 2 and (iv < -2147483648 or iv > 2147483647)):
+                            return None
+                        idata[j] = iv
+                    c.data = idata
+                    c.src = SRC_I64 if s.kind != K_NONE else SRC_NONE
+                elif code == 3 or code == 4:  # float32, float64
+                    fdata = <double*>malloc(m * sizeof(double))
+                    owned[k] = fdata
+                    if fdata == NULL:
+                        raise MemoryError()
+                    for j in range(m):
+                        v = col[j]
+                        if type(v) is not float:
+                            return None
+                        x = PyFloat_AS_DOUBLE(v)
+                        if not isfinite(x):
+                            return None
+                        if code == 3:
+                            f = <float>x
+                            if isinf(f):
+                                return None
+                        fdata[j] = x
+                    c.data = fdata
+                    c.narrow = s.narrow
+                    c.src = SRC_F64 if s.kind != K_NONE else SRC_NONE
+                elif code == 5:  # bool
+                    bdata = <unsigned char*>malloc(m)
+                    owned[k] = bdata
+                    if bdata == NULL:
+                        raise MemoryError()
+                    for j in range(m):
+                        v = col[j]
+                        if v is True:
+                            bdata[j] = 1
+                        elif v is False:
+                            bdata[j] = 0
+                        else:
+                            return None
+                    c.data = bdata
+                    c.src = SRC_BOOL if s.kind != K_NONE else SRC_NONE
+                else:
+                    raise ValueError(f"unknown dtype code {code}")
+                if c.src != SRC_NONE and not _renders(s.kind, c.src):
+                    return None  # e.g. a string in an int-vocabulary slot: let the full path decide
+            if _render_rows(self._slots, cols, self._n, n_rows, &buf, offs) < 0:
+                raise MemoryError()
+            for i in range(n_rows):
+                result.append(PyUnicode_DecodeUTF8(buf.p + offs[i], offs[i + 1] - offs[i], "surrogatepass"))
+            return result
+        finally:
+            if cols != NULL:
+                for k in range(self._n):
+                    free(cols[k].sp)
+                    free(cols[k].sn)
+            if owned != NULL:
+                for k in range(self._n):
+                    free(owned[k])
+            free(owned)
             free(cols)
             free(offs)
             free(buf.p)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mly._native import encode as _encode
 from mly._native import keys as _keys
 from mly.common.dictionary import Dictionary
 from mly.common.meta import dtype_of
@@ -33,6 +34,9 @@ _SCALAR_TYPES: dict[str, tuple[type, ...]] = {
     "float64": (float,),
     "bool": (bool,),
 }
+
+_DTYPE_CODES = {"string": _encode.DT_STRING, "int64": _encode.DT_INT64, "int32": _encode.DT_INT32,
+                "float32": _encode.DT_FLOAT32, "float64": _encode.DT_FLOAT64, "bool": _encode.DT_BOOL}
 
 SLOT_NONE = _keys.SLOT_NONE
 SLOT_STRING_VOCAB = _keys.SLOT_STRING_VOCAB
@@ -82,6 +86,7 @@ class KeySchema:
         # Every input is type-checked, keyed or not: a cached answer must never turn
         # a request the full path would reject (a wrong-typed auxiliary input) into a 200.
         self._row_checks = tuple((s.name, _SCALAR_TYPES.get(s.dtype)) for s in self.slots)
+        self._codes = tuple(_DTYPE_CODES[s.dtype] for s in self.slots)
 
     @property
     def keyed(self) -> frozenset[str]:
@@ -98,6 +103,11 @@ class KeySchema:
         return self._builder.build_row(
             [row[s.name] if s.kind != SLOT_NONE else None for s in self.slots]
         )
+
+    def keys_if_plain(self, values: Mapping[str, Any], n_rows: int) -> list[str] | None:
+        """The keys of a batch given as JSON lists (``n_rows`` or 1 values per input) whose
+        values all have exactly their input's plain type, else ``None`` (as ``key_if_plain``)."""
+        return self._builder.build_plain([values.get(s.name) for s in self.slots], n_rows, self._codes)
 
     def key_if_plain(self, row: Mapping[str, Any]) -> str | None:
         """The key of a JSON row whose values all have exactly their input's plain

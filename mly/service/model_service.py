@@ -224,16 +224,18 @@ class ModelService:
         schema = generation.key_schema
         keys: list[str] | None = None
         found: list[bytes | None] = []
-        if cache is not None and schema is not None and not request.batch and has_exact_names(
-            request.values, generation.interface.dtypes
-        ):
-            # One plain JSON row: key it straight from the values; a hit needs no encoding.
-            key = schema.key_if_plain(request.values)
-            if key is not None:
-                keys = [key]
+        if cache is not None and schema is not None and has_exact_names(request.values, generation.interface.dtypes):
+            # Plain JSON values: key them straight from the parsed body; hits need no encoding.
+            if request.batch:
+                keys = schema.keys_if_plain(request.values, request.rows)
+            else:
+                key = schema.key_if_plain(request.values)
+                keys = [key] if key is not None else None
+            if keys is not None:
                 found = await cache.get_many(keys, generation.dict_hash)
-                if found[0] is not None:
-                    return EvalResult([orjson.Fragment(found[0])], False, generation.dict_hash, 1)
+                if None not in found:
+                    rows_found = [orjson.Fragment(value) for value in found]
+                    return EvalResult(rows_found, request.batch, generation.dict_hash, len(rows_found))
         columns = encode_columns(request, generation.interface.dtypes, generation.encoders)
         rows = request.rows
         if cache is None or schema is None:

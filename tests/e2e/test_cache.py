@@ -105,3 +105,22 @@ def test_cached_row_with_a_wrong_typed_auxiliary_input_is_still_rejected(server:
     with server.client() as client:
         response = client.post("/v1/api/model/aux/eval", content=orjson.dumps({**row, "note": 5}))
     assert response.status_code == 400 and "note" in response.json()["error"]
+
+
+def test_batch_of_hits_is_answered_from_the_json_and_one_new_row_is_the_only_miss(server: LiveServer) -> None:
+    batch = {"batch_size": 4, "sa": ["a", "b", "c", "zz"], "sl": ["b"], "i1": [10, 20, 30, 40], "fl": [4.01]}
+    before = rows_evaluated(server)
+    first = post(server, batch)
+    assert rows_evaluated(server) == before + 4
+    hits = server.registry.caches["mem"].counters.hits_memory
+    again = post(server, batch)  # all four keyed straight from the JSON lists: no encoding, no TensorFlow
+    assert rows_evaluated(server) == before + 4
+    assert server.registry.caches["mem"].counters.hits_memory == hits + 4
+    assert again["data"] == first["data"]
+    changed = {**batch, "sa": ["a", "b", "c", "a"]}  # one row differs: the other three are still hits
+    third = post(server, changed)
+    assert rows_evaluated(server) == before + 5
+    assert third["data"][:3] == first["data"][:3]
+    singles = [post(server, {"sa": sa, "sl": "b", "i1": i1, "fl": 4.01})["data"]
+               for sa, i1 in zip(batch["sa"], batch["i1"])]
+    assert singles == first["data"] and rows_evaluated(server) == before + 5  # batch and single keys agree

@@ -50,3 +50,58 @@ def test_unusual_values_take_the_full_path() -> None:
     assert SCHEMA.key_if_plain(row) is not None
     for name, value in (("i", True), ("i", 1.0), ("f32", 1), ("s", 5), ("i", 2**63), ("wf", None), ("aux", 5)):
         assert SCHEMA.key_if_plain({**row, name: value}) is None, (name, value)
+
+
+# --- batches: keys straight from the JSON lists (all-hit batches skip encoding) ------------------
+
+anything = st.one_of(st.none(), st.booleans(), st.integers(-(2**65), 2**65), st.floats(), texts,
+                     st.lists(st.integers(), max_size=2))
+values = {
+    "s": st.one_of(st.sampled_from(["a", "b/c", "ü", "zz"]), texts),
+    "i": st.one_of(st.sampled_from([1, 7, 0, -3]), st.integers(-(2**63), 2**63 - 1)),
+    "f32": st.floats(min_value=-1e30, max_value=1e30, allow_nan=False), "f64": floats, "w": texts,
+    "wf": floats, "aux": texts,
+}
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> tuple[dict, int]:
+    n_rows = draw(st.integers(1, 6))
+    body = {}
+    for name, good in values.items():
+        element = st.one_of(good, anything) if draw(st.integers(0, 4)) == 0 else good
+        length = draw(st.sampled_from([1, n_rows, n_rows, n_rows + 1, 0]))
+        body[name] = draw(st.lists(element, min_size=length, max_size=length))
+        if draw(st.integers(0, 15)) == 0:
+            body[name] = draw(anything)
+    return body, n_rows
+
+
+@settings(max_examples=500, deadline=None)
+@given(batches())
+def test_batch_keys_from_json_lists_equal_the_encoded_keys(case: tuple[dict, int]) -> None:
+    """Whenever the plain path keys a batch, the encoding path accepts it and gives the same keys;
+    whenever the encoding path refuses a batch, the plain path gives no keys (never a cached 200)."""
+    body, n_rows = case
+    plain = SCHEMA.keys_if_plain(body, n_rows)
+    try:
+        columns = {name: encode.encode_column(name, CODES[name], value, n_rows, True, PRECISION.get(name, 0))
+                   for name, value in body.items()}
+    except Exception:
+        assert plain is None
+        return
+    encoded = SCHEMA.keys(columns, n_rows)
+    if plain is not None:
+        assert plain == encoded
+
+
+def test_plain_batch_keys_for_the_usual_shapes() -> None:
+    body = {"s": ["a", "zz"], "i": [7], "f32": [1.005, 2.0], "f64": [0.5, 0.25], "w": ["x/y", "z"],
+            "wf": [0.5], "aux": ["n"]}
+    keys = SCHEMA.keys_if_plain(body, 2)
+    columns = {name: encode.encode_column(name, CODES[name], value, 2, True, PRECISION.get(name, 0))
+               for name, value in body.items()}
+    assert keys == SCHEMA.keys(columns, 2) and len(keys) == 2
+    for name, value in (("i", [True]), ("f32", [1]), ("s", [5]), ("i", [2**63]), ("f32", [1e39]),
+                        ("f64", [float("nan")]), ("aux", "n"), ("s", [])):
+        assert SCHEMA.keys_if_plain({**body, name: value}, 2) is None, (name, value)
