@@ -233,8 +233,8 @@ class ModelService:
                 keys = [key] if key is not None else None
             if keys is not None:
                 found = await cache.get_many(keys, generation.dict_hash)
-                if None not in found:
-                    rows_found = [orjson.Fragment(value) for value in found]
+                rows_found = [orjson.Fragment(value) for value in found if value is not None]
+                if len(rows_found) == len(found):
                     return EvalResult(rows_found, request.batch, generation.dict_hash, len(rows_found))
         columns = encode_columns(request, generation.interface.dtypes, generation.encoders)
         rows = request.rows
