@@ -2,6 +2,7 @@
 
     python bench/bench_http2.py                 # 3 alternating rounds, 20k requests per case
     python bench/bench_http2.py --rounds 1 --requests 5000
+    python bench/bench_http2.py --only h1 --rounds 6   # just the HTTP/1.1 A/B
 
 Each case starts ``mly-fast serve`` on the bundled example model (cache hits: one
 request body repeated) and drives it with h2load (Debian's ``nghttp2-client``):
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--model", help="an already built example model folder (default: build one)")
+    parser.add_argument("--only", default="", help="run only the cases whose name contains this (e.g. h1)")
     args = parser.parse_args(argv)
     if shutil.which("h2load") is None:
         raise SystemExit("h2load not found: apt-get install nghttp2-client")
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         f"h2c mly c={args.connections} m=16": ("mly", ["-n", n, "-c", str(args.connections), "-m", "16"]),
         f"h2c mly c={args.connections} m=100": ("mly", ["-n", n, "-c", str(args.connections), "-m", "100"]),
     }
+    cases = {name: case for name, case in cases.items() if args.only in name}
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for round_no in range(args.rounds):
         for name, (protocol, load) in cases.items():

@@ -401,10 +401,16 @@ class H2Protocol(asyncio.Protocol):
             name = name.lower()
             if name not in _HOP_BY_HOP:
                 fields.append((name, value))
-        self.conn.send_headers(stream.id, fields)
+        try:
+            self.conn.send_headers(stream.id, fields)
+        except h2.exceptions.StreamClosedError:  # the peer reset it a moment ago
+            stream.reset = True
+            return
         self.schedule_flush()
 
     async def send_data(self, stream: _Stream, data: bytes, *, end: bool) -> None:
+        if not data and not end:
+            return
         view = memoryview(data)
         while True:
             if not self.writable.is_set() and not self.closing and not await self.wait(self.writable, stream):
@@ -412,15 +418,21 @@ class H2Protocol(asyncio.Protocol):
                 return
             if stream.reset:
                 return
-            size = min(len(view), self.conn.local_flow_control_window(stream.id), self.conn.max_outbound_frame_size)
-            if size <= 0 and len(view):
-                stream.window.clear()
-                if not await self.wait(stream.window, stream):
-                    self.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
-                    return
-                continue
-            last = size == len(view)
-            self.conn.send_data(stream.id, bytes(view[:size]), end_stream=end and last)
+            try:
+                window = self.conn.local_flow_control_window(stream.id)
+                size = min(len(view), window, self.conn.max_outbound_frame_size)
+                if size <= 0 and len(view):
+                    stream.window.clear()
+                    if not await self.wait(stream.window, stream):
+                        self.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+                        return
+                    continue
+                last = size == len(view)
+                self.conn.send_data(stream.id, data if last and size == len(data) else bytes(view[:size]),
+                                    end_stream=end and last)
+            except h2.exceptions.StreamClosedError:  # reset by the peer while this waited
+                stream.reset = True
+                return
             self.schedule_flush()
             view = view[size:]
             if last:
