@@ -3,6 +3,7 @@
     python bench/bench_http2.py                 # 3 alternating rounds, 20k requests per case
     python bench/bench_http2.py --rounds 1 --requests 5000
     python bench/bench_http2.py --only h1 --rounds 6   # just the HTTP/1.1 A/B
+    python bench/bench_http2.py --protocol-only --rounds 8 --requests 40000   # the protocols alone
 
 Each case starts ``mly-fast serve`` on the bundled example model (cache hits: one
 request body repeated) and drives it with h2load (Debian's ``nghttp2-client``):
@@ -67,6 +68,68 @@ def start(config: Path, port: int, protocol: str) -> subprocess.Popen[bytes]:
     raise SystemExit("the server did not start")
 
 
+# A constant ASGI app, so only the connection protocol differs between the two servers.
+_CONSTANT_APP = """
+import os, uvicorn
+from mly.http.h2limits import H2Settings
+from mly.http.protocol import MlyUvicornConfig, protocol_class
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"11")]})
+    await send({"type": "http.response.body", "body": b'{"ok":true}'})
+
+http = "httptools" if os.environ["MODE"] == "httptools" else protocol_class(H2Settings())
+uvicorn.Server(MlyUvicornConfig(app, host="127.0.0.1", port=int(os.environ["PORT"]), loop="uvloop", http=http,
+                                log_level="warning", lifespan="off", access_log=False)).run()
+"""
+
+
+def protocol_only(work: Path, body: Path, rounds: int, requests: int) -> None:
+    """Both protocols on a constant app, both servers up, h2load runs alternating between them."""
+    script = work / "constant_app.py"
+    script.write_text(_CONSTANT_APP)
+    servers = {}
+    for mode in ("httptools", "mly"):
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "MODE": mode, "PORT": str(port)})
+        servers[mode] = (proc, port)
+    try:
+        for _, port in servers.values():
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        results: dict[str, list[tuple[float, float]]] = {mode: [] for mode in servers}
+        for _ in range(rounds):
+            for mode, (proc, port) in servers.items():
+                before = cpu_seconds(proc.pid)
+                rate = h2load(["--h1", "-n", str(requests), "-c", "64", "-d", str(body), f"http://127.0.0.1:{port}/x"])
+                results[mode].append((rate, (cpu_seconds(proc.pid) - before) / requests * 1e6))
+        print(f"connection protocol only (constant app), h1 c=64, {requests} requests x {rounds} rounds")
+        report(results)
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def report(results: dict[str, list[tuple[float, float]]]) -> None:
+    def spread(values: list[float]) -> str:
+        return f"{statistics.median(values):,.1f} ({min(values):,.1f}-{max(values):,.1f})"
+
+    print(f"{'case':<26} {'req/s':>28} {'server CPU us/request':>26}")
+    for name, values in results.items():
+        print(f"{name:<26} {spread([r for r, _ in values]):>28} {spread([u for _, u in values]):>26}")
+
+
 def h2load(args: list[str]) -> float:
     out = subprocess.run(["h2load", *args], capture_output=True, text=True, timeout=600).stdout
     done = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded", out)
@@ -84,10 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--model", help="an already built example model folder (default: build one)")
     parser.add_argument("--only", default="", help="run only the cases whose name contains this (e.g. h1)")
+    parser.add_argument("--protocol-only", action="store_true",
+                        help="HTTP/1.1 A/B of the two connection protocols on a constant app (no model)")
     args = parser.parse_args(argv)
     if shutil.which("h2load") is None:
         raise SystemExit("h2load not found: apt-get install nghttp2-client")
     work = Path(tempfile.mkdtemp(prefix="mly-bench-h2-"))
+    body = work / "body.json"
+    body.write_text(json.dumps(BODY))
+    if args.protocol_only:
+        protocol_only(work, body, args.rounds, args.requests)
+        return 0
     model = args.model or str(work / "model")
     if not args.model:
         subprocess.run([sys.executable, str(ROOT / "examples/build_model.py"), model], check=True,
@@ -98,8 +168,6 @@ def main(argv: list[str] | None = None) -> int:
         "Datastores": [{"ID": "mem", "Cache": {"SizeMb": 64}}],
         "Endpoint": {"HTTP2MaxConcurrentStreams": 256},
     }))
-    body = work / "body.json"
-    body.write_text(json.dumps(BODY))
     n, c = str(args.requests), str(args.connections * 16)
     cases = {
         "h1 httptools c=64": ("httptools", ["--h1", "-n", n, "-c", c]),
@@ -127,15 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name].append((rate, cpu_us))
             print(f"  round {round_no + 1} {name:<24} {rate:9.0f} req/s  {cpu_us:6.1f} us CPU/request", flush=True)
 
-    def spread(values: list[float]) -> str:
-        return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
-
     print(f"\ncache hits, {args.requests} requests per case, {args.rounds} round(s): median (min-max)")
-    print(f"{'case':<26} {'req/s':>24} {'server CPU us/request':>26}")
-    for name, values in results.items():
-        rates = [r for r, _ in values]
-        cpus = [u for _, u in values]
-        print(f"{name:<26} {spread(rates):>24} {spread(cpus):>26}")
+    report(results)
     return 0
 
 
