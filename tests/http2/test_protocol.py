@@ -128,3 +128,14 @@ def test_settings_from_the_endpoint() -> None:
     assert h2_settings(config.endpoint, enabled=False).enabled is False
     defaults = h2_settings(parse_config({"Models": [{"ID": "m", "URL": "/m"}]}).endpoint)
     assert (defaults.max_concurrent_streams, defaults.idle_timeout, defaults.write_timeout) == (250, 5.0, 5.0)
+
+
+def test_without_h2_the_server_serves_http1_and_says_why(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    import mly.http.protocol as protocol
+
+    monkeypatch.setattr(protocol, "h2_available", lambda: False)  # stands in for an install without h2
+    endpoint = parse_config({"Models": [{"ID": "m", "URL": "/m"}]}).endpoint
+    with caplog.at_level("WARNING", logger="mly.http"):
+        assert h2_settings(endpoint).enabled is False
+    assert "pip install 'mly[http2]'" in caplog.text
