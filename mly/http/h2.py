@@ -15,7 +15,10 @@ turns streams into ASGI requests and keeps memory bounded:
   that floods frames (PINGs, new streams) without reading the answers cannot
   make the server queue unbounded output.
 - ``max_concurrent_streams`` is advertised in SETTINGS; a peer that opens more
-  gets the connection closed with PROTOCOL_ERROR (the ``h2`` package's rule).
+  gets the connection closed with PROTOCOL_ERROR (the ``h2`` package's rule). App
+  calls are bounded too, reset streams included: at the limit the connection is
+  not read until one finishes, and a burst that arrived in one read is refused
+  (REFUSED_STREAM) past twice the limit, so "rapid reset" cannot pile up work.
 - A connection without open streams for ``idle_timeout`` seconds gets GOAWAY.
 """
 
@@ -152,6 +155,8 @@ class H2Protocol(asyncio.Protocol):
         self.closing = False
         self.flush_scheduled = False
         self.idle_handle: asyncio.TimerHandle | None = None
+        self.running = 0  # app calls in progress, reset streams included
+        self.read_paused: set[str] = set()  # why reading is paused: "write" (socket full), "apps"
 
     # -- asyncio protocol ------------------------------------------------------------------------
 
@@ -241,13 +246,23 @@ class H2Protocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         # Stop taking frames in too: their answers (PING ACKs, resets) would queue up unbounded.
         self.writable.clear()
-        with contextlib.suppress(RuntimeError):
-            self.transport.pause_reading()
+        self.pause_reading("write")
 
     def resume_writing(self) -> None:
         self.writable.set()
-        with contextlib.suppress(RuntimeError):
-            self.transport.resume_reading()
+        self.resume_reading("write")
+
+    def pause_reading(self, reason: str) -> None:
+        if not self.read_paused:
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
+        self.read_paused.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        self.read_paused.discard(reason)
+        if not self.read_paused:
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
 
     def shutdown(self) -> None:
         """uvicorn's graceful stop: GOAWAY now, close once the open streams have answered."""
@@ -272,8 +287,10 @@ class H2Protocol(asyncio.Protocol):
 
     def request_received(self, event: h2.events.RequestReceived) -> None:
         sid = event.stream_id
-        if self.closing:
-            self.conn.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+        if self.closing or self.running >= 2 * self.settings.max_concurrent_streams:
+            # Shutting down, or a burst of streams the peer opened and reset within one read (see
+            # below): not processed, so the peer may retry them (Go's client does).
+            self.refuse(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         method = path = scheme = b""
         authority = None
@@ -308,7 +325,7 @@ class H2Protocol(asyncio.Protocol):
             problem = "missing or invalid :method, :scheme or :path"
         if problem:  # a malformed request is a stream error (RFC 9113 §8.1.1)
             log.info("HTTP/2 stream %d from %s: malformed request: %s", sid, self.client, problem)
-            self.conn.reset_stream(sid, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self.refuse(sid, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             return
         if authority is not None and not has_host:
             headers.insert(0, (b"host", authority))
@@ -339,8 +356,27 @@ class H2Protocol(asyncio.Protocol):
         task = self.loop.create_task(self.run_app(stream))
         self.server_state.tasks.add(task)
         task.add_done_callback(self.server_state.tasks.discard)
+        self.running += 1
+        if self.running >= self.settings.max_concurrent_streams:
+            # A stream the peer resets is closed for h2 at once, but its app call runs on; without
+            # this a client could start unbounded work by opening and resetting streams
+            # ("rapid reset"). Read nothing more until some of that work is done.
+            self.pause_reading("apps")
+
+    def refuse(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
+        """Reset a stream no app call was started for (the peer may have reset it already)."""
+        with contextlib.suppress(h2.exceptions.StreamClosedError):
+            self.conn.reset_stream(stream_id, code)
 
     async def run_app(self, stream: _Stream) -> None:
+        try:
+            await self.call_app(stream)
+        finally:
+            self.running -= 1
+            if self.running < self.settings.max_concurrent_streams and "apps" in self.read_paused:
+                self.resume_reading("apps")
+
+    async def call_app(self, stream: _Stream) -> None:
         try:
             await self.app(stream.scope, stream.receive, stream.send)
         except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import h2.errors
@@ -82,3 +83,45 @@ def test_a_flood_without_reading_stops_the_server_reading(h2server: LiveServer) 
         assert buffered < 1 << 20, f"{buffered} bytes of answers queued in the server"
     finally:
         client.close()
+
+
+def test_rapid_reset_cannot_pile_up_work(h2server: LiveServer) -> None:
+    """Open a stream and reset it at once, hundreds of times: each reset stream is closed for
+    HTTP/2 at once, but its eval still runs. The server stops reading while MAX_STREAMS evals
+    are in progress and refuses streams past twice that (one read can hold hundreds), so the
+    work in flight stays bounded however fast the client resets."""
+    tasks = h2server._server.server_state.tasks
+    peak = 0
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, len(tasks))
+            time.sleep(0.0005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    client = RawH2(h2server.port, timeout=30)
+    try:
+        for i in range(400):  # unique rows: cache misses, each one a real evaluation
+            sid = client.request("GET", f"{EVAL}?sa=a&sl=b&i1={i}&fl={i / 1000 + 7}")
+            client.conn.reset_stream(sid)
+            if i % 25 == 0:
+                client.flush()
+        client.flush()
+        for _ in range(100):  # refused streams may be retried (Go's client does): the connection is fine
+            sid = client.request("GET", "/v1/api/health")
+            client.read_until(lambda: sid in client.ended or sid in client.reset)  # noqa: B023
+            if sid in client.ended:
+                break
+            assert client.reset[sid] == h2.errors.ErrorCodes.REFUSED_STREAM
+            time.sleep(0.05)
+        assert sid in client.ended and client.headers[sid][b":status"] == b"200"
+        refused = sum(1 for code in client.reset.values() if code == h2.errors.ErrorCodes.REFUSED_STREAM)
+        assert refused > 0  # the burst went past twice the limit within single reads
+    finally:
+        done.set()
+        watcher.join()
+        client.close()
+    assert 0 < peak <= 2 * MAX_STREAMS, f"{peak} app calls at once"
