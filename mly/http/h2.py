@@ -16,9 +16,10 @@ turns streams into ASGI requests and keeps memory bounded:
   make the server queue unbounded output.
 - ``max_concurrent_streams`` is advertised in SETTINGS; a peer that opens more
   gets the connection closed with PROTOCOL_ERROR (the ``h2`` package's rule). App
-  calls are bounded too, reset streams included: at the limit the connection is
-  not read until one finishes, and a burst that arrived in one read is refused
-  (REFUSED_STREAM) past twice the limit, so "rapid reset" cannot pile up work.
+  calls still running for streams the peer reset are bounded by the same number:
+  at the limit the connection is not read until one finishes, and a burst that
+  arrived in one read is refused (REFUSED_STREAM) past twice the limit, so "rapid
+  reset" cannot pile up work. Clients that do not reset streams never meet this.
 - A connection without open streams for ``idle_timeout`` seconds gets GOAWAY.
 """
 
@@ -155,7 +156,7 @@ class H2Protocol(asyncio.Protocol):
         self.closing = False
         self.flush_scheduled = False
         self.idle_handle: asyncio.TimerHandle | None = None
-        self.running = 0  # app calls in progress, reset streams included
+        self.running = 0  # app calls in progress, for open streams and for streams the peer reset
         self.read_paused: set[str] = set()  # why reading is paused: "write" (socket full), "apps"
 
     # -- asyncio protocol ------------------------------------------------------------------------
@@ -210,6 +211,11 @@ class H2Protocol(asyncio.Protocol):
                 stream = self.streams.pop(event.stream_id, None)
                 if stream is not None:
                     stream.reset = True
+                    if self.orphans >= self.settings.max_concurrent_streams:
+                        # A stream the peer resets is closed for h2 at once, but its app call runs
+                        # on: opening and resetting streams ("rapid reset") could start unbounded
+                        # work. Read nothing more until some of it is done.
+                        self.pause_reading("apps")
                     stream.wake()
                 self.arm_idle()
             elif isinstance(event, h2.events.WindowUpdated):
@@ -287,7 +293,7 @@ class H2Protocol(asyncio.Protocol):
 
     def request_received(self, event: h2.events.RequestReceived) -> None:
         sid = event.stream_id
-        if self.closing or self.running >= 2 * self.settings.max_concurrent_streams:
+        if self.closing or self.orphans >= 2 * self.settings.max_concurrent_streams:
             # Shutting down, or a burst of streams the peer opened and reset within one read (see
             # below): not processed, so the peer may retry them (Go's client does).
             self.refuse(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
@@ -357,11 +363,11 @@ class H2Protocol(asyncio.Protocol):
         self.server_state.tasks.add(task)
         task.add_done_callback(self.server_state.tasks.discard)
         self.running += 1
-        if self.running >= self.settings.max_concurrent_streams:
-            # A stream the peer resets is closed for h2 at once, but its app call runs on; without
-            # this a client could start unbounded work by opening and resetting streams
-            # ("rapid reset"). Read nothing more until some of that work is done.
-            self.pause_reading("apps")
+
+    @property
+    def orphans(self) -> int:
+        """App calls still running for streams the peer has reset (open streams are bounded by h2)."""
+        return self.running - len(self.streams)
 
     def refuse(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
         """Reset a stream no app call was started for (the peer may have reset it already)."""
@@ -373,7 +379,7 @@ class H2Protocol(asyncio.Protocol):
             await self.call_app(stream)
         finally:
             self.running -= 1
-            if self.running < self.settings.max_concurrent_streams and "apps" in self.read_paused:
+            if "apps" in self.read_paused and self.orphans < self.settings.max_concurrent_streams:
                 self.resume_reading("apps")
 
     async def call_app(self, stream: _Stream) -> None:

@@ -87,9 +87,10 @@ def test_a_flood_without_reading_stops_the_server_reading(h2server: LiveServer) 
 
 def test_rapid_reset_cannot_pile_up_work(h2server: LiveServer) -> None:
     """Open a stream and reset it at once, hundreds of times: each reset stream is closed for
-    HTTP/2 at once, but its eval still runs. The server stops reading while MAX_STREAMS evals
-    are in progress and refuses streams past twice that (one read can hold hundreds), so the
-    work in flight stays bounded however fast the client resets."""
+    HTTP/2 at once, but its eval still runs. The server stops reading while MAX_STREAMS such
+    evals are in progress and refuses streams past twice that (one read can hold hundreds), so
+    the work in flight (those plus at most MAX_STREAMS open streams) stays bounded however fast
+    the client resets."""
     tasks = h2server._server.server_state.tasks
     peak = 0
     done = threading.Event()
@@ -124,4 +125,4 @@ def test_rapid_reset_cannot_pile_up_work(h2server: LiveServer) -> None:
         done.set()
         watcher.join()
         client.close()
-    assert 0 < peak <= 2 * MAX_STREAMS, f"{peak} app calls at once"
+    assert 0 < peak <= 3 * MAX_STREAMS, f"{peak} app calls at once"
