@@ -81,9 +81,12 @@ _import_option = click.option(
               help="json: every log line is one JSON object (the access log's fields as keys).")
 @click.option("--access-log", is_flag=True, default=False,
               help="One log line per eval request (as Endpoint.AccessLog: true).")
+@click.option("--http2/--no-http2", default=None,
+              help="Serve HTTP/2 (h2c prior knowledge; ALPN h2 with TLS) beside HTTP/1.1 "
+                   "[default: Endpoint.HTTP2, true].")
 @_import_option
 def serve(config: str, host: str, port: int | None, workers: int, log_level: str, log_format: str,
-          access_log: bool, imports: tuple[str, ...]) -> None:
+          access_log: bool, http2: bool | None, imports: tuple[str, ...]) -> None:
     """Load every model of CONFIG and serve them."""
     _require_server_extra("serve")
     from mly.logs.format import configure_logging
@@ -96,7 +99,7 @@ def serve(config: str, host: str, port: int | None, workers: int, log_level: str
 
     try:
         run(config, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log,
-            log_format=log_format)
+            log_format=log_format, http2=http2)
     except MlyError as exc:
         click.echo(f"mly-fast: cannot start: {exc}", err=True)
         sys.exit(STARTUP_FAILURE)

@@ -170,3 +170,20 @@ def test_without_the_server_extra_the_cli_names_it(tmp_path: Path, command: str)
     assert "missing: tensorflow, starlette, uvicorn" in done.stderr
     assert "pip install 'mly[server]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_serve_no_http2_flag_turns_http2_off(model_dirs: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"Models": [{"ID": "num", "URL": model_dirs["numeric"], "UseDict": False}]}))
+
+    def first_bytes_after_preface(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000"))  # preface + SETTINGS
+            return s.recv(64)
+
+    with ServeProcess(config) as served:
+        assert first_bytes_after_preface(served.port)[3:4] == b"\x04"  # HTTP/2: the server's SETTINGS frame
+        served.stop()
+    with ServeProcess(config, "--no-http2") as served:
+        assert first_bytes_after_preface(served.port).startswith(b"HTTP/1.1 400")
+        served.stop()
