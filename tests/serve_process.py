@@ -23,9 +23,11 @@ def mly_fast() -> list[str]:
     return [exe]
 
 
-def cli_env(**extra: str) -> dict[str, str]:
-    """The test environment, with the tests folder importable (transformer modules for ``--import``)."""
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+def cli_env(*, without: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
+    """The test environment, with the tests folder importable (transformer modules for ``--import``);
+    ``without`` drops variables a user's shell would not have (``TF_CPP_MIN_LOG_LEVEL``)."""
+    dropped = {"PROMETHEUS_MULTIPROC_DIR", *without}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     env.update(extra)
     return env
@@ -35,17 +37,24 @@ class ServeProcess:
     """``mly-fast serve CONFIG --host 127.0.0.1 --port P ARGS...``, started and waited for until
     ``/v1/api/ready`` answers 200; ``stop()`` sends a signal and returns the exit status."""
 
-    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None,
+                 log_path: Path | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.args = [*mly_fast(), "serve", str(config), "--host", "127.0.0.1", "--port", str(self.port), *args]
         self.env = env if env is not None else cli_env()
         self.proc: subprocess.Popen[str] | None = None
         self.signalled = False
+        self.log_path = log_path
+        """Where its output goes (``None``: a pipe, read by ``output()``)."""
 
     def start(self, timeout_s: float = 240) -> ServeProcess:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=self.env)
+        out = open(self.log_path, "w") if self.log_path is not None else subprocess.PIPE  # noqa: SIM115
+        try:
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, text=True, env=self.env)
+        finally:
+            if self.log_path is not None:
+                out.close()  # type: ignore[union-attr]
         deadline = time.monotonic() + timeout_s
         while True:
             assert self.proc.poll() is None, f"mly-fast serve exited: {self.output()}"
@@ -81,6 +90,8 @@ class ServeProcess:
 
     def output(self) -> str:
         """Everything it printed (only once it has exited)."""
+        if self.log_path is not None:
+            return self.log_path.read_text() if self.log_path.exists() else ""
         if self.proc is None or self.proc.stdout is None or self.proc.poll() is None:
             return ""
         return self.proc.stdout.read()

@@ -3,40 +3,23 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import orjson
-import pytest
 import yaml
-from live_server import free_port
+from serve_process import ServeProcess, mly_fast
+from serve_process import cli_env as serve_cli_env
 
 from mly.logs.quiet import filter_noise
-
-TESTS = Path(__file__).resolve().parent.parent
 
 #: Lines TensorFlow prints on a CPU-only start that a user can do nothing about.
 NOISE_MARKERS = ("cuInit", "absl::InitializeLog", "oneDNN custom operations", "Could not find cuda drivers",
                  "cudart_stub", "cuda_platform")
 
 
-def mly_fast() -> list[str]:
-    exe = shutil.which("mly-fast", path=os.path.dirname(sys.executable)) or shutil.which("mly-fast")
-    assert exe, "mly-fast console script is not installed (pip install -e .)"
-    return [exe]
-
-
 def cli_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
-    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it
-    return env
+    return serve_cli_env(without=("TF_CPP_MIN_LOG_LEVEL",))  # as a user's shell has it
 
 
 def write_config(model_dirs: dict[str, str], path: Path, **endpoint: object) -> Path:
@@ -76,37 +59,15 @@ def test_noise_filter_keeps_everything_else() -> None:
 
 def test_serve_workers_write_json_access_lines(model_dirs: dict[str, str], tmp_path: Path) -> None:
     config = write_config(model_dirs, tmp_path / "config.yaml")
-    port = free_port()
     log_path = tmp_path / "serve.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [*mly_fast(), "serve", str(config), "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-             "--access-log", "--log-format", "json"],
-            stdout=log_file, stderr=subprocess.STDOUT, env=cli_env(),
-        )
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                assert proc.poll() is None, log_path.read_text()
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/v1/api/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.3)
-            row = {"sa": "a", "sl": "b", "i1": 3, "fl": 1.25}
-            # New connections spread over both workers; each worker's first sight of the row is a miss.
-            for _ in range(12):
-                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-                    assert client.post("/v1/api/model/sli/eval", json=row).status_code == 200
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                pytest.fail("server did not stop on SIGINT")
+    with ServeProcess(config, "--workers", "2", "--access-log", "--log-format", "json", env=cli_env(),
+                      log_path=log_path) as served:
+        row = {"sa": "a", "sl": "b", "i1": 3, "fl": 1.25}
+        # New connections spread over both workers; each worker's first sight of the row is a miss.
+        for _ in range(12):
+            with served.client() as client:
+                assert client.post("/v1/api/model/sli/eval", json=row).status_code == 200
+        assert served.stop() == 0, served.output()
     text = log_path.read_text()
     lines = [line for line in text.splitlines() if line.strip()]
     not_json = [line for line in lines if not line.startswith("{")]

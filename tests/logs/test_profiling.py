@@ -156,46 +156,22 @@ def test_index_cmdline_and_bad_parameters(server: LiveServer) -> None:
 def test_cpu_profile_of_a_served_event_loop(model_dirs: dict[str, str], tmp_path: Path) -> None:
     """``mly-fast serve`` runs its loop on the main thread, sampled by SIGPROF: the stacks show
     the eval code the loop was running, not only where it waited."""
-    import os
-    import shutil
-    import signal
-    import subprocess
-    import sys
-    import time
-
     import httpx
     import yaml
-    from live_server import free_port
+    from serve_process import ServeProcess
 
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config(model_dirs, EnableCPUProf=True)))
-    port = free_port()
-    exe = shutil.which("mly-fast", path=os.path.dirname(sys.executable)) or shutil.which("mly-fast")
-    assert exe, "mly-fast console script is not installed (pip install -e .)"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen([exe, "serve", str(path), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/api/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.3)
+    with ServeProcess(path) as served:
 
         class Remote:
-            url = f"http://127.0.0.1:{port}"
+            url = served.base
 
             def client(self) -> httpx.Client:
                 return httpx.Client(base_url=self.url, timeout=30)
 
         with Load(Remote(), clients=4):  # type: ignore[arg-type]
-            response = httpx.get(f"http://127.0.0.1:{port}/v1/api/debug/pprof/profile",
-                                 params={"seconds": 2}, timeout=60)
+            response = httpx.get(f"{served.base}/v1/api/debug/pprof/profile", params={"seconds": 2}, timeout=60)
         assert response.status_code == 200, response.text
         header, *stacks = response.text.splitlines()
         assert "main thread by SIGPROF" in header, header
@@ -203,11 +179,5 @@ def test_cpu_profile_of_a_served_event_loop(model_dirs: dict[str, str], tmp_path
         assert main, stacks[:10]
         assert any("mly.http.fast:" in line for line in main), main[:20]
         # Still serving after the timer was taken down.
-        assert httpx.get(f"http://127.0.0.1:{port}/v1/api/health", timeout=5).status_code == 200
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+        assert httpx.get(f"{served.base}/v1/api/health", timeout=5).status_code == 200
+        assert served.stop() == 0, served.output()
