@@ -1,0 +1,88 @@
+"""Two checkouts of mly, same machine, same run: cache-hit and all-miss throughput, alternating.
+
+For "this change must not slow the hot path by more than N%": build the other checkout's
+extensions in place (``python setup.py build_ext --inplace`` there), then::
+
+    python bench/bench_checkouts.py --before /path/to/old/checkout [--after .] [--rounds 6]
+
+Each round starts each checkout's ``mly-fast serve`` alone (pinned to one core, wrk on the other),
+on the bundled example model with the memory cache, and measures hot cache hits (64 keys) and
+all-miss single rows at concurrency 64. Figures are median (min-max) over the rounds; ratios are
+taken round by round. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _load import Loader, Workload, body, free_port, post, server
+
+ROOT = Path(__file__).resolve().parent.parent
+EVAL = "/v1/api/model/ctr/eval"
+
+
+def spread(values: list[float], fmt: str = "{:.0f}") -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", required=True, help="the other checkout (extensions built in place)")
+    parser.add_argument("--after", default=str(ROOT), help="this checkout (default)")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args(argv)
+    checkouts = {"before": os.path.abspath(args.before), "after": os.path.abspath(args.after)}
+    cpus = sorted(os.sched_getaffinity(0))
+    client_cpus, server_cpus = (cpus[:1], cpus[1:]) if len(cpus) >= 2 else (None, None)
+    hits: dict[str, list[float]] = {k: [] for k in checkouts}
+    misses: dict[str, list[float]] = {k: [] for k in checkouts}
+    with tempfile.TemporaryDirectory(prefix="mly-bench-") as work:
+        model = os.path.join(work, "model")
+        subprocess.run([sys.executable, str(ROOT / "examples/build_model.py"), model], check=True,
+                       capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        loader = Loader("auto", client_cpus, work)
+        offset = 1000
+        print(f"load generator: {loader.kind}; client on {client_cpus}, servers on {server_cpus}; "
+              f"{args.rounds} rounds x {args.seconds} s per case, c={args.connections}")
+        for r in range(args.rounds):
+            for name in (list(checkouts) if r % 2 == 0 else list(reversed(checkouts))):
+                port = free_port()
+                config = {"Endpoint": {"Port": port}, "Models": [{"ID": "ctr", "URL": model, "DataStore": "c",
+                          "Inputs": [{"Name": "price", "Precision": 2}]}],
+                          "Datastores": [{"ID": "c", "Cache": {"SizeMb": 64}, "TimeToLiveMs": 3600000}]}
+                path = os.path.join(work, f"{name}-{port}.json")
+                Path(path).write_text(json.dumps(config))
+                cmd = [sys.executable, "-c", "import sys; from mly.cli import main; sys.exit(main())", "serve", path,
+                       "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+                env = {"PYTHONPATH": checkouts[name], "TF_CPP_MIN_LOG_LEVEL": "3"}
+                with server(cmd, port, server_cpus, env) as base:
+                    url = base + EVAL
+                    for k in range(64):
+                        post(url, body(k))
+                    loader.run(url, Workload("hot", 64), args.connections, 1)
+                    hot = loader.run(url, Workload("hot", 64), args.connections, args.seconds)
+                    cold = loader.run(url, Workload("unique", offset), args.connections, args.seconds)
+                    offset += cold.requests + cold.errors + 10_000
+                hits[name].append(hot.rps)
+                misses[name].append(cold.rps)
+                print(f"  .. round {r + 1} {name}: hits {hot.rps:.0f} req/s, all-miss {cold.rps:.0f} req/s, "
+                      f"errors {hot.errors + cold.errors}", file=sys.stderr, flush=True)
+    for label, data in (("cache hits", hits), ("all-miss", misses)):
+        ratio = [a / b for a, b in zip(data["after"], data["before"])]
+        print(f"{label:<10} before {spread(data['before'])} req/s, after {spread(data['after'])} req/s, "
+              f"after/before {spread(ratio, '{:.3f}')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
