@@ -23,7 +23,6 @@ from mly.errors import DeadlineExceededError, MlyError, PayloadTooLargeError, Re
 from mly.http.responses import error_body
 from mly.http.stream import is_ndjson, stream_eval
 from mly.logs.access import AccessLog
-from mly.metrics import ModelMetrics
 from mly.service.model_service import EvalResult, ModelService
 from mly.service.registry import ModelRegistry
 
@@ -45,24 +44,15 @@ class ClientDisconnectedError(MlyError):
     """The client went away mid-request (Go's ``canceled``)."""
 
 
-def _record(metrics: ModelMetrics, elapsed_us: int, status: int, error: Exception | None) -> None:
-    """Go's ``{id}Perf`` outcome and ``{id}HTTPHandler`` for one eval request."""
-    if status == 200:
-        metrics.perf.record(elapsed_us, "eval")
-        metrics.http_handler.record(elapsed_us)
-        return
+def _outcome(status: int, error: Exception | None) -> str:
+    """Go's ``{id}Perf`` value for a request that did not succeed."""
     if isinstance(error, DeadlineExceededError):
-        outcome = handler = "deadlineExceeded"
-    elif isinstance(error, ClientDisconnectedError):
-        outcome = handler = "canceled"
-    elif status == 429:
-        outcome, handler = "overloaded", "error"
-    elif status < 500:
-        outcome, handler = "invalid", ""
-    else:
-        outcome = handler = "error"
-    metrics.perf.record(elapsed_us, outcome)
-    metrics.http_handler.record(elapsed_us, handler or None)
+        return "deadlineExceeded"
+    if isinstance(error, ClientDisconnectedError):
+        return "canceled"
+    if status == 429:
+        return "overloaded"
+    return "invalid" if status < 500 else "error"
 
 
 class EvalFastPath:
@@ -116,7 +106,7 @@ class EvalFastPath:
         await send({"type": "http.response.body", "body": body})
         elapsed_us = (time.perf_counter_ns() - started) // 1000
         if service is not None and status != 405:
-            _record(service.metrics, elapsed_us, status, error)
+            service.metrics.perf.record(elapsed_us, "eval" if status == 200 else _outcome(status, error))
         if self.access_log is not None:
             self._log_access(scope, model_id, service, status, result, elapsed_us, error)
 

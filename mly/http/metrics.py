@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mly.http.responses import JSONResponse
-from mly.metrics import Operation
+from mly.metrics import Operation, Window
 from mly.service.registry import ModelRegistry
 
 __all__ = ["all_operations", "metric_routes"]
@@ -30,6 +30,24 @@ def _derived(name: str, description: str, keys: tuple[str, ...], count: int, val
     window.count = count
     window.values = [int(values.get(key, 0)) for key in keys]
     window.time_taken, window.max = time_taken_us, max_us
+    return op
+
+
+def _handler_operation(model_id: str, perf: Operation) -> Operation:
+    """Go's ``{id}HTTPHandler`` (error, canceled, deadlineExceeded) from ``{id}Perf``, which times
+    the same requests: one record per request instead of two."""
+    keys = ("error", "canceled", "deadlineExceeded")
+    op = Operation(f"{model_id}HTTPHandler", f"{model_id} eval handler", keys, location=perf.location,
+                   recent_buckets=len(perf.recent))
+
+    def copy(src: Window, dst: Window) -> None:
+        dst.minute, dst.count, dst.time_taken, dst.max, dst.min = src.minute, src.count, src.time_taken, src.max, src.min
+        n = dict(zip(perf.keys, src.values))
+        dst.values = [n["error"] + n["overloaded"], n["canceled"], n["deadlineExceeded"]]
+
+    copy(perf.total, op.total)
+    for src, dst in zip(perf.recent, op.recent):
+        copy(src, dst)
     return op
 
 
@@ -73,7 +91,7 @@ def all_operations(registry: ModelRegistry) -> list[Operation]:
     out: list[Operation] = []
     for model_id, service in registry.services.items():
         m = service.metrics
-        out += [m.perf, m.eval, m.reload, m.http_overhead, m.http_handler]
+        out += [m.perf, m.eval, m.reload, m.http_overhead, _handler_operation(model_id, m.perf)]
         generation = service.generation
         if generation is not None and generation.batcher is not None:
             out += _batcher_operations(model_id, generation.batcher.counters, m.eval)

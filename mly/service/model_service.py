@@ -226,16 +226,21 @@ class ModelService:
         found: list[bytes | None] = []
         if cache is not None and schema is not None and has_exact_names(request.values, generation.interface.dtypes):
             # Plain JSON values: key them straight from the parsed body; hits need no encoding.
-            if request.batch:
-                keys = schema.keys_if_plain(request.values, request.rows)
-            else:
+            if not request.batch:
                 key = schema.key_if_plain(request.values)
-                keys = [key] if key is not None else None
-            if keys is not None:
-                found = await cache.get_many(keys, generation.dict_hash)
-                rows_found = [orjson.Fragment(value) for value in found if value is not None]
-                if len(rows_found) == len(found):
-                    return EvalResult(rows_found, request.batch, generation.dict_hash, len(rows_found))
+                if key is not None:
+                    keys = [key]
+                    found = await cache.get_many(keys, generation.dict_hash)
+                    hit = found[0]
+                    if hit is not None:
+                        return EvalResult([orjson.Fragment(hit)], False, generation.dict_hash, 1)
+            else:
+                keys = schema.keys_if_plain(request.values, request.rows)
+                if keys is not None:
+                    found = await cache.get_many(keys, generation.dict_hash)
+                    if None not in found:
+                        hits = [orjson.Fragment(value) for value in found]  # type: ignore[arg-type]
+                        return EvalResult(hits, True, generation.dict_hash, len(hits))
         columns = encode_columns(request, generation.interface.dtypes, generation.encoders)
         rows = request.rows
         if cache is None or schema is None:
