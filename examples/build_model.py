@@ -38,6 +38,9 @@ EMBEDDING_DIM = 4
 def build(out_dir: str) -> str:
     """Build, weight and export the model to ``out_dir``; returns the folder."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from mly.logs.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # no CUDA-probe lines on a machine without a GPU
     import keras
 
     def embedded(name: str, dtype: str, lookup: Any, size: int) -> tuple[Any, Any]:
