@@ -4,33 +4,17 @@ once, and from then on it keys with it and never returns entries of the old one.
 
 from __future__ import annotations
 
-import os
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from model_builders import build_changed_vocab_model, expected_keras_lookup
+from reloading import point, wait_until
 
 from mly.client import Client
-
-
-def point(link: Path, target: Path) -> None:
-    tmp = link.with_name(link.name + ".new")
-    if tmp.is_symlink():
-        tmp.unlink()
-    tmp.symlink_to(target, target_is_directory=True)
-    os.replace(tmp, link)
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +52,7 @@ def test_dictionary_change_while_in_use(reloading: tuple[Any, dict[str, Path]]) 
         fetches = server.counter.meta
 
         point(versions["link"], versions["v2"])
-        wait_until(lambda: service.current.dict_hash != old_hash, "the reload")
+        wait_until(lambda: service.current.dict_hash != old_hash, "the reload", timeout_s=60)
         new_hash = service.current.dict_hash
         # Until the client hears of the new dictionary its entries are its best knowledge;
         # the first answer computed under the new hash tells it.
@@ -77,7 +61,7 @@ def test_dictionary_change_while_in_use(reloading: tuple[Any, dict[str, Path]]) 
             others = list(pool.map(lambda i: client.predict({"sa": "a", "sl": "a", "i1": 10, "fl": 5.0 + i}),
                                    range(8)))
         assert {(o.status, o.dict_hash) for o in others} == {("ok", new_hash)}
-        wait_until(lambda: client.dict_hash == new_hash and not client._core.refreshing, "the client's refresh")
+        wait_until(lambda: client.dict_hash == new_hash and not client._core.refreshing, "the client's refresh", timeout_s=60)
         assert server.counter.meta == fetches + 2  # one config and one dictionary fetch
 
         asked = server.counter.evals

@@ -11,7 +11,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,24 +19,9 @@ import orjson
 import pytest
 from live_server import LiveServer
 from model_builders import build_changed_vocab_model, expected_keras_lookup
+from reloading import point, wait_until
 
 POLL_S = 0.2
-
-
-def point(link: Path, target: Path) -> None:
-    """Atomically repoint ``link`` at ``target``."""
-    tmp = link.with_name(link.name + ".new")
-    if tmp.is_symlink():
-        tmp.unlink()
-    tmp.symlink_to(target, target_is_directory=True)
-    os.replace(tmp, link)
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
