@@ -43,10 +43,6 @@ def _rfc3339(ts: float) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else None
 
 
-class _ServerState:
-    stopping = False
-
-
 def create_app(registry: ModelRegistry) -> EvalFastPath:
     """The ASGI app: eval on the fast path, everything else on Starlette."""
     config = registry.config
@@ -80,8 +76,9 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
     async def ready(request: Request) -> Response:
         """For load balancers and orchestrators: 200 once every model serves, 503 before and while stopping."""
         loading = [model_id for model_id, s in registry.services.items() if s.generation is None]
-        if loading or state.stopping:
-            reason = "stopping" if state.stopping else f"loading: {', '.join(loading)}"
+        stopping = request.app.state.stopping
+        if loading or stopping:
+            reason = "stopping" if stopping else f"loading: {', '.join(loading)}"
             return JSONResponse({"ready": False, "reason": reason}, status_code=503)
         return JSONResponse({"ready": True})
 
@@ -105,7 +102,6 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
             }
         return JSONResponse(data)
 
-    state = _ServerState()
     prometheus = PrometheusExporter(registry)
     model = "/v1/api/model/{model_id}"
     routes = [
@@ -132,7 +128,7 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
         ]
         async with prometheus.running():
             yield
-            state.stopping = True
+            app.state.stopping = True
         for task in watchers:
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
@@ -146,6 +142,7 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
         lifespan=lifespan,
     )
     app.state.registry = registry
+    app.state.stopping = False  # /v1/api/ready answers 503 once the lifespan starts shutting down
     access_log = AccessLog(json=current_format() == "json") if config.endpoint.access_log else None
     fast_path = EvalFastPath(
         app, registry, buffer_size=config.endpoint.buffer_size, max_batch_size=config.endpoint.max_batch_size,
