@@ -71,12 +71,18 @@ function init(args)
   mode = args[1]; n = tonumber(args[2])
   if mode == "hot" then
     for j = 0, n - 1 do reqs[j + 1] = wrk.format(nil, nil, nil, body(j)) end
+  elseif mode == "file" then
+    -- one body per line; start at line n + 1 and cycle (the caller sizes the file)
+    local lines = {}
+    for line in io.lines(args[3]) do lines[#lines + 1] = line end
+    for j = 1, #lines do reqs[j] = wrk.format(nil, nil, nil, lines[(n + j - 1) % #lines + 1]) end
   end
 end
 -- wrk calls request() once more per thread than it sends: body 0 (or n) is skipped, harmlessly.
 function request()
   i = i + 1
   if mode == "hot" then return reqs[(i - 1) % n + 1] end
+  if mode == "file" then return reqs[(i - 1) % #reqs + 1] end
   return wrk.format(nil, nil, nil, body(n + i - 1))
 end
 function done(s, latency, requests)
@@ -104,10 +110,12 @@ class Result:
 
 @dataclass(frozen=True)
 class Workload:
-    """``hot``: cycle bodies ``[0, n)``; ``unique``: bodies ``n, n+1, ...`` (n = offset)."""
+    """``hot``: cycle bodies ``[0, n)``; ``unique``: bodies ``n, n+1, ...`` (n = offset);
+    ``file``: the bodies in ``path`` (one per line) from line ``n`` on, cycling."""
 
     mode: str
     n: int
+    path: str = ""
 
 
 def taskset(cpus: Sequence[int] | None) -> list[str]:
@@ -137,7 +145,7 @@ class Loader:
 
     def _wrk(self, url: str, work: Workload, connections: int, seconds: int) -> Result:
         cmd = [*taskset(self.cpus), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-               "-s", str(self.script), url, "--", work.mode, str(work.n)]
+               "-s", str(self.script), url, "--", work.mode, str(work.n), work.path]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
         line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH ")), None)
         if line is None:
@@ -156,7 +164,13 @@ async def _asyncio_run(url: str, work: Workload, connections: int, seconds: floa
         return (f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(b)}\r\n\r\n").encode() + b
 
-    hot = [raw(k) for k in range(work.n)] if work.mode == "hot" else []
+    if work.mode == "file":
+        lines = Path(work.path).read_bytes().splitlines()
+        lines = lines[work.n % len(lines):] + lines[:work.n % len(lines)]
+        hot = [(f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(b)}\r\n\r\n").encode() + b for b in lines]
+    else:
+        hot = [raw(k) for k in range(work.n)] if work.mode == "hot" else []
     keys: Iterator[int] = iter(range(work.n, 1 << 62))
     latencies: list[int] = []
     errors = 0

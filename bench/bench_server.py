@@ -16,7 +16,7 @@ A. Cache tiers: a hot keyspace (64 pre-warmed keys, every request a cache hit) a
 B. Micro-batching: all-miss single-row requests (every request a new key; the mly servers
    keep their cache on, so a miss pays the whole miss path: keys, lookup, write-back) at
    concurrency 1, 16 and 64 for adaptive batching (the default), a fixed 500 us wait,
-   batching off, and a naive Starlette + TensorFlow app (``naive_app`` below). Issue
+   batching off, and a naive Starlette + TensorFlow app (``apps.naive_app``). Issue
    target at concurrency 64: >= 5x the naive throughput with p99 no worse.
 
 Every server is a separate process, started alone on a free loopback port, pinned with
@@ -40,9 +40,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _load import Loader, Result, Workload, body, free_port, post, server
+from apps import BODY_ENV, MODEL_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL_ENV, BODY_ENV = "BENCH_MODEL_DIR", "BENCH_BARE_BODY"
 HOT_KEYS = 64
 EVAL = "/v1/api/model/ctr/eval"
 MODES = {  # B: mly batch modes (name -> the model's Batch config; None = the default, adaptive)
@@ -52,70 +52,11 @@ MODES = {  # B: mly batch modes (name -> the model's Batch config; None = the de
 }
 
 
-# --- the two reference apps, run by uvicorn in their own processes -------------------------
-
-def naive_app() -> Any:
-    """The obvious TF server: one ``serving_default`` call per request in the threadpool.
-
-    It is written the way a competent first version would be (orjson, the concrete
-    function called directly, no per-request Python model wrapper) so that "Nx naive"
-    measures what mly adds, not a strawman's mistakes.
-    """
-    import orjson
-    import tensorflow as tf
-    from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
-    from starlette.requests import Request
-    from starlette.responses import Response
-    from starlette.routing import Route
-
-    fn = tf.saved_model.load(os.environ[MODEL_ENV]).signatures["serving_default"]
-    _, specs = fn.structured_input_signature
-
-    def predict(payload: dict[str, Any]) -> bytes:
-        out = fn(**{name: tf.constant([[payload[name]]], dtype=spec.dtype) for name, spec in specs.items()})
-        data = {}
-        for name, tensor in out.items():
-            value = tensor.numpy().reshape(-1)[0]
-            data[name] = value.decode() if isinstance(value, bytes) else value.item()
-        return orjson.dumps({"status": "ok", "data": data})
-
-    predict(orjson.loads(body(0)))  # trace once before serving, as mly's loader does
-
-    async def evaluate(request: Request) -> Response:
-        payload = orjson.loads(await request.body())
-        return Response(await run_in_threadpool(predict, payload), media_type="application/json")
-
-    async def health(request: Request) -> Response:
-        return Response(b'{"ctr":1}', media_type="application/json")
-
-    return Starlette(routes=[Route(EVAL, evaluate, methods=["POST"]), Route("/v1/api/health", health)])
-
-
-def bare_app() -> Any:
-    """The HTTP ceiling: same stack and route, reads the body, answers mly's own hit bytes."""
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import Response
-    from starlette.routing import Route
-
-    answer = os.environ[BODY_ENV].encode()
-
-    async def evaluate(request: Request) -> Response:
-        await request.body()
-        return Response(answer, media_type="application/json")
-
-    async def health(request: Request) -> Response:
-        return Response(b'{"ctr":1}', media_type="application/json")
-
-    return Starlette(routes=[Route(EVAL, evaluate, methods=["POST"]), Route("/v1/api/health", health)])
-
-
 # --- process commands ----------------------------------------------------------------------
 
 def uvicorn_cmd(factory: str, port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).resolve().parent),
-            f"bench_server:{factory}", "--factory", "--host", "127.0.0.1", "--port", str(port),
+            f"apps:{factory}", "--factory", "--host", "127.0.0.1", "--port", str(port),
             "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
 
 
