@@ -278,6 +278,15 @@ def validate(config: Config) -> None:
                 raise ConfigError(f"{where}.Inputs", f"{name!r} is a reserved request key")
         if model.stream is not None:
             _validate_stream(model.stream, f"{where}.Stream")
+        memo = model.response_memo
+        if memo is not None:
+            if memo.size_mb < 1:
+                raise ConfigError(f"{where}.ResponseMemo.SizeMb", f"must be >= 1, got {memo.size_mb}")
+            if memo.max_body_bytes < 1:
+                raise ConfigError(f"{where}.ResponseMemo.MaxBodyBytes", f"must be >= 1, got {memo.max_body_bytes}")
+            if model.stream is not None:
+                # A memoised answer skips the pipeline that offers every answer to the log.
+                raise ConfigError(f"{where}.ResponseMemo", "cannot be used with Stream (every answer must be logged)")
     for i, conn in enumerate(config.connections):
         where = f"Connections[{i}]"
         if not conn.id:

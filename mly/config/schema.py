@@ -23,6 +23,7 @@ __all__ = [
     "MetricsConfig",
     "ModelConfig",
     "OutputField",
+    "ResponseMemoConfig",
     "StoreField",
     "StreamConfig",
     "StreamRotation",
@@ -205,6 +206,16 @@ class StreamConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseMemoConfig:
+    """A model's exact-request response memo (``mly.service.memo``). Not in Go."""
+
+    size_mb: int = setting("SizeMb", 64)
+    """Byte budget of the memo (MiB); entries past it are evicted, least recently used first."""
+    max_body_bytes: int = setting("MaxBodyBytes", 16384)
+    """Requests with a larger body (or query string) are not memoised."""
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     id: str = setting("ID", "")
     url: str = setting("URL", "")
@@ -225,6 +236,8 @@ class ModelConfig:
     outputs: tuple[OutputField, ...] = setting("Outputs", (), omitempty=True)
     output_type: str = setting("OutputType", "", omitempty=True)
     stream: StreamConfig | None = setting("Stream", None, omitempty=True)
+    response_memo: ResponseMemoConfig | None = setting("ResponseMemo", None, omitempty=True)
+    """Answer byte-identical repeated requests from a per-generation memo; off when absent. Not in Go."""
     reload_interval_sec: float = setting("ReloadIntervalSec", DEFAULT_RELOAD_INTERVAL_SEC)
     """Seconds between checks of the model's files for a change; 0 turns polling off."""
 

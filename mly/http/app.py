@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -70,8 +71,11 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
         return response
 
     async def meta_stats(request: Request) -> Response:
-        batcher = registry.get(request.path_params["model_id"]).current.batcher
-        return JSONResponse(batcher.stats() if batcher is not None else {})
+        generation = registry.get(request.path_params["model_id"]).current
+        stats: dict[str, Any] = generation.batcher.stats() if generation.batcher is not None else {}
+        if generation.memo is not None:
+            stats = {**stats, "responseMemo": generation.memo.stats()}
+        return JSONResponse(stats)
 
     async def ready(request: Request) -> Response:
         """For load balancers and orchestrators: 200 once every model serves, 503 before and while stopping."""

@@ -9,6 +9,7 @@ Errors have the same JSON shape as every other route (``responses.error_body``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -23,10 +24,11 @@ from mly.errors import DeadlineExceededError, MlyError, PayloadTooLargeError, Re
 from mly.http.responses import error_body
 from mly.http.stream import is_ndjson, stream_eval
 from mly.logs.access import AccessLog
-from mly.service.model_service import EvalResult, ModelService
+from mly.service.memo import memo_key
+from mly.service.model_service import ModelService
 from mly.service.registry import ModelRegistry
 
-__all__ = ["EvalFastPath"]
+__all__ = ["EvalFastPath", "envelope"]
 
 log = logging.getLogger("mly.http")
 
@@ -34,6 +36,20 @@ _PREFIX = "/v1/api/model/"
 _SUFFIX = "/eval"
 _METHODS = frozenset({"GET", "POST", "PUT"})  # PUT is POST, as in Go
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+@functools.lru_cache(maxsize=64)
+def _envelope_head(dict_hash: int) -> bytes:
+    """Everything of an answer before ``serviceTimeMcs``'s value; ``dictHash`` is left out when 0, as in Go."""
+    if dict_hash:
+        return b'{"status":"%s","dictHash":%d,"serviceTimeMcs":' % (STATUS_OK.encode(), dict_hash)
+    return b'{"status":"%s","serviceTimeMcs":' % STATUS_OK.encode()
+
+
+def envelope(dict_hash: int, started_ns: int, data: bytes | memoryview) -> bytes:
+    """A success answer around already-serialised ``data``, timed to now."""
+    elapsed = b"%d" % ((time.perf_counter_ns() - started_ns) // 1000)
+    return b"".join((_envelope_head(dict_hash), elapsed, b',"data":', data, b"}"))
 
 
 class MethodNotAllowedError(MlyError):
@@ -83,14 +99,14 @@ class EvalFastPath:
             await stream_eval(self.registry, model_id, scope, receive, send)  # NDJSON in, NDJSON out
             return
         error: Exception | None = None
-        result: EvalResult | None = None
+        rows = cached_rows = 0
         try:
             if scope["method"] not in _METHODS:
                 raise MethodNotAllowedError(f"method {scope['method']} not allowed on {path}: use GET, POST, PUT")
             if service is None:
                 self.registry.get(model_id)  # raises the 404 that names the served models
             assert service is not None
-            body, result = await self._evaluate(service, scope, receive, started)
+            body, rows, cached_rows = await self._evaluate(service, scope, receive, started)
             status = 200
         except MlyError as exc:
             if exc.status >= 500:
@@ -108,15 +124,14 @@ class EvalFastPath:
         if service is not None and status != 405:
             service.metrics.perf.record(elapsed_us, "eval" if status == 200 else _outcome(status, error))
         if self.access_log is not None:
-            self._log_access(scope, model_id, service, status, result, elapsed_us, error)
+            self._log_access(scope, model_id, service, status, rows, cached_rows, elapsed_us, error)
 
     def _log_access(self, scope: Scope, model_id: str, service: ModelService | None, status: int,
-                    result: EvalResult | None, elapsed_us: int, error: Exception | None) -> None:
+                    rows: int, cached_rows: int, elapsed_us: int, error: Exception | None) -> None:
         assert self.access_log is not None
         self.access_log.write(
             method=scope["method"], path=scope["path"], model=model_id, status=status,
-            rows=len(result.rows) if result is not None else 0,
-            cached_rows=result.cached_rows if result is not None else 0,
+            rows=rows, cached_rows=cached_rows,
             cached=service is not None and service.cache is not None,
             latency_us=elapsed_us, client=scope.get("client"), error=error,
         )
@@ -134,31 +149,43 @@ class EvalFastPath:
 
     async def _evaluate(
         self, service: ModelService, scope: Scope, receive: Receive, started: int
-    ) -> tuple[bytes, EvalResult]:
+    ) -> tuple[bytes, int, int]:
+        """The answer's bytes, its rows, and how many of them came from a cache (or the memo)."""
         overhead = service.metrics.http_overhead
         read_started = time.perf_counter_ns()
+        method = scope["method"]
         try:
-            if scope["method"] == "GET":
-                query = scope.get("query_string", b"").decode("latin-1")
-                request = parse_query(parse_qsl(query, keep_blank_values=True), service.current.interface.dtypes)
+            if method == "GET":
+                raw = scope.get("query_string", b"")
             else:
                 try:
                     raw = await self._read_body(scope, receive)
                 except MlyError as exc:
                     overhead.record_error((time.perf_counter_ns() - read_started) // 1000, "readError", str(exc))
                     raise
+            generation = service.current
+            memo = generation.memo
+            key = ""
+            if memo is not None and len(raw) <= memo.max_body_bytes:
+                key = memo_key(method, raw)
+                hit = memo.get(key)
+                if hit is not None:
+                    return envelope(generation.dict_hash, started, hit[1]), hit[0], hit[0]
+            if method == "GET":
+                query = raw.decode("latin-1")
+                request = parse_query(parse_qsl(query, keep_blank_values=True), generation.interface.dtypes)
+            else:
                 request = parse_body(raw, max_batch_size=self.max_batch_size)
         except RequestError as exc:
             overhead.record_error((time.perf_counter_ns() - read_started) // 1000, "unmarshalError", str(exc))
             raise
         overhead.record((time.perf_counter_ns() - read_started) // 1000)
         result = await service.evaluate(request)
-        out: dict[str, Any] = {"status": STATUS_OK}
-        if result.dict_hash:
-            out["dictHash"] = result.dict_hash
-        out["serviceTimeMcs"] = (time.perf_counter_ns() - started) // 1000
-        out["data"] = result.rows if result.batch else result.rows[0]
-        return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY), result
+        data = orjson.dumps(result.rows if result.batch else result.rows[0], option=orjson.OPT_SERIALIZE_NUMPY)
+        if key and service.generation is generation and result.dict_hash == generation.dict_hash:
+            # Still the generation that owns the memo: the answer is this model's, not a newer one's.
+            memo.put(key, len(result.rows), data)  # type: ignore[union-attr]
+        return envelope(result.dict_hash, started, data), len(result.rows), result.cached_rows
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         """At most ``buffer_size`` bytes; larger is a 413 before it is all buffered."""

@@ -21,6 +21,7 @@ from mly.common.request import Encoder, encoders_for
 from mly.config.schema import Config, ModelConfig, StoreField
 from mly.model.interface import ModelInterface
 from mly.model.loader import LoadedModel
+from mly.service.memo import ResponseMemo
 from mly.service.singleflight import SingleFlight
 
 __all__ = ["Generation", "build_generation"]
@@ -41,6 +42,9 @@ class Generation:
     flight: SingleFlight = field(default_factory=SingleFlight, compare=False)
     """In-flight evaluations of this generation only: a reload never hands a
     request the result computed by the previous model."""
+    memo: ResponseMemo | None = field(default=None, compare=False)
+    """Answers of this generation by exact request bytes (``ResponseMemo`` config);
+    a reload starts a new, empty one."""
 
     @property
     def interface(self) -> ModelInterface:
@@ -105,4 +109,5 @@ def build_generation(model: ModelConfig, config: Config, loaded: LoadedModel) ->
         meta_json=orjson.dumps(meta.to_json()),
         dictionary_gzip=dictionary_json,
         encoders=encoders,
+        memo=ResponseMemo(model.response_memo) if model.response_memo is not None else None,
     )

@@ -1,0 +1,66 @@
+"""The exact-request response memo: request bytes -> the ``data`` of the answer, per generation.
+
+Repeated traffic often repeats byte for byte (the same page asks the same batch
+again). For such a request, parsing, keying every row and looking each key up
+cost more than the HTTP round trip itself; the memo answers it with one lookup.
+It sits in front of the per-row path, not instead of it: a body that differs in
+one byte is a memo miss and still gets per-row cache hits.
+
+Why it can never serve a stale answer: a memo belongs to one ``Generation`` and
+is dropped with it, so a reload (new weights or a new dictionary) starts empty;
+an answer is stored only if the generation that computed it is still the
+current one when it is stored. Only the ``data`` part is kept: the envelope
+(``dictHash``, ``serviceTimeMcs``) is rebuilt for every answer.
+
+Entries live in the same native MRU cache as the memory tier, bounded in bytes
+(``ResponseMemo.SizeMb``); bodies above ``MaxBodyBytes`` are not memoised.
+"""
+
+from __future__ import annotations
+
+from mly._native.mru import MRUCache
+from mly.config.schema import ResponseMemoConfig
+
+__all__ = ["ResponseMemo", "memo_key"]
+
+_ROWS = 4  # bytes of the row count stored in front of each entry (for the access log)
+
+
+def memo_key(method: str, raw: bytes) -> str:
+    """The memo key of a request: its body (POST/PUT) or its query string (GET).
+
+    latin-1 maps bytes to code points one to one, so two keys are equal exactly when
+    the bytes are. A GET key starts with NUL, which no JSON body can, so a query
+    string and a body never share a key.
+    """
+    text = raw.decode("latin-1")
+    return "\0" + text if method == "GET" else text
+
+
+class ResponseMemo:
+    def __init__(self, config: ResponseMemoConfig) -> None:
+        self.cache = MRUCache(config.size_mb << 20)
+        self.max_body_bytes = config.max_body_bytes
+        self.hits = 0
+        self.misses = 0
+        self.stored = 0
+
+    def get(self, key: str) -> tuple[int, memoryview] | None:
+        """``(rows, data)`` of a memoised answer, or ``None``."""
+        value = self.cache.get(key, 0)
+        if not value:  # None (absent); entries are never empty
+            self.misses += 1
+            return None
+        self.hits += 1
+        assert isinstance(value, bytes)
+        return int.from_bytes(value[:_ROWS], "little"), memoryview(value)[_ROWS:]
+
+    def put(self, key: str, rows: int, data: bytes) -> None:
+        if len(key) > self.max_body_bytes:
+            return
+        self.cache.put(key, rows.to_bytes(_ROWS, "little") + data, 0, 0)
+        self.stored += 1
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "stored": self.stored, "entries": len(self.cache),
+                "bytesUsed": self.cache.bytes_used, "maxBytes": self.cache.max_bytes}

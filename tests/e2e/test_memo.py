@@ -1,0 +1,145 @@
+"""The exact-request response memo on a real server: what it answers, what it never answers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from live_server import LiveServer
+from reloading import point, wait_until
+
+from mly.config import load_config
+from mly.errors import ConfigError
+
+EVAL = "/v1/api/model/m/eval"
+ROW = {"sa": "a", "sl": "b", "i1": 10, "fl": 1.25}
+BATCH = {"batch_size": 3, "sa": ["a", "b", "zz"], "sl": ["a", "b", "c"], "i1": [10, 20, 30], "fl": [1.0, 2.0, 3.0]}
+
+
+@pytest.fixture(scope="module")
+def versions(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("memo-versions")
+    v1 = root / "v1"
+    shutil.copytree(model_dirs["keras"], v1)
+    retrained = root / "v1-retrained"  # same vocabulary, so the same dictHash: only the generation differs
+    shutil.copytree(v1, retrained)
+    for path in retrained.rglob("*"):
+        os.utime(path, (time.time() + 5, time.time() + 5))
+    return {"v1": v1, "retrained": retrained, "link": root / "current"}
+
+
+@pytest.fixture(scope="module")
+def memo_server(versions: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    point(versions["link"], versions["v1"])
+    config = {
+        "Endpoint": {"WriteTimeoutMs": 1000},
+        "Models": [{"ID": "m", "URL": str(versions["link"]), "DataStore": "mem", "ReloadIntervalSec": 0.2,
+                    "Inputs": [{"Name": "fl", "Precision": 2}],
+                    "ResponseMemo": {"SizeMb": 1, "MaxBodyBytes": 200}}],
+        "Datastores": [{"ID": "mem", "Cache": {"SizeMb": 4}}],
+    }
+    live = LiveServer(config, tmp_path_factory.mktemp("memo")).start()
+    yield live
+    live.stop()
+
+
+def memo_stats(client: httpx.Client) -> dict[str, int]:
+    return client.get("/v1/api/model/m/meta/stats").json()["responseMemo"]
+
+
+def test_a_repeated_body_is_answered_from_the_memo_with_a_fresh_envelope(memo_server: LiveServer) -> None:
+    service = memo_server.registry.get("m")
+    body = orjson.dumps(ROW) + b" "  # a byte no other test sends: a fresh memo key
+    with memo_server.client() as client:
+        first = client.post(EVAL, content=body)
+        evaluated = service.rows_evaluated
+        before = memo_stats(client)
+        second = client.post(EVAL, content=body)
+        after = memo_stats(client)
+    assert first.status_code == second.status_code == 200
+    a, b = first.json(), second.json()
+    assert after["hits"] == before["hits"] + 1
+    assert service.rows_evaluated == evaluated
+    assert a["data"] == b["data"] and a["dictHash"] == b["dictHash"] == service.current.dict_hash
+    assert list(b) == ["status", "dictHash", "serviceTimeMcs", "data"]  # Go's field order, envelope rebuilt
+    assert isinstance(b["serviceTimeMcs"], int)
+
+
+def test_a_batch_differing_in_one_row_misses_the_memo_but_hits_per_row(memo_server: LiveServer) -> None:
+    service = memo_server.registry.get("m")
+    with memo_server.client() as client:
+        whole = client.post(EVAL, content=orjson.dumps(BATCH)).json()["data"]
+        changed = {**BATCH, "fl": [1.0, 2.0, 3.5]}
+        evaluated = service.rows_evaluated
+        before = memo_stats(client)
+        answer = client.post(EVAL, content=orjson.dumps(changed)).json()["data"]
+        after = memo_stats(client)
+    assert after["hits"] == before["hits"] and after["misses"] == before["misses"] + 1
+    assert service.rows_evaluated == evaluated + 1  # only the changed row ran
+    assert answer[:2] == whole[:2] and len(answer) == 3
+
+
+def test_get_and_post_share_no_key_and_both_are_memoised(memo_server: LiveServer) -> None:
+    params = {"sa": "b", "sl": "a", "i1": "20", "fl": "2.5"}
+    with memo_server.client() as client:
+        first = client.get(EVAL, params=params).json()
+        before = memo_stats(client)
+        second = client.get(EVAL, params=params).json()
+        assert memo_stats(client)["hits"] == before["hits"] + 1
+        posted = client.post(EVAL, content=orjson.dumps({"sa": "b", "sl": "a", "i1": 20, "fl": 2.5})).json()
+    assert first["data"] == second["data"] == posted["data"]
+
+
+def test_errors_and_large_bodies_are_not_memoised(memo_server: LiveServer) -> None:
+    big = orjson.dumps(ROW) + b" " * 300  # valid JSON, longer than MaxBodyBytes
+    with memo_server.client() as client:
+        before = memo_stats(client)
+        for _ in range(2):
+            bad = client.post(EVAL, content=orjson.dumps({**ROW, "sa": 1}))
+            assert bad.status_code == 400 and "sa" in bad.json()["error"]
+            assert client.post(EVAL, content=big).status_code == 200
+        after = memo_stats(client)
+    assert after["stored"] == before["stored"]
+    assert after["hits"] == before["hits"]
+
+
+def test_a_reload_starts_an_empty_memo(memo_server: LiveServer, versions: dict[str, Path]) -> None:
+    """Retrained weights keep the dictHash, so only the generation can tell the answers apart."""
+    service = memo_server.registry.get("m")
+    body = orjson.dumps({**ROW, "fl": 3.75})
+    with memo_server.client() as client:
+        assert client.post(EVAL, content=body).status_code == 200
+        hits = memo_stats(client)["hits"]
+        assert client.post(EVAL, content=body).status_code == 200
+        assert memo_stats(client)["hits"] == hits + 1
+        reloads = service.reloads
+        point(versions["link"], versions["retrained"])
+        wait_until(lambda: service.reloads > reloads, "the reload")
+        evaluated = service.rows_evaluated
+        fresh = memo_stats(client)
+        assert fresh["entries"] == 0 and fresh["hits"] == 0
+        assert client.post(EVAL, content=body).status_code == 200
+    assert service.rows_evaluated == evaluated + 1  # computed again by the new generation
+    point(versions["link"], versions["v1"])
+
+
+@pytest.mark.parametrize(("memo", "stream", "field"), [
+    ({"SizeMb": 0}, False, "Models[0].ResponseMemo.SizeMb"),
+    ({"MaxBodyBytes": 0}, False, "Models[0].ResponseMemo.MaxBodyBytes"),
+    ({"SizeMb": 8}, True, "Models[0].ResponseMemo"),
+])
+def test_bad_memo_config_names_the_field(tmp_path: Path, memo: dict, stream: bool, field: str) -> None:
+    model: dict = {"ID": "m", "URL": str(tmp_path), "ResponseMemo": memo}
+    if stream:
+        model["Stream"] = {"URL": str(tmp_path / "log.jsonl")}
+    path = tmp_path / "c.json"
+    path.write_text(orjson.dumps({"Models": [model]}).decode())
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert field in str(err.value)
