@@ -5,7 +5,8 @@ The decision is made once per connection, never per request:
 
 - The HTTP/2 connection preface (cleartext prior knowledge, as Go's mly client
   sends, or TLS after ALPN ``h2``) hands the connection to ``h2.H2Protocol``.
-- Anything else stays uvicorn's ``HttpToolsProtocol`` (the measured fast path).
+- Anything else stays uvicorn's ``HttpToolsProtocol`` (the measured fast path),
+  with each response's head and body written together (``coalesce.CoalescingCycle``).
   Once the first request's head is parsed, the transport is pointed straight at
   the parent class's ``data_received``, so later requests pay nothing for this.
 - ``Upgrade: h2c`` on HTTP/1.1 (what ``curl --http2`` sends on cleartext) is
@@ -28,9 +29,10 @@ from typing import Any
 
 import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from mly.config.schema import EndpointConfig
+from mly.http.coalesce import CoalescingCycle
 from mly.http.h2limits import PREFACE, H2Settings, h2_available
 
 __all__ = ["PROTOCOL_ENV", "TLS12_CIPHERS", "MlyHttpProtocol", "MlyUvicornConfig", "h2_settings", "protocol_class"]
@@ -73,6 +75,13 @@ class MlyHttpProtocol(HttpToolsProtocol):
         self.data_received = super().data_received  # type: ignore[method-assign]
         if not self.transport.is_closing():
             self.transport.set_protocol(self)  # uvloop caches the bound method when the protocol is set
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and type(cycle) is RequestResponseCycle:
+            # The new cycle's task has not run yet: it will send through the subclass.
+            cycle.__class__ = CoalescingCycle
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
