@@ -36,6 +36,9 @@ _PREFIX = "/v1/api/model/"
 _SUFFIX = "/eval"
 _METHODS = frozenset({"GET", "POST", "PUT"})  # PUT is POST, as in Go
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+#: The connection holds at most this much of a body before it starts the request's
+#: task; below uvicorn's flow-control mark, so reading never pauses while it waits.
+MEMO_FRONT_MAX_BODY = 32768
 
 
 @functools.lru_cache(maxsize=64)
@@ -81,6 +84,34 @@ class EvalFastPath:
         self.max_batch_size = max_batch_size
         self.access_log = access_log
         """``None`` when off: then the hot path's whole cost is one ``is not None``."""
+        limits = [m.config.response_memo.max_body_bytes for m in registry.services.values()
+                  if m.config.response_memo is not None]
+        self.memo_body_limit = 0 if access_log is not None or not limits else min(max(limits), MEMO_FRONT_MAX_BODY)
+        """Bodies up to this size may be answered from a memo by the connection itself
+        (``answer_from_memo``); 0 turns that off (no memo, or the access log wants every request)."""
+
+    def answer_from_memo(self, path: str, body: bytes | bytearray) -> bytes | None:
+        """A memoised POST answer, for ``MlyHttpProtocol`` to write without starting an ASGI task.
+
+        ``None`` (not eval, unknown model, no memo, a miss) sends the request down the
+        normal path, which looks again and counts the miss.
+        """
+        if not (path.startswith(_PREFIX) and path.endswith(_SUFFIX)):
+            return None
+        service = self.registry.services.get(path[len(_PREFIX) : -len(_SUFFIX)])
+        generation = service.generation if service is not None else None
+        memo = generation.memo if generation is not None else None
+        if memo is None or len(body) > memo.max_body_bytes:
+            return None
+        assert service is not None and generation is not None
+        started = time.perf_counter_ns()
+        hit = memo.get(body.decode("latin-1"), count_miss=False)
+        if hit is None:
+            return None
+        service.metrics.request_started(started)
+        answer = envelope(generation.dict_hash, started, hit[1])
+        service.metrics.perf.record((time.perf_counter_ns() - started) // 1000, "eval")
+        return answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

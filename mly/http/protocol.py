@@ -33,6 +33,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from mly.config.schema import EndpointConfig
 from mly.http.coalesce import CoalescingCycle
+from mly.http.fast import EvalFastPath
 from mly.http.h2limits import PREFACE, H2Settings, h2_available
 
 __all__ = ["PROTOCOL_ENV", "TLS12_CIPHERS", "MlyHttpProtocol", "MlyUvicornConfig", "h2_settings", "protocol_class"]
@@ -53,6 +54,13 @@ class MlyHttpProtocol(HttpToolsProtocol):
         self.h2_settings = h2 if h2 is not None else H2Settings()
         self.opening = b""  # the first bytes, while they could still be the HTTP/2 preface
         self.sniffed = False
+        front = self.app
+        while front is not None and not isinstance(front, EvalFastPath):  # under uvicorn's middleware
+            front = getattr(front, "app", None)
+        self.memo_front: EvalFastPath | None = front if front is not None and front.memo_body_limit else None
+        self.deferred: tuple[RequestResponseCycle, Any] | None = None
+        self.head_source: list[tuple[bytes, bytes]] | None = None
+        self.head_prefix = b""
 
     def data_received(self, data: bytes) -> None:
         """Only until the first request's head is parsed (see ``settle``)."""
@@ -83,7 +91,59 @@ class MlyHttpProtocol(HttpToolsProtocol):
             # The new cycle's task has not run yet: it will send through the subclass.
             cycle.__class__ = CoalescingCycle
 
+    # --- memoised answers written by the connection (``ResponseMemo``) ------------------------
+    #
+    # A memo hit needs no ASGI task, no receive/send messages, no middleware: the answer
+    # is known once the body is in. So a keep-alive POST to an eval path waits (without a
+    # task) until its body is complete, up to ``memo_body_limit`` bytes, and is answered
+    # here on a hit; anything else (a miss, a larger body, ``Expect: 100-continue``)
+    # starts uvicorn's task as usual, with the body already read.
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        scope = cycle.scope
+        if (self.memo_front is not None and scope["method"] == "POST" and cycle.keep_alive
+                and not cycle.waiting_for_100_continue and scope["path"].endswith("/eval")):
+            if cycle.more_body:
+                self.deferred = (cycle, app)
+                return
+            if self.answer_from_memo(cycle):
+                return
+        super()._start_asgi_task(cycle, app)
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        deferred = self.deferred
+        if deferred is not None and len(deferred[0].body) > self.memo_front.memo_body_limit:  # type: ignore[union-attr]
+            self.deferred = None
+            super()._start_asgi_task(*deferred)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        deferred = self.deferred
+        if deferred is not None:
+            self.deferred = None
+            if not self.answer_from_memo(deferred[0]):
+                super()._start_asgi_task(*deferred)
+
+    def answer_from_memo(self, cycle: RequestResponseCycle) -> bool:
+        assert self.memo_front is not None
+        if not cycle.keep_alive:  # the server began stopping: uvicorn's path closes the connection after
+            return False
+        body = self.memo_front.answer_from_memo(cycle.scope["path"], cycle.body)
+        if body is None:
+            return False
+        defaults = self.server_state.default_headers  # a new list whenever uvicorn's date changes
+        if defaults is not self.head_source:
+            self.head_source = defaults
+            self.head_prefix = b"".join([b"HTTP/1.1 200 OK\r\n", *(n + b": " + v + b"\r\n" for n, v in defaults),
+                                         b"content-type: application/json\r\ncontent-length: "])
+        self.transport.write(b"%s%d\r\n\r\n%s" % (self.head_prefix, len(body), body))
+        cycle.response_started = cycle.response_complete = True
+        self.on_response_complete()
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self.deferred = None
         super().connection_lost(exc)
         self.__dict__.pop("data_received", None)  # the bound method ``settle`` stored is a reference cycle
 

@@ -45,11 +45,13 @@ class ResponseMemo:
         self.misses = 0
         self.stored = 0
 
-    def get(self, key: str) -> tuple[int, memoryview] | None:
-        """``(rows, data)`` of a memoised answer, or ``None``."""
+    def get(self, key: str, *, count_miss: bool = True) -> tuple[int, memoryview] | None:
+        """``(rows, data)`` of a memoised answer, or ``None``. A first look that the
+        request's normal path will repeat on a miss passes ``count_miss=False``."""
         value = self.cache.get(key, 0)
         if not value:  # None (absent); entries are never empty
-            self.misses += 1
+            if count_miss:
+                self.misses += 1
             return None
         self.hits += 1
         assert isinstance(value, bytes)

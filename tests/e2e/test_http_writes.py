@@ -15,6 +15,7 @@ import sys
 import orjson
 import pytest
 from live_server import LiveServer
+from raw_http import read_response
 
 # struct tcp_info (linux/tcp.h): tcpi_data_segs_in follows 8 bytes of u8 fields, 24 u32,
 # 4 u64, then segs_out, segs_in, notsent_bytes, min_rtt (Linux >= 4.6).
@@ -26,17 +27,6 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="TCP_INFO layout
 def data_segments_in(sock: socket.socket) -> int:
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
     return int(struct.unpack_from("I", info, _DATA_SEGS_IN)[0])
-
-
-def read_response(sock: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-    while len(body) < length:
-        body += sock.recv(65536)
-    return head + b"\r\n\r\n" + body
 
 
 @pytest.mark.parametrize("request_bytes", [

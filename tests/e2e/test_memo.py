@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import httpx
 import orjson
 import pytest
 from live_server import LiveServer
+from raw_http import post_request, read_response
 from reloading import point, wait_until
 
 from mly.config import load_config
@@ -143,3 +145,120 @@ def test_bad_memo_config_names_the_field(tmp_path: Path, memo: dict, stream: boo
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert field in str(err.value)
+
+
+# --- memo hits answered by the connection itself (no ASGI task) -------------------------------
+
+def connect(server: LiveServer) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def split(answer: bytes) -> tuple[int, dict[bytes, bytes], dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = {n.strip().lower(): v.strip() for n, _, v in (line.partition(b":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, orjson.loads(body)
+
+
+def warmed(server: LiveServer, row: dict) -> bytes:
+    body = orjson.dumps(row)
+    with server.client() as client:
+        assert client.post(EVAL, content=body).status_code == 200  # stored
+    return body
+
+
+def test_pipelined_hits_misses_and_errors_answer_in_order(memo_server: LiveServer) -> None:
+    hit = warmed(memo_server, {**ROW, "fl": 4.5})
+    miss = orjson.dumps({**ROW, "fl": 4.25, "i1": 30})
+    bad = orjson.dumps({**ROW, "i1": "x"})
+    with connect(memo_server) as sock:
+        sock.sendall(b"".join(post_request(EVAL, b) for b in (hit, miss, hit, bad, hit)))
+        pending = bytearray()
+        answers = [split(read_response(sock, pending)) for _ in range(5)]
+    assert [a[0] for a in answers] == [200, 200, 200, 400, 200]
+    assert answers[0][2]["data"] == answers[2][2]["data"] == answers[4][2]["data"]
+    assert "i1" in answers[3][2]["error"]
+
+
+def test_a_hit_by_the_connection_has_the_normal_answers_headers(memo_server: LiveServer) -> None:
+    body = warmed(memo_server, {**ROW, "fl": 4.75})
+    with connect(memo_server) as sock:
+        sock.sendall(post_request(EVAL, body))
+        status, headers, answer = split(read_response(sock))
+    assert status == 200
+    assert headers[b"content-type"] == b"application/json" and b"date" in headers and b"server" in headers
+    assert list(answer) == ["status", "dictHash", "serviceTimeMcs", "data"]
+
+
+def test_a_body_that_arrives_late_is_still_answered(memo_server: LiveServer) -> None:
+    body = warmed(memo_server, {**ROW, "fl": 1.75})
+    request = post_request(EVAL, body)
+    with connect(memo_server) as sock:
+        cut = request.index(b"\r\n\r\n") + 10
+        sock.sendall(request[:cut])
+        time.sleep(0.2)  # the head alone: the connection waits for the rest without a task
+        sock.sendall(request[cut:])
+        status, _, answer = split(read_response(sock))
+    assert status == 200 and "data" in answer
+
+
+def test_expect_continue_and_connection_close_take_the_normal_path(memo_server: LiveServer) -> None:
+    body = warmed(memo_server, {**ROW, "fl": 2.75})
+    with connect(memo_server) as sock:
+        sock.sendall(post_request(EVAL, b"", "Expect: 100-continue").replace(b"Content-Length: 0",
+                                                                          b"Content-Length: %d" % len(body)))
+        interim = read_response(sock)
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        assert split(read_response(sock))[0] == 200
+    with connect(memo_server) as sock:
+        sock.sendall(post_request(EVAL, body, "Connection: close"))
+        status, headers, _ = split(read_response(sock))
+        assert status == 200 and headers.get(b"connection") == b"close"
+        assert sock.recv(1) == b""  # closed after the answer
+
+
+def test_hits_by_the_connection_are_counted(memo_server: LiveServer) -> None:
+    service = memo_server.registry.get("m")
+    body = warmed(memo_server, {**ROW, "fl": 3.25})
+    with memo_server.client() as client:
+        before = memo_stats(client)
+    perf = service.metrics.perf
+    evals = perf.total.metric(perf.keys, "eval")
+    with connect(memo_server) as sock:
+        for _ in range(3):
+            sock.sendall(post_request(EVAL, body))
+            assert split(read_response(sock))[0] == 200
+    with memo_server.client() as client:
+        assert memo_stats(client)["hits"] == before["hits"] + 3
+    assert perf.total.metric(perf.keys, "eval") == evals + 3  # in {model}Perf like every other answer
+
+
+class CountingSet(set):  # type: ignore[type-arg]
+    """uvicorn's set of running request tasks, counting what is added to it."""
+
+    added = 0
+
+    def add(self, item: object) -> None:
+        self.added += 1
+        super().add(item)
+
+
+def test_a_hit_starts_no_asgi_task_and_a_miss_does(memo_server: LiveServer) -> None:
+    body = warmed(memo_server, {**ROW, "fl": 0.5})
+    state = memo_server._server.server_state
+    original, counting = state.tasks, CountingSet(state.tasks)
+    state.tasks = counting  # connections opened from now on register their tasks here
+    try:
+        with connect(memo_server) as sock:
+            for _ in range(3):
+                sock.sendall(post_request(EVAL, body))
+                assert split(read_response(sock))[0] == 200
+            assert counting.added == 0
+            sock.sendall(post_request(EVAL, orjson.dumps({**ROW, "fl": 0.75})))
+            assert split(read_response(sock))[0] == 200
+            assert counting.added == 1
+    finally:
+        state.tasks = original
