@@ -1,6 +1,7 @@
-# The README's two commands:
+# The README's commands:
 #   make serve   set up a virtualenv, build the bundled example model, serve it on :8080
 #   make test    set up a virtualenv with the test extras, install the test services, run every test
+#   make bench   the published benchmark (bench/run.py): mly vs a naive server, an exact-body cache and Triton
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,13 +14,16 @@ INSTALL_INPUTS := pyproject.toml setup.py $(wildcard mly/_native/*.pyx mly/_nati
 PIP_LOG := $(VENV)/pip-install.log
 SERVER_EXTRAS := server
 DEV_EXTRAS := server,redis,aerospike,dev
+BENCH_EXTRAS := server,redis,dev,bench
+# make bench BENCH_ARGS="--quick" (or --rounds 5, --no-triton, --publish): passed to bench/run.py
+BENCH_ARGS ?=
 define pip_install
 	@echo "installing mly[$(1)] into $(VENV) (pip log: $(PIP_LOG))"
 	@$(PIP) install --quiet -e '.[$(1)]' >$(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
 	@touch $@
 endef
 
-.PHONY: serve test setup setup-dev example bench clean
+.PHONY: serve test setup setup-dev setup-bench example bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +39,11 @@ setup: $(VENV)/.installed-server
 
 setup-dev: $(VENV)/.installed-dev
 
+$(VENV)/.installed-bench: $(INSTALL_INPUTS) | $(PY)
+	$(call pip_install,$(BENCH_EXTRAS))
+
+setup-bench: $(VENV)/.installed-bench
+
 examples/model/saved_model.pb: examples/build_model.py | setup
 	$(PY) examples/build_model.py examples/model
 
@@ -47,8 +56,12 @@ test: setup-dev
 	@bash scripts/test-services.sh
 	$(PY) -m pytest
 
-bench: setup-dev
-	$(PY) bench/bench_native.py
+# The published benchmark (bench/README.md): wrk and redis-server from apt when missing, Triton in
+# its own virtualenv (.venv-triton, made once), then one run writing bench/results/<timestamp>/.
+bench: setup-bench
+	@bash scripts/bench-tools.sh
+	$(PY) bench/triton_server.py --setup
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info mly/_native/*.c mly/_native/*.so examples/model

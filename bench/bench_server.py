@@ -4,6 +4,7 @@ One command, one run, ratios printed, nothing asserted (see bench/README.md)::
 
     python bench/bench_server.py            # ~7 minutes: 3 alternating rounds, 5 s per case after 1 s warm-up
     python bench/bench_server.py --quick    # ~40 s smoke run: 1 round, 1 s per case, no warm-up
+    python bench/bench_server.py --ctr      # C only: the CTR-model cells against the exact-body cache
 
 Every figure is the median over the rounds with the min-max range beside it, and every
 ratio is taken round by round (each server against the baseline measured in the same
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _commands import mly_cli, uvicorn_cmd
 from _load import Loader, Result, Workload, body, free_port, post, server
 from apps import BODY_ENV, MODEL_ENV
 
@@ -54,12 +56,6 @@ MODES = {  # B: mly batch modes (name -> the model's Batch config; None = the de
 
 # --- process commands ----------------------------------------------------------------------
 
-def uvicorn_cmd(factory: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).resolve().parent),
-            f"apps:{factory}", "--factory", "--host", "127.0.0.1", "--port", str(port),
-            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
-
-
 def mly_cmd(workdir: str, model_dir: str, port: int, *, cache: bool, batch: dict[str, int] | None) -> list[str]:
     """``mly-fast serve`` on a temp config (JSON is YAML) for the example model."""
     model: dict[str, Any] = {"ID": "ctr", "URL": model_dir, "Inputs": [{"Name": "price", "Precision": 2}]}
@@ -71,9 +67,7 @@ def mly_cmd(workdir: str, model_dir: str, port: int, *, cache: bool, batch: dict
         model["Batch"] = batch
     path = Path(workdir) / f"mly-{port}.yaml"
     path.write_text(json.dumps(config))
-    exe = shutil.which("mly-fast")
-    cli = [exe] if exe else [sys.executable, "-c", "import sys; from mly.cli import main; sys.exit(main())"]
-    return [*cli, "serve", str(path), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    return [*mly_cli(), "serve", str(path), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
 
 
 # --- measurements ---------------------------------------------------------------------------
@@ -196,6 +190,25 @@ def run_round(bench: Bench, args: argparse.Namespace, work: str, model_dir: str,
     return hit_body
 
 
+def ctr_cells(args: argparse.Namespace) -> int:
+    """C. The hot-path cells on the CTR-like model (``bench/ctr_model.py``), run by ``bench/run.py``
+    so the servers, bodies, pinning and report are the published benchmark's own:
+
+    - hot single rows (1,000 distinct bodies) and hot 32-row batches at concurrency 16: mly's
+      memory tier with the response memo (``mly memory``), the memory tier alone (``mly
+      per-row``), and the exact-body dict cache in front of the naive server;
+    - cold single rows at concurrency 64 without any cache: ``mly no cache`` against ``naive``.
+    """
+    import run
+
+    common = ["--rounds", str(args.rounds), "--seconds", str(args.seconds), "--warmup", str(args.warmup),
+              "--no-triton", "--no-locust", "--no-claim", *(["--no-pin"] if args.no_pin else [])]
+    status = run.main([*common, "--servers", "mly memory,mly per-row,exact-body", "--workloads", "hot,batch32",
+                       "--concurrency", "16"])
+    return status or run.main([*common, "--servers", "mly no cache,naive", "--workloads", "cold",
+                               "--concurrency", "64"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="measured seconds per case (default 5)")
@@ -208,9 +221,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="load generator (auto: wrk if installed)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin client and server with taskset")
     parser.add_argument("--model", help="an already built example model folder (default: build one)")
+    parser.add_argument("--ctr", action="store_true",
+                        help="C instead of A and B: the CTR-model cells against the exact-body cache (bench/run.py)")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.warmup, args.rounds = 1, 0, 1
+    if args.ctr:
+        return ctr_cells(args)
     levels = [int(c) for c in args.concurrency.split(",")]
     cpus = sorted(os.sched_getaffinity(0))
     pin = len(cpus) >= 2 and not args.no_pin and shutil.which("taskset") is not None

@@ -14,8 +14,10 @@ its tables are tiny. This one has the shape the performance issues are measured 
     bid           float32 used numerically (keyed with Precision 2)
 
 Each lookup feeds a 16-wide embedding; a 256-64-1 dense tower gives ``ctr``: about 186k
-parameters. Weights come from a fixed seed, so every build gives the same predictions
-and the same dictionary hash. The vocabularies are importable (``VOCABULARIES``) so a
+parameters. ``--hidden`` widens the tower: ``bench/run.py`` builds a slow variant whose
+one-row evaluation costs about a millisecond, the model cost a client-side cache is sold on.
+Weights come from a fixed seed, so every build gives the same predictions and the same
+dictionary hash. The vocabularies are importable (``VOCABULARIES``) so a
 corpus can be generated without a running server.
 """
 
@@ -33,6 +35,8 @@ import numpy as np
 SEED = 20261202
 EMBEDDING_DIM = 16
 MODEL_ID = "ctr"
+HIDDEN = (256, 64)
+"""Widths of the dense tower's hidden layers (the published benchmark model)."""
 
 #: input name -> vocabulary (strings, or ints for creative_id); order = the model's input order.
 VOCABULARIES: dict[str, list[str] | list[int]] = {
@@ -56,8 +60,12 @@ def mly_model_config(model_dir: str, *, cache: bool, datastore: str = "ctrCache"
     return model
 
 
-def build(out_dir: str) -> str:
-    """Build, weight and export the model to ``out_dir``; returns the folder."""
+def build(out_dir: str, hidden: tuple[int, ...] = HIDDEN) -> str:
+    """Build, weight and export the model to ``out_dir``; returns the folder.
+
+    ``hidden`` sets the tower's widths; the inputs, vocabularies and output stay the same,
+    so every corpus and request body fits every variant.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from mly.logs.quiet import import_tensorflow_quietly
 
@@ -81,8 +89,8 @@ def build(out_dir: str) -> str:
     features.append(keras.ops.log1p(keras.ops.maximum(bid, 0.0)))
 
     x = keras.layers.Concatenate(name="features")(features)
-    x = keras.layers.Dense(256, activation="relu", name="hidden1")(x)
-    x = keras.layers.Dense(64, activation="relu", name="hidden2")(x)
+    for i, width in enumerate(hidden, start=1):
+        x = keras.layers.Dense(width, activation="relu", name=f"hidden{i}")(x)
     ctr = keras.layers.Dense(1, activation="sigmoid", name="ctr")(x)
     model = keras.Model(inputs=inputs, outputs={"ctr": ctr}, name="ctr_bench")
     rng = np.random.default_rng(SEED)
@@ -111,8 +119,13 @@ def parameter_count(model_dir: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output_dir", help="where to write the model")
+    parser.add_argument("--hidden", default=",".join(map(str, HIDDEN)),
+                        help=f"hidden layer widths, comma-separated (default {','.join(map(str, HIDDEN))})")
     args = parser.parse_args(argv)
-    path = build(args.output_dir)
+    hidden = tuple(int(w) for w in args.hidden.split(",") if w.strip())
+    if not hidden or min(hidden) < 1:
+        parser.error(f"--hidden needs positive widths, got {args.hidden!r}")
+    path = build(args.output_dir, hidden)
     print(f"wrote the benchmark model to {path}")
     return 0
 

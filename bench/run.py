@@ -1,0 +1,619 @@
+"""The published benchmark: mly against a naive TensorFlow server, an exact-body cache and Triton.
+
+One command builds the CTR-like benchmark model (``ctr_model.py``), runs every server on
+the same request bodies, pinned the same way (each server on one core, the load
+generator on the other), and writes the table and the plots::
+
+    python bench/run.py                  # ~30 minutes: 3 alternating rounds, 5 s per cell after 1 s warm-up
+    python bench/run.py --quick          # smoke run: 1 round, 1 s per cell, no warm-up
+    python bench/run.py --publish        # also copy the plots into docs/benchmarks/
+
+Servers (the names of the table): ``mly memory`` (memory tier + response memo), ``mly
+per-row`` (the memory tier alone: no memo, every request keyed row by row), ``mly no cache``, ``mly redis L1`` (a real redis-server as the only tier: every lookup is a round
+trip), ``naive`` (Starlette + TensorFlow, one call per request), ``exact-body`` (the naive
+server behind a dict from request bytes to response bytes), ``triton`` (Triton through
+PyTriton, dynamic batching and its response cache, in ``.venv-triton``).
+
+Workloads: ``hot`` single rows cycling 1,000 distinct rows (5% out-of-vocabulary values),
+``cold`` single rows never repeated within a server process, ``batch32`` 1,000 distinct
+32-row batches of the hot rows; Triton gets the same rows as KServe v2 bodies. Each cell
+is one wrk run (1 thread, closed loop); the server's CPU is read from ``/proc`` for its
+whole process tree. Every server process serves all its cells of one round and is then
+stopped; odd rounds run the servers in reverse order. Then, on ``mly memory`` only, locust
+runs raw-HTTP and ``mly.client`` users, and a last section times one prediction through
+``mly.client`` with a warm local cache against the same one with no cache anywhere, on a
+slow variant of the model (about 1 ms per evaluation).
+
+Output in ``--out`` (default ``bench/results/<timestamp>/``): ``results.json`` (every
+measured record), ``table.md`` (also printed) and ``throughput.png`` / ``p99.png``.
+``--render DIR`` rebuilds the table and plots from a ``results.json`` without measuring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import csv
+import datetime
+import json
+import os
+import shlex
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+import orjson
+from _commands import children, mly_serve_cmd, tree_cpu_seconds, uvicorn_cmd
+from _load import Loader, Workload, free_port, post, server, taskset
+from _report import Record, machine_and_versions, markdown, plots
+from apps import EVAL_PATH, MODEL_ENV
+from corpus import Corpus, Row, ctr_fields, hot_batches, single_body, write_lines
+from ctr_model import MODEL_ID, mly_model_config
+from triton_server import INFER_PATH, READY_PATH, ensure_venv, v2_body
+
+ROOT = BENCH.parent
+SERVERS = ("mly memory", "mly per-row", "mly no cache", "mly redis L1", "naive", "exact-body", "triton")
+WORKLOADS = ("hot", "cold", "batch32")
+#: servers that answer a repeated request from a cache: their hot bodies are sent once before measuring
+CACHED = frozenset({"mly memory", "mly per-row", "mly redis L1", "exact-body", "triton"})
+HOT_ROWS, BATCH_BODIES, BATCH_ROWS = 1000, 1000, 32
+HOT_SEED, COLD_SEED, BATCH_SEED = 1, 2, 3
+#: cold rows to generate per measured second and concurrency level: above any server's miss rate here
+COLD_ROWS_PER_SECOND = 15_000
+SLOW_HIDDEN = (2048, 2048)
+"""The slow model's tower: about 1 ms per one-row evaluation on one core of the project's machine."""
+LOCUSTFILE = BENCH / "locustfile.py"
+LOCUST_CLASSES = ("HotRowUser", "ClientHotUser")
+LOCUST_USERS = (1, 16)
+MLY_EVAL = f"/v1/api/model/{MODEL_ID}/eval"
+TTL_MS = 3_600_000
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --- request bodies ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BodyFile:
+    path: Path
+    lines: int
+    rows_per_body: int
+
+
+def make_bodies(work: Path, cold_rows: int, triton: bool) -> dict[tuple[str, str], BodyFile]:
+    """(workload, "mly" | "v2") -> its file of bodies, one per line, the same rows in both formats."""
+    fields = ctr_fields()
+    hot = Corpus(fields, seed=HOT_SEED).rows(HOT_ROWS)
+    batches = hot_batches(hot, BATCH_BODIES, BATCH_ROWS, seed=BATCH_SEED)
+    if len(set(batches)) != BATCH_BODIES:
+        raise RuntimeError("the batch bodies are not distinct; change BATCH_SEED")
+    out: dict[tuple[str, str], BodyFile] = {}
+
+    def put(workload: str, fmt: str, bodies: Sequence[bytes], rows: int) -> None:
+        path = write_lines(work / f"{workload}-{fmt}.txt", bodies)
+        out[(workload, fmt)] = BodyFile(path, len(bodies), rows)
+
+    put("hot", "mly", [single_body(r) for r in hot], 1)
+    put("batch32", "mly", batches, BATCH_ROWS)
+    if triton:
+        put("hot", "v2", [v2_body([r]) for r in hot], 1)
+        put("batch32", "v2", [v2_body(_rows_of(orjson.loads(b))) for b in batches], BATCH_ROWS)
+    # Cold rows: drawn in chunks and written as they come (a few hundred thousand rows).
+    cold = Corpus(fields, seed=COLD_SEED)
+    paths = {"mly": work / "cold-mly.txt", **({"v2": work / "cold-v2.txt"} if triton else {})}
+    handles = {fmt: p.open("wb") for fmt, p in paths.items()}
+    try:
+        left = cold_rows
+        while left > 0:
+            rows = cold.rows(min(left, 10_000))
+            left -= len(rows)
+            handles["mly"].write(b"".join(single_body(r) + b"\n" for r in rows))
+            if "v2" in handles:
+                handles["v2"].write(b"".join(v2_body([r]) + b"\n" for r in rows))
+    finally:
+        for fh in handles.values():
+            fh.close()
+    for fmt, p in paths.items():
+        out[("cold", fmt)] = BodyFile(p, cold_rows, 1)
+    return out
+
+
+def _rows_of(columns: dict[str, Any]) -> list[Row]:
+    """A batch body's columns back to rows (the same values: orjson round-trips floats exactly)."""
+    names = [n for n in columns if n != "batch_size"]
+    return [{n: columns[n][i] for n in names} for i in range(int(columns["batch_size"]))]
+
+
+# --- servers ----------------------------------------------------------------------------------
+
+@dataclass
+class Context:
+    work: Path
+    model_dir: str
+    server_cpus: list[int] | None
+    load_cpus: list[int] | None
+    triton_python: Path | None
+
+
+@dataclass
+class Running:
+    """A started server: where to send bodies, in which format, and whose CPU to count."""
+
+    name: str
+    base: str
+    url: str
+    fmt: str
+    roots: list[int]
+    redis_port: int = 0
+    cold_next: int = 0
+    warmed: set[str] = field(default_factory=set)
+
+
+def _redis_cmd(port: int, workdir: Path) -> list[str]:
+    return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(workdir), "--protected-mode", "no"]
+
+
+def _redis(port: int, command: bytes) -> bytes:
+    """One inline command on a fresh connection (PING, DBSIZE): no client library needed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(command + b"\r\n")
+        return s.recv(256).strip()
+
+
+@contextlib.contextmanager
+def redis_server(ctx: Context) -> Iterator[tuple[int, int]]:
+    """A fresh, empty redis-server pinned with the server it serves; yields (port, pid)."""
+    port = free_port()
+    proc = subprocess.Popen([*taskset(ctx.server_cpus), *_redis_cmd(port, ctx.work)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if _redis(port, b"PING") == b"+PONG":
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on port {port} did not start") from None
+                time.sleep(0.05)
+        yield port, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def mly_config(name: str, model_dir: str, redis_port: int = 0) -> dict[str, Any]:
+    """The mly server configs of the table."""
+    if name == "mly no cache":
+        return {"Models": [mly_model_config(model_dir, cache=False)]}
+    model = mly_model_config(model_dir, cache=True)
+    memory = [{"ID": "ctrCache", "Cache": {"SizeMb": 256}, "TimeToLiveMs": TTL_MS}]
+    if name == "mly memory":
+        return {"Models": [{**model, "ResponseMemo": {"SizeMb": 64}}], "Datastores": memory}
+    if name == "mly per-row":  # the memory tier alone: every request parsed and keyed row by row
+        return {"Models": [model], "Datastores": memory}
+    if name == "mly redis L1":  # no memory tier, no memo: every lookup is a Redis round trip
+        return {"Models": [model],
+                "Connections": [{"ID": "redisL1", "Kind": "redis", "Hostnames": "127.0.0.1", "Port": redis_port}],
+                "Datastores": [{"ID": "ctrCache", "Connection": "redisL1", "Namespace": "mly", "Dataset": "ctr",
+                                "TimeToLiveMs": TTL_MS}]}
+    raise ValueError(f"not an mly server: {name}")
+
+
+@contextlib.contextmanager
+def start(name: str, ctx: Context) -> Iterator[Running]:
+    """Start one server of the table (and its redis-server), pinned to the server cores."""
+    with contextlib.ExitStack() as stack:
+        extra: list[int] = []
+        redis_port = 0
+        if name == "mly redis L1":
+            redis_port, redis_pid = stack.enter_context(redis_server(ctx))
+            extra.append(redis_pid)
+        port = free_port()
+        env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+        ready, path, fmt = "/v1/api/health", MLY_EVAL, "mly"
+        if name.startswith("mly "):
+            cmd = mly_serve_cmd(mly_config(name, ctx.model_dir, redis_port), ctx.work, port)
+        elif name in ("naive", "exact-body"):
+            cmd = uvicorn_cmd("naive_app" if name == "naive" else "exact_body_app", port)
+            env[MODEL_ENV] = ctx.model_dir
+            path = EVAL_PATH.format(model=MODEL_ID)
+        elif name == "triton":
+            if ctx.triton_python is None:
+                raise RuntimeError("triton was asked for without its virtualenv")
+            cmd = [str(ctx.triton_python), str(BENCH / "triton_server.py"), "--model-dir", ctx.model_dir,
+                   "--http-port", str(port), "--grpc-port", "0", "--metrics-port", str(free_port()), "--cache"]
+            ready, path, fmt = READY_PATH, INFER_PATH, "v2"
+        else:
+            raise ValueError(f"unknown server {name!r} (known: {', '.join(SERVERS)})")
+        before = children(os.getpid())
+        base = stack.enter_context(server(cmd, port, ctx.server_cpus, env, ready=ready, timeout=300))
+        roots = sorted(children(os.getpid()) - before) + extra
+        yield Running(name, base, base + path, fmt, roots, redis_port)
+
+
+def triton_version(base: str) -> str:
+    """The Triton server's own version (its ``/v2`` metadata)."""
+    try:
+        with urllib.request.urlopen(base + "/v2", timeout=5) as resp:
+            return str(json.loads(resp.read()).get("version", "unknown"))
+    except OSError:
+        return "unknown"
+
+
+# --- cells ------------------------------------------------------------------------------------
+
+def prewarm(running: Running, workload: str, body_file: BodyFile) -> None:
+    """Send every distinct body of ``workload`` once, outside the measurement, so that on a
+    caching server each measured hot request is a hit. Every answer must be a 200 (``post``
+    raises otherwise), so a server that cannot serve the bodies stops the run here."""
+    if workload in running.warmed:
+        return
+    running.warmed.add(workload)
+    lines = body_file.path.read_bytes().splitlines()
+    if running.name not in CACHED or workload == "cold":
+        post(running.url, lines[0])  # one answer checked; the model is warm from its start
+        return
+    with ThreadPoolExecutor(8) as pool:
+        for _ in pool.map(lambda b: post(running.url, b), lines):
+            pass
+    if running.redis_port:
+        _drain_redis(running.redis_port)
+
+
+def _drain_redis(port: int, timeout: float = 15.0) -> None:
+    """Wait until the server's write-behind queue has reached Redis (the key count stops moving)."""
+    deadline = time.monotonic() + timeout
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = int(_redis(port, b"DBSIZE").lstrip(b":"))
+        if count != last:
+            last, stable_since = count, time.monotonic()
+        elif time.monotonic() - stable_since > 0.5:
+            return
+        time.sleep(0.1)
+
+
+def cell(loader: Loader, running: Running, workload: str, conc: int, body_file: BodyFile, seconds: int,
+         warmup: int, rnd: int) -> Record:
+    """One wrk run of ``workload`` at ``conc`` connections, with the server tree's CPU over it."""
+    prewarm(running, workload, body_file)
+    start_line = 0
+    if workload == "cold":
+        start_line = running.cold_next
+    elif warmup:
+        loader.run(running.url, Workload("file", 0, str(body_file.path)), conc, warmup)
+    cpu_before = tree_cpu_seconds(running.roots)
+    r = loader.run(running.url, Workload("file", start_line, str(body_file.path)), conc, seconds)
+    cpu = tree_cpu_seconds(running.roots) - cpu_before
+    wrapped = False
+    if workload == "cold":
+        # wrk may have sent up to `conc` requests it did not complete, and asks for one body more per thread.
+        running.cold_next += r.requests + r.errors + conc + 2
+        wrapped = running.cold_next > body_file.lines
+    rec: Record = {
+        "server": running.name, "workload": workload, "concurrency": conc, "round": rnd, "tool": "wrk",
+        "requests": r.requests, "seconds": r.seconds, "errors": r.errors, "rps": r.rps,
+        "rows_per_s": r.rps * body_file.rows_per_body, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
+        "cpu_s": cpu, "cpu_us_per_req": cpu / r.requests * 1e6 if r.requests else 0.0,
+        "cpu_pct": 100 * cpu / r.seconds if r.seconds else 0.0, "wrapped": wrapped,
+    }
+    flag = f"  {r.errors} ERRORS" if r.errors else ""
+    flag += "  COLD ROWS REPEATED (raise --cold-rows)" if wrapped else ""
+    log(f"  .. {running.name:<13} {workload:<7} c={conc:<3} {r.rps:>9,.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
+        f"p99 {r.p99_ms:7.2f} ms  cpu {rec['cpu_us_per_req']:7.0f} us/req {rec['cpu_pct']:4.0f}%{flag}")
+    return rec
+
+
+# --- locust -----------------------------------------------------------------------------------
+
+def check_locustfile() -> None:
+    """Stop before measuring anything if the locustfile lacks a user class this run needs."""
+    if not LOCUSTFILE.is_file():
+        raise SystemExit(f"{LOCUSTFILE} is missing: the locust cells need it (or pass --no-locust)")
+    classes = {n.name for n in ast.walk(ast.parse(LOCUSTFILE.read_text())) if isinstance(n, ast.ClassDef)}
+    missing = [c for c in LOCUST_CLASSES if c not in classes]
+    if missing:
+        raise SystemExit(f"{LOCUSTFILE} defines no {', '.join(missing)} user class "
+                         f"(the locust cells run {', '.join(LOCUST_CLASSES)}); pass --no-locust to skip them")
+    if shutil.which("locust") is None and not Path(sys.executable).with_name("locust").is_file():
+        raise SystemExit("locust is not installed (pip install -e '.[dev]'); pass --no-locust to skip its cells")
+
+
+def locust_cell(running: Running, cls: str, users: int, seconds: int, ctx: Context, rnd: int) -> Record:
+    """One headless locust run of ``cls`` with ``users`` users, pinned to the load core; from its CSV."""
+    prefix = ctx.work / f"locust-{rnd}-{cls}-{users}"
+    cmd = [*taskset(ctx.load_cpus), sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+           "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", running.base, "--only-summary",
+           "--csv", str(prefix), "--loglevel", "WARNING", cls]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 180, check=False)
+    stats = Path(f"{prefix}_stats.csv")
+    if not stats.is_file():
+        raise RuntimeError(f"locust {cls} wrote no statistics (exit {out.returncode}):\n{out.stderr[-3000:]}")
+    with stats.open() as fh:
+        table = list(csv.DictReader(fh))
+    total = next((row for row in table if row["Name"] == "Aggregated"), None)
+    if total is None or not int(total["Request Count"]):
+        raise RuntimeError(f"locust {cls} sent no request (exit {out.returncode}):\n{out.stderr[-3000:]}")
+    count = int(total["Request Count"])
+    cached = sum(int(row["Request Count"]) for row in table if row["Name"].endswith(" cached"))
+    rec: Record = {"server": running.name, "user_class": cls, "users": users, "round": rnd, "tool": "locust",
+                   "requests": count, "failures": int(total["Failure Count"]), "rps": float(total["Requests/s"]),
+                   "p50_ms": float(total["50%"]), "p99_ms": float(total["99%"]), "cached_share": cached / count}
+    log(f"  .. locust {cls:<14} users={users:<3} {rec['rps']:>9,.0f} req/s  p50 {rec['p50_ms']:.0f} ms  "
+        f"p99 {rec['p99_ms']:.0f} ms  failures {rec['failures']}  cached {100 * rec['cached_share']:.0f}%")
+    return rec
+
+
+# --- the end-to-end claim ---------------------------------------------------------------------
+
+def runner_cost_ms(model_dir: str, row: Row, cpus: list[int] | None, seconds: float = 2.0) -> dict[str, float]:
+    """p50/p99 of one 1-row ``ModelRunner.run`` in this process, on the server's core."""
+    import numpy as np
+
+    from mly.model.runner import ModelRunner
+    from mly.model.saved_model import load_saved_model
+    from mly.model.signature import read_signature
+
+    everywhere = sorted(os.sched_getaffinity(0))
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    try:
+        loaded = load_saved_model(model_dir)
+        runner = ModelRunner(loaded, read_signature(loaded))
+        feeds = {f.name: np.array([row[f.name]], dtype=object if f.dtype == "string" else f.dtype)
+                 for f in ctr_fields()}
+        for _ in range(100):
+            runner.run(feeds)
+        times: list[int] = []
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline and len(times) < 100_000:
+            started = time.perf_counter_ns()
+            runner.run(feeds)
+            times.append(time.perf_counter_ns() - started)
+    finally:
+        os.sched_setaffinity(0, everywhere)
+    times.sort()
+    return {"p50": times[len(times) // 2] / 1e6, "p99": times[int(len(times) * 0.99)] / 1e6}
+
+
+def _median_call_us(fn: Any, calls: int) -> float:
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - started)
+    return statistics.median(times) / 1e3
+
+
+def claim(ctx: Context, slow_dir: str, rounds: int, calls: int) -> Record:
+    """One row through ``mly.client``: warm local cache vs no cache on either side (every call
+    is a round trip and a model evaluation), against a real ``mly-fast serve`` of the slow model."""
+    from ctr_model import parameter_count
+
+    from mly.client import CacheScope, Client
+
+    row = Corpus(ctr_fields(), oov=0.0, seed=HOT_SEED).row()
+    cost = runner_cost_ms(slow_dir, row, ctx.server_cpus)
+    log(f"  .. slow model: one-row evaluation p50 {cost['p50']:.2f} ms  p99 {cost['p99']:.2f} ms (in process)")
+    config = {"Models": [mly_model_config(slow_dir, cache=True),
+                         {**mly_model_config(slow_dir, cache=False), "ID": "ctr_nocache"}],
+              "Datastores": [{"ID": "ctrCache", "Cache": {"SizeMb": 64}, "TimeToLiveMs": TTL_MS}]}
+    port = free_port()
+    results = []
+    everywhere = sorted(os.sched_getaffinity(0))
+    with server(mly_serve_cmd(config, ctx.work, port), port, ctx.server_cpus, {"TF_CPP_MIN_LOG_LEVEL": "3"},
+                timeout=300):
+        if ctx.load_cpus:
+            os.sched_setaffinity(0, ctx.load_cpus)
+        address = f"127.0.0.1:{port}"
+        try:
+            with Client(MODEL_ID, hosts=[address]) as cached, \
+                    Client("ctr_nocache", hosts=[address], cache_scope=CacheScope.NONE) as plain:
+                first, answer = cached.predict(row), plain.predict(row)
+                if first.status != "ok" or answer.status != "ok" or cached.predict(row).status != "cached":
+                    raise RuntimeError(f"unexpected statuses: {first.status}, {answer.status}")
+                if first.data != answer.data:
+                    log(f"WARNING: the cached and uncached models answered differently: {first.data} {answer.data}")
+                for _ in range(20):  # connections and the server's batcher settle
+                    plain.predict(row)
+                for rnd in range(rounds):
+                    cases = [("cached", cached), ("uncached", plain)]
+                    measured = {name: _median_call_us(lambda c=client: c.predict(row), calls)
+                                for name, client in (cases if rnd % 2 == 0 else cases[::-1])}
+                    if cached.predict(row).status != "cached" or plain.predict(row).status != "ok":
+                        raise RuntimeError("a client changed behaviour during the measurement")
+                    results.append({"round": rnd, "cached_us": measured["cached"],
+                                    "uncached_us": measured["uncached"],
+                                    "ratio": measured["uncached"] / measured["cached"]})
+                    log(f"  .. client predict: warm local cache {measured['cached']:.1f} us, no cache "
+                        f"{measured['uncached']:,.0f} us: {results[-1]['ratio']:,.0f}x")
+        finally:
+            os.sched_setaffinity(0, everywhere)
+    return {"hidden": list(SLOW_HIDDEN), "parameters": parameter_count(slow_dir), "model_cost_ms": cost,
+            "calls": calls, "rounds": results}
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def build_model(out: Path, hidden: Sequence[int] | None = None) -> str:
+    cmd = [sys.executable, str(BENCH / "ctr_model.py"), str(out)]
+    if hidden:
+        cmd += ["--hidden", ",".join(map(str, hidden))]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                          check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"building the benchmark model failed:\n{done.stderr[-3000:]}")
+    return str(out)
+
+
+def _list(value: str, known: Sequence[str], what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in items if v not in known]
+    if unknown or not items:
+        raise SystemExit(f"--{what}: unknown {', '.join(unknown) or '(empty)'}; known: {', '.join(known)}")
+    return items
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; cells are median (min-max)")
+    parser.add_argument("--seconds", type=int, default=5, help="measured seconds per cell")
+    parser.add_argument("--warmup", type=int, default=1, help="wrk warm-up seconds before each hot/batch32 cell")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 1 s per cell, no warm-up")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, in this order")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--concurrency", default="1,16,64", help="wrk connections per cell")
+    parser.add_argument("--out", type=Path, help="output folder (default bench/results/<timestamp>/)")
+    parser.add_argument("--publish", action="store_true", help="also copy the plots into docs/benchmarks/")
+    parser.add_argument("--no-triton", action="store_true", help="leave Triton out (no .venv-triton needed)")
+    parser.add_argument("--no-locust", action="store_true", help="skip the locust cells")
+    parser.add_argument("--no-claim", action="store_true", help="skip the end-to-end client section")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin servers and load generator with taskset")
+    parser.add_argument("--model", help="an already built benchmark model (default: build one)")
+    parser.add_argument("--slow-model", help=f"an already built slow model (ctr_model.py --hidden "
+                        f"{','.join(map(str, SLOW_HIDDEN))}; default: build one)")
+    parser.add_argument("--cold-rows", type=int, default=0,
+                        help=f"distinct cold rows (default {COLD_ROWS_PER_SECOND:,} x seconds x concurrency levels)")
+    parser.add_argument("--claim-calls", type=int, default=500, help="timed predicts per case per round")
+    parser.add_argument("--render", type=Path, metavar="DIR",
+                        help="only rebuild table.md and the plots from DIR/results.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.seconds, args.warmup = 1, 1, 0
+        args.claim_calls = min(args.claim_calls, 200)
+    args.server_list = _list(args.servers, SERVERS, "servers")
+    if args.no_triton and "triton" in args.server_list:
+        args.server_list.remove("triton")
+    args.workload_list = _list(args.workloads, WORKLOADS, "workloads")
+    args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    if not args.levels or min(args.levels) < 1 or args.rounds < 1 or args.seconds < 1:
+        parser.error("--concurrency, --rounds and --seconds need positive values")
+    if not args.cold_rows:
+        args.cold_rows = COLD_ROWS_PER_SECOND * args.seconds * len(args.levels)
+    return args
+
+
+def write_report(doc: Record, out: Path, publish: bool) -> str:
+    (out / "results.json").write_text(json.dumps(doc, indent=1))
+    text = markdown(doc)
+    (out / "table.md").write_text(text)
+    written = plots(doc, out)
+    if publish:
+        target = ROOT / "docs" / "benchmarks"
+        target.mkdir(parents=True, exist_ok=True)
+        for path in written:
+            shutil.copy2(path, target / path.name)
+        log(f"copied {', '.join(p.name for p in written)} to {target}")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.render:
+        old: Record = json.loads((args.render / "results.json").read_text())
+        print(write_report(old, args.render, args.publish))
+        return 0
+    started = time.perf_counter()
+    stamp = datetime.datetime.now().astimezone()
+    out: Path = args.out or ROOT / "bench" / "results" / stamp.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk; or make bench)")
+    if "mly redis L1" in args.server_list and shutil.which("redis-server") is None:
+        raise SystemExit("redis-server is not installed (Debian: apt-get install -y redis-server); "
+                         "or leave 'mly redis L1' out of --servers")
+    run_locust = not args.no_locust and "mly memory" in args.server_list
+    if run_locust:
+        check_locustfile()
+    triton_python = ensure_venv() if "triton" in args.server_list else None
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = len(cpus) >= 2 and not args.no_pin and shutil.which("taskset") is not None
+    load_cpus, server_cpus = (cpus[:1], cpus[1:]) if pin else (None, None)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+    with tempfile.TemporaryDirectory(prefix="mly-bench-run-") as tmp:
+        work = Path(tmp)
+        log(f"mly published benchmark -> {out}")
+        model_dir = args.model or build_model(work / "model")
+        ctx = Context(work, model_dir, server_cpus, load_cpus, triton_python)
+        log(f"  .. {time.perf_counter() - started:4.0f}s model ready; writing {args.cold_rows:,} cold rows")
+        bodies = make_bodies(work, args.cold_rows, "triton" in args.server_list)
+        from ctr_model import parameter_count
+
+        versions = machine_and_versions(ROOT)
+        if triton_python is not None:
+            versions["pytriton"] = subprocess.run(
+                [str(triton_python), "-c", "import importlib.metadata as m; print(m.version('nvidia-pytriton'))"],
+                capture_output=True, text=True, check=False).stdout.strip() or "unknown"
+        doc: Record = {
+            "header": {
+                "command": "python bench/run.py" + ("" if not sys.argv[1:] else " " + shlex.join(sys.argv[1:])),
+                "started": stamp.isoformat(timespec="seconds"), "versions": versions,
+                "pinning": (f"load generator on cpu {load_cpus}, each server on cpu {server_cpus} (taskset)"
+                            if pin else f"none (cpus {cpus} shared)"),
+                "model": "bench/ctr_model.py (8 inputs, vocabularies of 10 to 5,000 entries)",
+                "parameters": parameter_count(model_dir),
+            },
+            "config": {"rounds": args.rounds, "seconds": args.seconds, "warmup": args.warmup,
+                       "servers": args.server_list, "workloads": args.workload_list, "concurrency": args.levels,
+                       "cold_rows": args.cold_rows, "hot_rows": HOT_ROWS, "batch_bodies": BATCH_BODIES,
+                       "batch_rows": BATCH_ROWS},
+            "cells": [], "locust": [], "claim": None,
+        }
+        loader = Loader("wrk", load_cpus, tmp)
+        for rnd in range(args.rounds):
+            order = args.server_list if rnd % 2 == 0 else args.server_list[::-1]
+            log(f"  .. {time.perf_counter() - started:4.0f}s round {rnd + 1}/{args.rounds}: {', '.join(order)}")
+            for name in order:
+                with start(name, ctx) as running:
+                    if name == "triton":
+                        versions["triton server"] = triton_version(running.base)
+                    for workload in args.workload_list:
+                        body_file = bodies[(workload, running.fmt)]
+                        for conc in args.levels:
+                            doc["cells"].append(cell(loader, running, workload, conc, body_file, args.seconds,
+                                                     args.warmup, rnd))
+                    if run_locust and name == "mly memory":
+                        for cls in LOCUST_CLASSES:
+                            for users in LOCUST_USERS:
+                                doc["locust"].append(locust_cell(running, cls, users, max(2, args.seconds), ctx, rnd))
+        if not args.no_claim:
+            log(f"  .. {time.perf_counter() - started:4.0f}s end-to-end client section")
+            slow_dir = args.slow_model or build_model(work / "slow-model", SLOW_HIDDEN)
+            doc["claim"] = claim(ctx, slow_dir, args.rounds, args.claim_calls)
+        doc["header"]["elapsed_s"] = time.perf_counter() - started
+
+    text = write_report(doc, out, args.publish)
+    print(text)
+    errors = sum(r["errors"] for r in doc["cells"])
+    if errors:
+        log(f"WARNING: {errors} failed requests in the wrk cells (see the table's notes)")
+    log(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'throughput.png'}, {out / 'p99.png'} "
+        f"in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The published benchmark's parts that decide what its numbers mean (``bench/run.py``).
+
+The full run takes half an hour and is not a test; what is checked here is what would make
+its table wrong without looking wrong: Triton and mly fed different rows, cold rows that
+repeat, a server config that is not the one named in the table, CPU counted for the wrong
+processes, ratios that are not taken round by round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def run() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import run as module
+
+        yield module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _v2_rows(body: bytes) -> list[dict[str, Any]]:
+    inputs = json.loads(body)["inputs"]
+    count = inputs[0]["shape"][0]
+    return [{i["name"]: i["data"][k] for i in inputs} for k in range(count)]
+
+
+def test_triton_gets_the_same_rows_as_mly_and_cold_rows_never_repeat(run: ModuleType, tmp_path: Path) -> None:
+    bodies = run.make_bodies(tmp_path, 2000, triton=True)
+    for workload, rows_per_body in (("hot", 1), ("batch32", 32), ("cold", 1)):
+        mly, v2 = bodies[(workload, "mly")], bodies[(workload, "v2")]
+        mly_lines, v2_lines = mly.path.read_bytes().splitlines(), v2.path.read_bytes().splitlines()
+        assert len(mly_lines) == len(v2_lines) == mly.lines == v2.lines
+        assert mly.rows_per_body == v2.rows_per_body == rows_per_body
+        for a, b in zip(mly_lines, v2_lines):
+            parsed = json.loads(a)
+            rows = run._rows_of(parsed) if "batch_size" in parsed else [parsed]
+            assert rows == _v2_rows(b)
+    hot = set(bodies[("hot", "mly")].path.read_bytes().splitlines())
+    cold = bodies[("cold", "mly")].path.read_bytes().splitlines()
+    assert len(hot) == run.HOT_ROWS
+    assert len(set(cold)) == len(cold) == 2000 and not hot & set(cold)
+    batch_rows = {json.dumps(r, sort_keys=True) for line in bodies[("batch32", "mly")].path.read_bytes().splitlines()
+                  for r in run._rows_of(json.loads(line))}
+    assert batch_rows <= {json.dumps(json.loads(h), sort_keys=True) for h in hot}
+
+
+def test_each_mly_server_is_configured_as_its_table_name_says(run: ModuleType, tmp_path: Path) -> None:
+    from mly.config.load import parse_config
+
+    memory = parse_config(run.mly_config("mly memory", str(tmp_path)))
+    store = memory.datastore(memory.models[0].datastore)
+    assert store is not None and store.cache is not None and not store.connection
+    assert memory.models[0].response_memo is not None
+
+    redis = parse_config(run.mly_config("mly redis L1", str(tmp_path), redis_port=6390))
+    store = redis.datastore(redis.models[0].datastore)
+    assert store is not None and store.cache is None and store.l2 is None, "every lookup must reach Redis"
+    assert redis.models[0].response_memo is None
+    connection = redis.connection(store.connection)
+    assert connection is not None and connection.kind == "redis" and connection.port == 6390
+
+    per_row = parse_config(run.mly_config("mly per-row", str(tmp_path)))
+    store = per_row.datastore(per_row.models[0].datastore)
+    assert store is not None and store.cache is not None and per_row.models[0].response_memo is None
+
+    plain = parse_config(run.mly_config("mly no cache", str(tmp_path)))
+    assert not plain.models[0].datastore and plain.models[0].response_memo is None
+
+
+def test_server_cpu_counts_the_whole_process_tree(tmp_path: Path) -> None:
+    """A grandchild's CPU is the server's CPU (Triton's stub runs two levels below the process we start)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from _commands import children, tree_cpu_seconds
+    finally:
+        sys.path.remove(str(BENCH))
+    burn = ("import sys, time\n"
+            "while time.process_time() < 0.3: pass\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.read()\n")
+    script = tmp_path / "burn.py"
+    script.write_text(burn)
+    # sh stays the parent (two commands), so the burning python is a grandchild of this process.
+    proc = subprocess.Popen(["sh", "-c", f"{sys.executable} {script}; true"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert proc.pid in children(os.getpid())
+        assert tree_cpu_seconds([proc.pid]) >= 0.25
+        assert tree_cpu_seconds([]) == 0.0
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(30)
+
+
+def _rec(server: str, rnd: int, rps: float) -> dict[str, Any]:
+    return {"server": server, "workload": "hot", "concurrency": 16, "round": rnd, "tool": "wrk", "requests": 1,
+            "seconds": 1.0, "errors": 0, "rps": rps, "rows_per_s": rps, "p50_ms": 1.0, "p99_ms": 2.0,
+            "cpu_s": 0.5, "cpu_us_per_req": 10.0, "cpu_pct": 50.0, "wrapped": False}
+
+
+def test_ratios_are_taken_round_by_round(run: ModuleType, tmp_path: Path) -> None:
+    """mly 10x naive in round 0 and 6x in round 1 is "8.00x (6.00x-10.00x)", not the ratio of the medians."""
+    from _report import markdown
+
+    doc = {"header": {"command": "python bench/run.py", "started": "now", "elapsed_s": 1.0, "pinning": "none",
+                      "model": "m", "parameters": 1,
+                      "versions": {"cpu": "c", "cores": "2", "kernel": "k", "mly": "sha"}},
+           "config": {"rounds": 2, "seconds": 1, "warmup": 0, "servers": ["mly memory", "naive"],
+                      "workloads": ["hot"], "concurrency": [16]},
+           "cells": [_rec("mly memory", 0, 1000.0), _rec("naive", 0, 100.0),
+                     _rec("mly memory", 1, 1200.0), _rec("naive", 1, 200.0)],
+           "locust": [], "claim": None}
+    text = markdown(doc)
+    mly_line = next(line for line in text.splitlines() if "| mly memory |" in line)
+    assert "8.00x (6.00x-10.00x)" in mly_line
+    assert "1,100 (1,000-1,200)" in mly_line
+    pytest.importorskip("matplotlib")
+    from _report import plots
+
+    assert [p.name for p in plots(doc, tmp_path)] == ["throughput.png", "p99.png"]
+    assert all(p.stat().st_size > 0 for p in tmp_path.iterdir())
+
+
+def test_the_locust_cells_find_their_user_classes(run: ModuleType) -> None:
+    pytest.importorskip("locust")
+    run.check_locustfile()  # raises SystemExit naming the class if the locustfile lost one
