@@ -139,5 +139,5 @@ def test_ratios_are_taken_round_by_round(run: ModuleType, tmp_path: Path) -> Non
 
 
 def test_the_locust_cells_find_their_user_classes(run: ModuleType) -> None:
-    pytest.importorskip("locust")
+    # locust is not imported here: its gevent monkeypatching must stay out of the pytest process.
     run.check_locustfile()  # raises SystemExit naming the class if the locustfile lost one
