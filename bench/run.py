@@ -73,7 +73,7 @@ HOT_ROWS, BATCH_BODIES, BATCH_ROWS = 1000, 1000, 32
 HOT_SEED, COLD_SEED, BATCH_SEED = 1, 2, 3
 #: cold rows to generate per measured second and concurrency level: above any server's miss rate here
 COLD_ROWS_PER_SECOND = 15_000
-SLOW_HIDDEN = (2048, 2048)
+SLOW_HIDDEN = (2560, 2560)
 """The slow model's tower: about 1 ms per one-row evaluation on one core of the project's machine."""
 LOCUSTFILE = BENCH / "locustfile.py"
 LOCUST_CLASSES = ("HotRowUser", "ClientHotUser")
