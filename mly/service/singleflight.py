@@ -4,30 +4,38 @@ A hot key that just expired would otherwise send every concurrent request for
 it to TensorFlow at the same moment. The first request to miss a key *owns* it
 and evaluates it; later ones (and duplicate rows of the same batch) wait for
 the owner's result. Everything runs on the event loop, so no lock is needed.
+
+Most keys are never waited for (cold traffic rarely repeats within one model
+call), so an owned key holds no future until a second claimant asks for one:
+the common miss then costs a dict insert and a pop, not a future.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 __all__ = ["Claim", "SingleFlight"]
 
 
-@dataclass(slots=True)
 class Claim:
-    owned: list[int] = field(default_factory=list)
-    """Row indexes this caller must evaluate (first row of each key not in flight)."""
-    waiting: dict[int, asyncio.Future[bytes]] = field(default_factory=dict)
-    """Row index -> future of a row owned by someone else (or by an earlier row)."""
-    keys: list[str] = field(default_factory=list)
-    """Keys owned, in ``owned`` order."""
+    """What one caller must evaluate and what it must wait for."""
+
+    __slots__ = ("keys", "owned", "waiting")
+
+    def __init__(self) -> None:
+        self.owned: list[int] = []
+        """Row indexes this caller must evaluate (first row of each key not in flight)."""
+        self.waiting: dict[int, asyncio.Future[bytes]] = {}
+        """Row index -> future of a row owned by someone else (or by an earlier row)."""
+        self.keys: list[str] = []
+        """Keys owned, in ``owned`` order."""
 
 
 class SingleFlight:
     def __init__(self) -> None:
-        self._inflight: dict[str, asyncio.Future[bytes]] = {}
+        # key -> None while nobody waits for it, or the future its waiters hold.
+        self._inflight: dict[str, asyncio.Future[bytes] | None] = {}
 
     def __len__(self) -> int:
         return len(self._inflight)
@@ -35,21 +43,23 @@ class SingleFlight:
     def claim(self, keys: Sequence[str], rows: Sequence[int]) -> Claim:
         """Split ``rows`` (with their ``keys``) into rows to evaluate and rows to wait for."""
         claim = Claim()
-        loop = asyncio.get_running_loop()
+        inflight = self._inflight
         for key, row in zip(keys, rows):
-            future = self._inflight.get(key)
-            if future is None:
-                future = loop.create_future()
-                self._inflight[key] = future
+            if key not in inflight:
+                inflight[key] = None
                 claim.owned.append(row)
                 claim.keys.append(key)
-            else:
-                claim.waiting[row] = future
+                continue
+            future = inflight[key]
+            if future is None:
+                future = inflight[key] = asyncio.get_running_loop().create_future()
+            claim.waiting[row] = future
         return claim
 
     def resolve(self, keys: Sequence[str], values: Sequence[bytes]) -> None:
+        inflight = self._inflight
         for key, value in zip(keys, values):
-            future = self._inflight.pop(key, None)
+            future = inflight.pop(key, None)
             if future is not None and not future.done():
                 future.set_result(value)
 
