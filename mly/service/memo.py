@@ -26,7 +26,7 @@ __all__ = ["ResponseMemo", "memo_key"]
 _ROWS = 4  # bytes of the row count stored in front of each entry (for the access log)
 
 
-def memo_key(method: str, raw: bytes) -> str:
+def memo_key(method: str, raw: bytes | bytearray) -> str:
     """The memo key of a request: its body (POST/PUT) or its query string (GET).
 
     latin-1 maps bytes to code points one to one, so two keys are equal exactly when

@@ -224,7 +224,9 @@ class ModelService:
         schema = generation.key_schema
         keys: list[str] | None = None
         found: list[bytes | None] = []
-        if cache is not None and schema is not None and has_exact_names(request.values, generation.interface.dtypes):
+        dtypes = generation.interface.dtypes
+        exact = has_exact_names(request.values, dtypes)
+        if cache is not None and schema is not None and exact:
             # Plain JSON values: key them straight from the parsed body; hits need no encoding.
             if not request.batch:
                 key = schema.key_if_plain(request.values)
@@ -241,7 +243,7 @@ class ModelService:
                     if None not in found:
                         hits = [orjson.Fragment(value) for value in found]  # type: ignore[arg-type]
                         return EvalResult(hits, True, generation.dict_hash, len(hits))
-        columns = encode_columns(request, generation.interface.dtypes, generation.encoders)
+        columns = encode_columns(request, dtypes, generation.encoders, names_checked=exact)
         rows = request.rows
         if cache is None or schema is None:
             values = await self._evaluate(generation, columns, rows, deadline)
@@ -272,10 +274,13 @@ class ModelService:
         deadline: float,
     ) -> None:
         flight = generation.flight
-        claim = flight.claim([keys[i] for i in misses], misses)
+        claim = flight.claim(keys if len(misses) == len(keys) else [keys[i] for i in misses], misses)
         if claim.owned:
-            index = np.asarray(claim.owned, dtype=np.intp)
-            subset = {name: column[index] for name, column in columns.items()}
+            if len(claim.owned) == len(keys):
+                subset = columns  # every row is this caller's to evaluate, in order
+            else:
+                index = np.asarray(claim.owned, dtype=np.intp)
+                subset = {name: column[index] for name, column in columns.items()}
             try:
                 computed = await self._evaluate(generation, subset, len(claim.owned), deadline)
                 encoded = [orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) for row in computed]
