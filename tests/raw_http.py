@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
+
+import orjson
 
 
 def read_response(sock: socket.socket, buffered: bytearray | None = None) -> bytes:
@@ -33,3 +36,18 @@ def post_request(path: str, body: bytes, *extra_headers: str) -> bytes:
     head = [f"POST {path} HTTP/1.1", "Host: t", "Content-Type: application/json", f"Content-Length: {len(body)}",
             *extra_headers]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def connect(url: str) -> socket.socket:
+    """A keep-alive connection to ``http://127.0.0.1:PORT``, with Nagle off (answers are not delayed)."""
+    sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def split(answer: bytes) -> tuple[int, dict[bytes, bytes], Any]:
+    """Status, headers (lower-case names) and the JSON body of one answer."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = {n.strip().lower(): v.strip() for n, _, v in (line.partition(b":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, orjson.loads(body)

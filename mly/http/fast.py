@@ -36,9 +36,9 @@ _PREFIX = "/v1/api/model/"
 _SUFFIX = "/eval"
 _METHODS = frozenset({"GET", "POST", "PUT"})  # PUT is POST, as in Go
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-#: The connection holds at most this much of a body before it starts the request's
-#: task; below uvicorn's flow-control mark, so reading never pauses while it waits.
-MEMO_FRONT_MAX_BODY = 32768
+#: The connection holds at most this much of a body before it hands the request to the
+#: ASGI path; below uvicorn's flow-control mark, so reading never pauses while it waits.
+FRONT_MAX_BODY = 32768
 
 
 @functools.lru_cache(maxsize=64)
@@ -84,11 +84,10 @@ class EvalFastPath:
         self.max_batch_size = max_batch_size
         self.access_log = access_log
         """``None`` when off: then the hot path's whole cost is one ``is not None``."""
-        limits = [m.config.response_memo.max_body_bytes for m in registry.services.values()
-                  if m.config.response_memo is not None]
-        self.memo_body_limit = 0 if access_log is not None or not limits else min(max(limits), MEMO_FRONT_MAX_BODY)
-        """Bodies up to this size may be answered from a memo by the connection itself
-        (``answer_from_memo``); 0 turns that off (no memo, or the access log wants every request)."""
+        self.front_body_limit = 0 if access_log is not None else min(FRONT_MAX_BODY, buffer_size)
+        """POST bodies up to this size are answered by the connection itself (``answer_from_memo``,
+        ``answer_post``), without an ASGI task; 0 turns that off (the access log wants every
+        request's ASGI scope). Larger bodies take the ASGI path, which refuses what is too large."""
 
     def answer_from_memo(self, path: str, body: bytes | bytearray) -> bytes | None:
         """A memoised POST answer, for ``MlyHttpProtocol`` to write without starting an ASGI task.
@@ -129,23 +128,9 @@ class EvalFastPath:
         if scope["method"] == "PUT" and service is not None and is_ndjson(scope["headers"]):
             await stream_eval(self.registry, model_id, scope, receive, send)  # NDJSON in, NDJSON out
             return
-        error: Exception | None = None
-        rows = cached_rows = 0
-        try:
-            if scope["method"] not in _METHODS:
-                raise MethodNotAllowedError(f"method {scope['method']} not allowed on {path}: use GET, POST, PUT")
-            if service is None:
-                self.registry.get(model_id)  # raises the 404 that names the served models
-            assert service is not None
-            body, rows, cached_rows = await self._evaluate(service, scope, receive, started)
-            status = 200
-        except MlyError as exc:
-            if exc.status >= 500:
-                log.warning("%s %s -> %d: %s", scope["method"], path, exc.status, exc)
-            status, body, error = exc.status, error_body(str(exc)), exc
-        except Exception as exc:
-            log.exception("%s %s failed", scope["method"], path)
-            status, body, error = 500, error_body(f"internal error: {type(exc).__name__}"), exc
+        status, body, rows, cached_rows, error = await self._answer(
+            service, model_id, path, scope["method"], started, scope, receive, None
+        )
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         if status == 405:
             headers.append((b"allow", b"GET, POST, PUT"))
@@ -156,6 +141,49 @@ class EvalFastPath:
             service.metrics.perf.record(elapsed_us, "eval" if status == 200 else _outcome(status, error))
         if self.access_log is not None:
             self._log_access(scope, model_id, service, status, rows, cached_rows, elapsed_us, error)
+
+    async def answer_post(self, path: str, body: bytes | bytearray) -> tuple[int, bytes]:
+        """The status and JSON body for a POST to ``path`` (an eval path), for ``MlyHttpProtocol``
+        to write itself: the same answer, metrics and errors as the ASGI path, without it."""
+        model_id = path[len(_PREFIX) : -len(_SUFFIX)]
+        started = time.perf_counter_ns()
+        service = self.registry.services.get(model_id)
+        if service is not None:
+            service.metrics.request_started(started)
+        status, answer, _rows, _cached, error = await self._answer(service, model_id, path, "POST", started,
+                                                                   None, None, body)
+        if service is not None:
+            service.metrics.perf.record((time.perf_counter_ns() - started) // 1000,
+                                        "eval" if status == 200 else _outcome(status, error))
+        return status, answer
+
+    async def _answer(
+        self, service: ModelService | None, model_id: str, path: str, method: str, started: int,
+        scope: Scope | None, receive: Receive | None, raw: bytes | bytearray | None,
+    ) -> tuple[int, bytes, int, int, Exception | None]:
+        """Status, body, rows, cached rows and the error (if any) of one eval request.
+
+        ``raw`` is the body when the caller has read it already; otherwise it is read
+        from ``receive`` (or taken from the query string of a GET).
+        """
+        error: Exception | None = None
+        rows = cached_rows = 0
+        try:
+            if method not in _METHODS:
+                raise MethodNotAllowedError(f"method {method} not allowed on {path}: use GET, POST, PUT")
+            if service is None:
+                self.registry.get(model_id)  # raises the 404 that names the served models
+            assert service is not None
+            body, rows, cached_rows = await self._evaluate(service, method, started, scope, receive, raw)
+            status = 200
+        except MlyError as exc:
+            if exc.status >= 500:
+                log.warning("%s %s -> %d: %s", method, path, exc.status, exc)
+            status, body, error = exc.status, error_body(str(exc)), exc
+        except Exception as exc:
+            log.exception("%s %s failed", method, path)
+            status, body, error = 500, error_body(f"internal error: {type(exc).__name__}"), exc
+        return status, body, rows, cached_rows, error
 
     def _log_access(self, scope: Scope, model_id: str, service: ModelService | None, status: int,
                     rows: int, cached_rows: int, elapsed_us: int, error: Exception | None) -> None:
@@ -179,16 +207,20 @@ class EvalFastPath:
         return lifespan_send
 
     async def _evaluate(
-        self, service: ModelService, scope: Scope, receive: Receive, started: int
+        self, service: ModelService, method: str, started: int,
+        scope: Scope | None, receive: Receive | None, raw: bytes | bytearray | None,
     ) -> tuple[bytes, int, int]:
         """The answer's bytes, its rows, and how many of them came from a cache (or the memo)."""
         overhead = service.metrics.http_overhead
         read_started = time.perf_counter_ns()
-        method = scope["method"]
         try:
-            if method == "GET":
+            if raw is not None:
+                pass  # read by the connection (``answer_post``)
+            elif method == "GET":
+                assert scope is not None
                 raw = scope.get("query_string", b"")
             else:
+                assert scope is not None and receive is not None
                 try:
                     raw = await self._read_body(scope, receive)
                 except MlyError as exc:

@@ -29,7 +29,8 @@ from typing import Any
 
 import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from mly.config.schema import EndpointConfig
 from mly.http.coalesce import CoalescingCycle
@@ -43,6 +44,8 @@ log = logging.getLogger("mly.http")
 #: Header fields that only carry the upgrade offer; dropped when it is declined.
 _UPGRADE_FIELDS = frozenset({b"upgrade", b"http2-settings"})
 _UPGRADE_TOKENS = frozenset({b"upgrade", b"http2-settings"})
+_CLOSE = b"connection: close\r\n"
+_JSON_LENGTH = b"content-type: application/json\r\ncontent-length: "
 
 
 class MlyHttpProtocol(HttpToolsProtocol):
@@ -54,13 +57,16 @@ class MlyHttpProtocol(HttpToolsProtocol):
         self.h2_settings = h2 if h2 is not None else H2Settings()
         self.opening = b""  # the first bytes, while they could still be the HTTP/2 preface
         self.sniffed = False
+        # Eval POSTs are answered here only when nothing but uvicorn's proxy-headers rewrite
+        # (which eval does not read) stands before mly's app: middleware someone wrapped
+        # around it must see every request.
         front = self.app
-        while front is not None and not isinstance(front, EvalFastPath):  # under uvicorn's middleware
-            front = getattr(front, "app", None)
-        self.memo_front: EvalFastPath | None = front if front is not None and front.memo_body_limit else None
+        while isinstance(front, ProxyHeadersMiddleware):
+            front = front.app
+        self.front = front if isinstance(front, EvalFastPath) and front.front_body_limit else None
         self.deferred: tuple[RequestResponseCycle, Any] | None = None
         self.head_source: list[tuple[bytes, bytes]] | None = None
-        self.head_prefix = b""
+        self.heads: dict[int, bytes] = {}
 
     def data_received(self, data: bytes) -> None:
         """Only until the first request's head is parsed (see ``settle``)."""
@@ -91,29 +97,30 @@ class MlyHttpProtocol(HttpToolsProtocol):
             # The new cycle's task has not run yet: it will send through the subclass.
             cycle.__class__ = CoalescingCycle
 
-    # --- memoised answers written by the connection (``ResponseMemo``) ------------------------
+    # --- eval answers written by the connection --------------------------------------------
     #
-    # A memo hit needs no ASGI task, no receive/send messages, no middleware: the answer
-    # is known once the body is in. So a keep-alive POST to an eval path waits (without a
-    # task) until its body is complete, up to ``memo_body_limit`` bytes, and is answered
-    # here on a hit; anything else (a miss, a larger body, ``Expect: 100-continue``)
-    # starts uvicorn's task as usual, with the body already read.
+    # An eval POST needs none of the ASGI machinery: no receive/send messages, no
+    # middleware, no per-request cycle task. So a keep-alive POST to an eval path waits
+    # (without a task) until its body is complete, up to ``front_body_limit`` bytes. A
+    # memo hit is then written at once; anything else runs ``EvalFastPath.answer_post`` in
+    # a small task that writes its answer itself. Other requests (GET, PUT, a larger body,
+    # ``Expect: 100-continue``, a connection that is closing) take uvicorn's task as usual.
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         scope = cycle.scope
-        if (self.memo_front is not None and scope["method"] == "POST" and cycle.keep_alive
+        if (self.front is not None and app is self.app and scope["method"] == "POST" and cycle.keep_alive
                 and not cycle.waiting_for_100_continue and scope["path"].endswith("/eval")):
             if cycle.more_body:
                 self.deferred = (cycle, app)
                 return
-            if self.answer_from_memo(cycle):
+            if self.answer(cycle):
                 return
         super()._start_asgi_task(cycle, app)
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
         deferred = self.deferred
-        if deferred is not None and len(deferred[0].body) > self.memo_front.memo_body_limit:  # type: ignore[union-attr]
+        if deferred is not None and len(deferred[0].body) > self.front.front_body_limit:  # type: ignore[union-attr]
             self.deferred = None
             super()._start_asgi_task(*deferred)
 
@@ -122,25 +129,49 @@ class MlyHttpProtocol(HttpToolsProtocol):
         deferred = self.deferred
         if deferred is not None:
             self.deferred = None
-            if not self.answer_from_memo(deferred[0]):
+            if not self.answer(deferred[0]):
                 super()._start_asgi_task(*deferred)
 
-    def answer_from_memo(self, cycle: RequestResponseCycle) -> bool:
-        assert self.memo_front is not None
+    def answer(self, cycle: RequestResponseCycle) -> bool:
+        """Answer a complete eval POST here; False leaves it to uvicorn's ASGI path."""
+        assert self.front is not None
         if not cycle.keep_alive:  # the server began stopping: uvicorn's path closes the connection after
             return False
-        body = self.memo_front.answer_from_memo(cycle.scope["path"], cycle.body)
-        if body is None:
-            return False
+        body = self.front.answer_from_memo(cycle.scope["path"], cycle.body)
+        if body is not None:
+            self.transport.write(self.head(200) + b"%d\r\n\r\n%s" % (len(body), body))
+            cycle.response_started = cycle.response_complete = True
+            self.on_response_complete()
+            return True
+        task = self.loop.create_task(self.answer_post(cycle))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+        return True
+
+    async def answer_post(self, cycle: RequestResponseCycle) -> None:
+        assert self.front is not None
+        status, body = await self.front.answer_post(cycle.scope["path"], cycle.body)
+        if self.flow.write_paused and not cycle.disconnected:
+            await self.flow.drain()  # the client stopped reading: wait, as uvicorn's send does
+        if cycle.disconnected or self.transport.is_closing():
+            return  # the client is gone (a pipelined request may hold ``self.cycle`` by now)
+        head = self.head(status) if cycle.keep_alive else self.head(status, close=True)
+        self.transport.write(head + b"%d\r\n\r\n%s" % (len(body), body))
+        cycle.response_started = cycle.response_complete = True
+        if not cycle.keep_alive:  # the server began stopping while this request ran
+            self.transport.close()
+        self.on_response_complete()
+
+    def head(self, status: int, *, close: bool = False) -> bytes:
+        """Status line, uvicorn's default headers (date, server), content type, up to the length's value."""
         defaults = self.server_state.default_headers  # a new list whenever uvicorn's date changes
         if defaults is not self.head_source:
             self.head_source = defaults
-            self.head_prefix = b"".join([b"HTTP/1.1 200 OK\r\n", *(n + b": " + v + b"\r\n" for n, v in defaults),
-                                         b"content-type: application/json\r\ncontent-length: "])
-        self.transport.write(b"%s%d\r\n\r\n%s" % (self.head_prefix, len(body), body))
-        cycle.response_started = cycle.response_complete = True
-        self.on_response_complete()
-        return True
+            self.heads = {}
+        prefix = self.heads.get(status)
+        if prefix is None:
+            prefix = self.heads[status] = b"".join([STATUS_LINE[status], *(n + b": " + v + b"\r\n" for n, v in defaults)])
+        return prefix + (_CLOSE if close else b"") + _JSON_LENGTH
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.deferred = None

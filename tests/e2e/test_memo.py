@@ -13,7 +13,8 @@ import httpx
 import orjson
 import pytest
 from live_server import LiveServer
-from raw_http import post_request, read_response
+from raw_http import connect as raw_connect
+from raw_http import post_request, read_response, split
 from reloading import point, wait_until
 
 from mly.config import load_config
@@ -150,16 +151,7 @@ def test_bad_memo_config_names_the_field(tmp_path: Path, memo: dict, stream: boo
 # --- memo hits answered by the connection itself (no ASGI task) -------------------------------
 
 def connect(server: LiveServer) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=10)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def split(answer: bytes) -> tuple[int, dict[bytes, bytes], dict]:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    headers = {n.strip().lower(): v.strip() for n, _, v in (line.partition(b":") for line in lines[1:])}
-    return int(lines[0].split()[1]), headers, orjson.loads(body)
+    return raw_connect(server.url)
 
 
 def warmed(server: LiveServer, row: dict) -> bytes:
