@@ -9,6 +9,11 @@ Each round starts each checkout's ``mly-fast serve`` alone (pinned to one core, 
 on the bundled example model with the memory cache, and measures hot cache hits (64 keys) and
 all-miss single rows at concurrency 64. Figures are median (min-max) over the rounds; ratios are
 taken round by round. Nothing is asserted.
+
+``--ctr`` measures the miss path on the published benchmark's model instead (``ctr_model.py``,
+8 inputs, 5% out-of-vocabulary values): cold single rows at concurrency 64, never repeated within
+a server's run, served with no cache and with the memory tier; it reports req/s and the server's
+CPU per request.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _commands import children, tree_cpu_seconds
 from _load import Loader, Workload, body, free_port, post, server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--ctr", action="store_true", help="cold rows on the benchmark model (see above)")
     args = parser.parse_args(argv)
     checkouts = {"before": os.path.abspath(args.before), "after": os.path.abspath(args.after)}
+    if args.ctr:
+        return ctr_misses(args, checkouts)
     cpus = sorted(os.sched_getaffinity(0))
     client_cpus, server_cpus = (cpus[:1], cpus[1:]) if len(cpus) >= 2 else (None, None)
     hits: dict[str, list[float]] = {k: [] for k in checkouts}
@@ -81,6 +90,60 @@ def main(argv: list[str] | None = None) -> int:
         ratio = [a / b for a, b in zip(data["after"], data["before"])]
         print(f"{label:<10} before {spread(data['before'])} req/s, after {spread(data['after'])} req/s, "
               f"after/before {spread(ratio, '{:.3f}')}")
+    return 0
+
+
+def serve_cmd(config: dict, work: str, name: str, port: int) -> list[str]:
+    path = os.path.join(work, f"{name}-{port}.json")
+    Path(path).write_text(json.dumps({"Endpoint": {"Port": port}, **config}))
+    return [sys.executable, "-c", "import sys; from mly.cli import main; sys.exit(main())", "serve", path,
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+
+
+def ctr_misses(args: argparse.Namespace, checkouts: dict[str, str]) -> int:
+    """Cold single rows on the benchmark model, no cache and memory tier, both checkouts alternating."""
+    from corpus import Corpus, ctr_fields, single_body, write_lines
+    from ctr_model import build, mly_model_config
+
+    cpus = sorted(os.sched_getaffinity(0))
+    client_cpus, server_cpus = (cpus[:1], cpus[1:]) if len(cpus) >= 2 else (None, None)
+    configs = {
+        "no cache": lambda m: {"Models": [mly_model_config(m, cache=False)]},
+        "memory": lambda m: {"Models": [mly_model_config(m, cache=True)],
+                             "Datastores": [{"ID": "ctrCache", "Cache": {"SizeMb": 256}, "TimeToLiveMs": 3600000}]},
+    }
+    rps: dict[tuple[str, str], list[float]] = {(c, k): [] for c in configs for k in checkouts}
+    cpu: dict[tuple[str, str], list[float]] = {(c, k): [] for c in configs for k in checkouts}
+    with tempfile.TemporaryDirectory(prefix="mly-bench-") as work:
+        model = build(os.path.join(work, "model"))
+        rows = 20_000 * args.seconds  # more than one server answers in a run: no row repeats
+        cold = write_lines(os.path.join(work, "cold.txt"),
+                           (single_body(r) for r in Corpus(ctr_fields(), seed=7).rows(rows + 40_000)))
+        loader = Loader("wrk", client_cpus, work)
+        print(f"ctr model, cold single rows: {args.rounds} rounds x {args.seconds} s per case, c={args.connections}")
+        for r in range(args.rounds):
+            for name in (list(checkouts) if r % 2 == 0 else list(reversed(checkouts))):
+                for label, make in configs.items():
+                    port = free_port()
+                    env = {"PYTHONPATH": checkouts[name], "TF_CPP_MIN_LOG_LEVEL": "3"}
+                    before = children(os.getpid())
+                    with server(serve_cmd(make(model), work, name, port), port, server_cpus, env) as base:
+                        roots = sorted(children(os.getpid()) - before)
+                        url = base + EVAL
+                        loader.run(url, Workload("file", rows, str(cold)), args.connections, 1)  # warm-up rows
+                        start = tree_cpu_seconds(roots)
+                        res = loader.run(url, Workload("file", 0, str(cold)), args.connections, args.seconds)
+                        used = tree_cpu_seconds(roots) - start
+                    rps[(label, name)].append(res.rps)
+                    cpu[(label, name)].append(used / max(res.requests, 1) * 1e6)
+                    print(f"  .. round {r + 1} {name} {label}: {res.rps:.0f} req/s, "
+                          f"{cpu[(label, name)][-1]:.0f} us CPU/req, errors {res.errors}", file=sys.stderr, flush=True)
+    for label in configs:
+        b, a = rps[(label, "before")], rps[(label, "after")]
+        ratio = [x / y for x, y in zip(a, b)]
+        print(f"{label:<9} before {spread(b)} req/s ({spread(cpu[(label, 'before')])} us CPU/req), "
+              f"after {spread(a)} req/s ({spread(cpu[(label, 'after')])} us CPU/req), after/before "
+              f"{spread(ratio, '{:.3f}')}")
     return 0
 
 
