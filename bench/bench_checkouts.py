@@ -14,18 +14,25 @@ taken round by round. Nothing is asserted.
 8 inputs, 5% out-of-vocabulary values): cold single rows at concurrency 64, never repeated within
 a server's run, served with no cache and with the memory tier; it reports req/s and the server's
 CPU per request.
+
+``--flight`` times, in this process, what single-flight costs a cold single-row miss: one
+``claim`` of a fresh key and its ``resolve``, with each checkout's ``mly/service/singleflight.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib.util
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _commands import children, tree_cpu_seconds
@@ -47,10 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--ctr", action="store_true", help="cold rows on the benchmark model (see above)")
+    parser.add_argument("--flight", action="store_true", help="single-flight cost of one miss, in process")
     args = parser.parse_args(argv)
     checkouts = {"before": os.path.abspath(args.before), "after": os.path.abspath(args.after)}
     if args.ctr:
         return ctr_misses(args, checkouts)
+    if args.flight:
+        return asyncio.run(flight_claims(args, checkouts))
     cpus = sorted(os.sched_getaffinity(0))
     client_cpus, server_cpus = (cpus[:1], cpus[1:]) if len(cpus) >= 2 else (None, None)
     hits: dict[str, list[float]] = {k: [] for k in checkouts}
@@ -144,6 +154,36 @@ def ctr_misses(args: argparse.Namespace, checkouts: dict[str, str]) -> int:
         print(f"{label:<9} before {spread(b)} req/s ({spread(cpu[(label, 'before')])} us CPU/req), "
               f"after {spread(a)} req/s ({spread(cpu[(label, 'after')])} us CPU/req), after/before "
               f"{spread(ratio, '{:.3f}')}")
+    return 0
+
+
+def _load_module(path: str, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+async def flight_claims(args: argparse.Namespace, checkouts: dict[str, str]) -> int:
+    """ns per claim + resolve of a key nobody else is waiting for (every cold single-row miss)."""
+    modules = {name: _load_module(os.path.join(root, "mly/service/singleflight.py"), f"singleflight_{name}")
+               for name, root in checkouts.items()}
+    n = 200_000
+    times: dict[str, list[float]] = {k: [] for k in checkouts}
+    for r in range(args.rounds):
+        for name in (list(checkouts) if r % 2 == 0 else list(reversed(checkouts))):
+            flight = modules[name].SingleFlight()
+            keys = [f"key{i}" for i in range(n)]
+            started = time.perf_counter()
+            for key in keys:
+                claim = flight.claim([key], [0])
+                flight.resolve(claim.keys, [b"{}"])
+            times[name].append((time.perf_counter() - started) / n * 1e9)
+    ratio = [a / b for a, b in zip(times["after"], times["before"])]
+    print(f"claim+resolve of one fresh key: before {spread(times['before'])} ns, after {spread(times['after'])} ns, "
+          f"after/before {spread(ratio, '{:.3f}')}")
     return 0
 
 
