@@ -109,7 +109,14 @@ def test_bodies_over_the_limit_and_other_methods_take_the_asgi_path(
     put = post_request("/v1/api/model/sli/eval", orjson.dumps(ROW)).replace(b"POST", b"PUT", 1)
     [(status, _, _)] = ask(server, put)
     assert status == 200
-    assert asgi_cycles == ["/v1/api/model/sli/eval"] * 2
+    # Connection: close and HTTP/1.0 end the connection after the answer: uvicorn's path does that.
+    closing = post_request("/v1/api/model/sli/eval", orjson.dumps(ROW), "Connection: close")
+    [(status, headers, _)] = ask(server, closing)
+    assert status == 200 and headers[b"connection"] == b"close"
+    http10 = post_request("/v1/api/model/sli/eval", orjson.dumps(ROW)).replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+    [(status, _, _)] = ask(server, http10)
+    assert status == 200
+    assert asgi_cycles == ["/v1/api/model/sli/eval"] * 4
 
 
 def test_middleware_wrapped_around_the_app_sees_every_eval_post(
