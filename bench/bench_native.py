@@ -345,6 +345,20 @@ def bench_encode() -> None:
     t_ref = best_time(lambda: run(simple_encode), 30)
     report("encode: 256 rows x 8 inputs (whole batch)", t_native, t_ref, "numpy/Python")
 
+    # What a single-row miss pays: eight 1-value columns (six strings, an int, a rounded float).
+    row = [(name, dt, vals[0], p) for name, dt, vals, p in inputs[:2]] * 3 + [
+        (name, dt, vals[0], p) for name, dt, vals, p in (inputs[3], inputs[6])
+    ]
+
+    def one_row(fn: Callable[..., np.ndarray]) -> list[np.ndarray]:
+        return [fn(name, dt, value, 1, False, p) for name, dt, value, p in row]
+
+    for a, b in zip(one_row(encode.encode_column), one_row(simple_encode)):
+        assert a.dtype == b.dtype and a.tolist() == b.tolist()
+    t_native = best_time(lambda: one_row(encode.encode_column), 20000)
+    t_ref = best_time(lambda: one_row(simple_encode), 5000)
+    report("encode: 1 row x 8 inputs (single-row request)", t_native, t_ref, "numpy/Python")
+
 
 SECTIONS: dict[str, Callable[[], None]] = {"keys": bench_keys, "encode": bench_encode, "mru": bench_mru}
 

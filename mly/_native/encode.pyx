@@ -15,9 +15,10 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.math cimport isfinite, isinf
 from libc.stdint cimport INT32_MAX, INT32_MIN, int32_t, int64_t
 
+from mly._native.rounding cimport round_scaled
+
 import numpy as np
 
-from mly._native.keys import round_precision
 from mly.errors import InputError
 
 DT_STRING = 0
@@ -164,10 +165,14 @@ cdef object _bad_float(str name, bint is32, double x, Py_ssize_t i, bint batch):
 
 
 @cython.boundscheck(False)
-cdef object _floats(str name, int dtype, list seq, bint batch):
+cdef object _floats(str name, int dtype, list seq, bint batch, int precision):
+    # Rounding (``precision`` > 0) happens in the same pass, with the key builder's
+    # expression, so the value TensorFlow gets is the one the cache key names.
     cdef Py_ssize_t i, n = len(seq)
     cdef double x
     cdef bint is32 = dtype == C_FLOAT32
+    cdef bint rounded = precision > 0
+    cdef double scale = float(f"1e{precision}") if rounded else 1.0
     out = np.empty(n, dtype=np.float32 if is32 else np.float64)
     cdef float[::1] d32
     cdef double[::1] d64
@@ -189,7 +194,17 @@ cdef object _floats(str name, int dtype, list seq, bint batch):
             d32[i] = <float>x
             if isinf(d32[i]):
                 raise _bad_float(name, is32, x, i, batch)
+            if rounded:
+                x = round_scaled(<double>d32[i], scale, True)
+                if not isfinite(x):
+                    raise InputError(name, f"too large to round to {precision} decimals", row=_row(i, batch))
+                d32[i] = <float>x
         else:
+            if rounded:
+                x = round_scaled(x, scale, False)
+                if not isfinite(x):
+                    # x * 10**precision overflows a double only for |x| near 1e308.
+                    raise InputError(name, f"too large to round to {precision} decimals", row=_row(i, batch))
             d64[i] = x
     return out
 
@@ -244,13 +259,9 @@ def encode_column(str name, int dtype, object values, Py_ssize_t n_rows, bint ba
     elif dtype == C_INT64 or dtype == C_INT32:
         out = _ints(name, dtype, seq, batch)
     elif dtype == C_FLOAT32 or dtype == C_FLOAT64:
-        out = _floats(name, dtype, seq, batch)
-        if precision > 0:
-            out = round_precision(out, precision, dtype == C_FLOAT32)
-            if dtype == C_FLOAT64 and not np.isfinite(out).all():
-                # x * 10**precision overflows a double only for |x| near 1e308.
-                i = int(np.argmin(np.isfinite(out)))
-                raise InputError(name, f"too large to round to {precision} decimals", row=_row(i, batch))
+        if precision > 308:
+            raise ValueError(f"precision must be 1..308, got {precision}")
+        out = _floats(name, dtype, seq, batch, precision)
     else:
         out = _bools(name, seq, batch)
     if n == 1 and batch and n_rows > 1:

@@ -18,6 +18,7 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 from mly._native.fnv cimport FNV64_OFFSET, fnv1a_64_update
+from mly._native.rounding cimport round_scaled
 
 import numpy as np
 

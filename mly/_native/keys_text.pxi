@@ -92,11 +92,3 @@ cdef int put_float(TextBuf* b, double v, int decimals) noexcept nogil:
         snprintf(b.p + b.len, n + 1, "%.*f", decimals, v)
     b.len += n
     return 0
-
-
-cdef inline double round_scaled(double x, double scale, bint narrow) noexcept nogil:
-    # C round() is half away from zero and keeps the sign of zero: Go math.Round.
-    cdef double r = round(x * scale) / scale
-    if narrow:
-        r = <double>(<float>r)
-    return r

@@ -99,6 +99,8 @@ ERRORS = [
     (("f", F64, [{"a": 1}], 1, True), "f[0]: expected float, got object", 0),
     (("f", F64, [10**400], 1, True), "f[0]: integer out of range for float", 0),
     (("d", F64, [1.0, 1e307], 2, True, 2), "d[1]: too large to round to 2 decimals", 1),
+    (("d", F64, [1e307, "x"], 2, True, 2), "d[0]: too large to round to 2 decimals", 0),  # first row at fault
+    (("f", F32, [1.0, 3e38], 2, True, 300), "f[1]: too large to round to 300 decimals", 1),
     (("b", B, [1], 1, True), "b[0]: expected bool, got int 1", 0),
     (("b", B, ["true"], 1, True), "b[0]: expected bool, got string 'true'", 0),
     (("a", S, "x", 2, True), "a: expected an array of 2 values, got string", None),

@@ -88,6 +88,18 @@ def _check(name: str, dtype: int, v: Any, row: int | None) -> Any:
     return x
 
 
+def _check_row(name: str, dtype: int, v: Any, row: int | None, precision: int) -> Any:
+    """A row's value is checked, and then rounded, before the next row is looked at: the
+    error names the first row at fault."""
+    x = _check(name, dtype, v, row)
+    if precision > 0 and dtype in (DT_FLOAT32, DT_FLOAT64):
+        with np.errstate(over="ignore"):
+            rounded = round_precision(np.array([x], dtype=_NP[dtype]), precision, dtype == DT_FLOAT32)
+        if not np.isfinite(rounded).all():  # x * 10**precision overflowed a double
+            raise InputError(name, f"too large to round to {precision} decimals", row=row)
+    return x
+
+
 def encode_column(
     name: str, dtype: int, values: Any, n_rows: int, batch: bool, precision: int = 0
 ) -> np.ndarray:
@@ -104,9 +116,9 @@ def encode_column(
                 f"has {len(values)} values, batch_size is {n_rows} "
                 f"(give 1 value to broadcast, or {n_rows})",
             )
-        checked = [_check(name, dtype, v, i) for i, v in enumerate(values)]
+        checked = [_check_row(name, dtype, v, i, precision) for i, v in enumerate(values)]
     else:
-        checked = [_check(name, dtype, values, None)]
+        checked = [_check_row(name, dtype, values, None, precision)]
     if dtype == DT_STRING:
         out = np.empty(len(checked), dtype=object)
         out[:] = checked
@@ -116,9 +128,6 @@ def encode_column(
     if precision > 0 and dtype in (DT_FLOAT32, DT_FLOAT64):
         with np.errstate(over="ignore"):
             out = round_precision(out, precision, dtype == DT_FLOAT32)
-        if dtype == DT_FLOAT64 and not np.isfinite(out).all():
-            i = int(np.argmin(np.isfinite(out)))
-            raise InputError(name, f"too large to round to {precision} decimals", row=i if batch else None)
     if batch and len(out) == 1 and n_rows > 1:
         out = np.repeat(out, n_rows)
     return out
