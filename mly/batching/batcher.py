@@ -22,8 +22,10 @@ All state lives on one event loop and changes only in ``submit`` and in loop
 callbacks (the wait timer, a call finishing). There is no dispatcher task: a
 task would add a loop hop to every request. The wait timer is a
 ``PreciseTimer``, since asyncio rounds an idle wait up to whole milliseconds.
-Merging and splitting happen in the executor thread with the call. Not
-thread-safe: one batcher, one loop (bound on the first ``submit``).
+Merging and splitting happen in the executor thread with the call. A one-row
+request may hand in a ``DeferredRow`` (its values and a builder) instead of
+columns: the batch then builds every such row's columns at once (``deferred.py``).
+Not thread-safe: one batcher, one loop (bound on the first ``submit``).
 """
 
 from __future__ import annotations
@@ -31,29 +33,26 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
-import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Executor, Future
 from typing import Any
 
 import numpy as np
 
 from mly.batching.counters import BatcherCounters
+from mly.batching.deferred import DeferredRow
+from mly.batching.execution import BatchResult, Outputs, RunFunction, execute_batch
 from mly.batching.policy import FixedWait, WaitPolicy, make_policy
 from mly.batching.settings import BatchSettings
 from mly.batching.timer import PreciseTimer
-from mly.errors import DeadlineExceededError, EvaluationError, OverloadedError
+from mly.errors import DeadlineExceededError, EvaluationError, OverloadedError, RequestError
 from mly.metrics.operation import Operation
 
-__all__ = ["Batcher", "RunFunction"]
+__all__ = ["Batcher", "Outputs", "RunFunction"]
 
-Outputs = Mapping[str, np.ndarray]
-RunFunction = Callable[[dict[str, np.ndarray]], Outputs]
-"""Blocking model call: equal-length 1-D feed columns in, outputs with rows first out."""
 
 _PENDING, _RUNNING, _DONE = 0, 1, 2
-_Result = tuple[list[Any], list[tuple[int, float]], bool]
 
 
 class _Request:
@@ -156,7 +155,10 @@ class Batcher:
             self._timer = PreciseTimer(loop, self._on_timer, name=self.name)
         if self._closed:
             raise EvaluationError(f"model {self.name!r}: batcher closed")
-        if rows < 1 or any(len(column) != rows for column in feeds.values()):
+        if type(feeds) is DeferredRow:
+            if rows != 1:
+                raise ValueError(f"a deferred row is one row, not {rows}")
+        elif rows < 1 or any(len(column) != rows for column in feeds.values()):
             raise ValueError(f"every feed must hold rows={rows} >= 1 values")
         if len(self._queue) >= self.settings.max_queued_batches:
             self.counters.overloaded += 1
@@ -287,7 +289,7 @@ class Batcher:
         self._active += 1
         self.calls.enter()
         try:
-            future = self._executor.submit(self._execute, requests)
+            future = self._executor.submit(execute_batch, self._run, [(r.feeds, r.rows) for r in requests])
         except RuntimeError as exc:  # the executor was shut down
             self._active -= 1
             for request in requests:
@@ -298,14 +300,14 @@ class Batcher:
         # Straight back to the loop: one hop, where run_in_executor's chained future takes two.
         future.add_done_callback(functools.partial(self._post, requests))
 
-    def _post(self, requests: list[_Request], future: Future[_Result]) -> None:
+    def _post(self, requests: list[_Request], future: Future[BatchResult]) -> None:
         assert self._loop is not None
         try:
             self._loop.call_soon_threadsafe(self._finished, requests, future)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
-    def _finished(self, requests: list[_Request], future: Future[_Result]) -> None:
+    def _finished(self, requests: list[_Request], future: Future[BatchResult]) -> None:
         self._active -= 1
         self.calls.leave()
         error = None if future.cancelled() else future.exception()
@@ -323,8 +325,9 @@ class Batcher:
             if request.future.done():  # its deadline passed while running
                 continue
             if isinstance(result, BaseException):
-                self.counters.errors += 1
-                self.calls.record(0, "error")
+                if not isinstance(result, RequestError):  # a bad value of a deferred row is not a failed call
+                    self.counters.errors += 1
+                    self.calls.record(0, "error")
                 request.future.set_exception(result)
             else:
                 request.future.set_result(result)
@@ -369,56 +372,3 @@ class Batcher:
     def _check_drained(self) -> None:
         if self._drained is not None and not self._drained.done() and not self._busy():
             self._drained.set_result(None)
-
-    # -- in the executor ----------------------------------------------------------------------
-
-    def _execute(self, requests: list[_Request]) -> _Result:
-        """Run one batch: (per-request outputs or exceptions, (rows, seconds) per call, merged call failed)."""
-        timings: list[tuple[int, float]] = []
-        if len(requests) == 1:
-            return [self._call(requests[0].feeds, requests[0].rows, timings)], timings, False
-        first = requests[0].feeds
-        try:
-            mergeable = all(_same_feeds(first, r.feeds) for r in requests[1:])
-            if mergeable:
-                feeds = {name: np.concatenate([r.feeds[name] for r in requests]) for name in first}
-        except Exception:
-            mergeable = False
-        failed = False
-        if mergeable:
-            total = sum(r.rows for r in requests)
-            outputs = self._call(feeds, total, timings)
-            if not isinstance(outputs, BaseException):
-                try:
-                    return _split(outputs, requests, total), timings, False
-                except (TypeError, ValueError):
-                    pass  # outputs without a row per input cannot be split
-            failed = True
-        return [self._call(r.feeds, r.rows, timings) for r in requests], timings, failed
-
-    def _call(self, feeds: Mapping[str, np.ndarray], rows: int, timings: list[tuple[int, float]]) -> Any:
-        started = time.perf_counter()
-        try:
-            outputs = self._run(feeds if isinstance(feeds, dict) else dict(feeds))
-        except Exception as exc:
-            return exc
-        timings.append((rows, time.perf_counter() - started))
-        return outputs
-
-
-def _same_feeds(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
-    return a.keys() == b.keys() and all(a[name].dtype == b[name].dtype for name in a)
-
-
-def _split(outputs: Mapping[str, np.ndarray], requests: list[_Request], total: int) -> list[Any]:
-    """Each request's rows of every output (views, no copies)."""
-    for name, value in outputs.items():
-        if len(value) != total:
-            raise ValueError(f"output {name!r} has {len(value)} rows for {total} inputs")
-    results: list[Any] = []
-    offset = 0
-    for request in requests:
-        end = offset + request.rows
-        results.append({name: value[offset:end] for name, value in outputs.items()})
-        offset = end
-    return results
