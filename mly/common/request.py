@@ -26,6 +26,7 @@ __all__ = [
     "EvalRequest",
     "check_names",
     "encode_columns",
+    "encode_rows",
     "encoders_for",
     "has_exact_names",
     "parse_body",
@@ -164,5 +165,22 @@ def encode_columns(
     rows, batch = request.rows, request.batch
     return {
         name: _encode.encode_column(name, code, values[name], rows, batch, precision)
+        for name, code, precision in encoders
+    }
+
+
+def encode_rows(rows: Sequence[Mapping[str, Any]], encoders: Sequence[Encoder]) -> dict[str, np.ndarray]:
+    """Single-row requests' values (names already checked) -> one column per encoder, a value
+    per request. One row is encoded exactly as its request alone; several are encoded as one
+    batch, whose error (if any) names the batch's row, so a caller retries them one by one."""
+    if len(rows) == 1:
+        row = rows[0]
+        return {
+            name: _encode.encode_column(name, code, row[name], 1, False, precision)
+            for name, code, precision in encoders
+        }
+    n = len(rows)
+    return {
+        name: _encode.encode_column(name, code, [row[name] for row in rows], n, True, precision)
         for name, code, precision in encoders
     }

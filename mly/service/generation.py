@@ -8,16 +8,18 @@ with the new model (or the old keys with the new hash) inside one request.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 from dataclasses import dataclass, field
 
 import orjson
 
 from mly.batching import Batcher
+from mly.batching.deferred import RowBuilder
 from mly.common.dictionary import Dictionary
 from mly.common.keys import KeySchema
 from mly.common.meta import ModelMeta
-from mly.common.request import Encoder, encoders_for
+from mly.common.request import Encoder, encode_rows, encoders_for
 from mly.config.schema import Config, ModelConfig, StoreField
 from mly.model.interface import ModelInterface
 from mly.model.loader import LoadedModel
@@ -45,6 +47,9 @@ class Generation:
     memo: ResponseMemo | None = field(default=None, compare=False)
     """Answers of this generation by exact request bytes (``ResponseMemo`` config);
     a reload starts a new, empty one."""
+    row_builder: RowBuilder | None = field(default=None, compare=False)
+    """Builds the feeds of single-row requests together with their batch (``DeferredRow``);
+    ``None`` when some input is not fed to TensorFlow (it must still be validated up front)."""
 
     @property
     def interface(self) -> ModelInterface:
@@ -110,4 +115,14 @@ def build_generation(model: ModelConfig, config: Config, loaded: LoadedModel) ->
         dictionary_gzip=dictionary_json,
         encoders=encoders,
         memo=ResponseMemo(model.response_memo) if model.response_memo is not None else None,
+        row_builder=_row_builder(interface, encoders),
     )
+
+
+def _row_builder(interface: ModelInterface, encoders: tuple[Encoder, ...]) -> RowBuilder | None:
+    """``encode_rows`` over the fed inputs, in feed order, when every input is fed."""
+    fed = list(interface.fed)
+    by_name = {encoder[0]: encoder for encoder in encoders}
+    if sorted(fed) != sorted(by_name):
+        return None
+    return functools.partial(encode_rows, encoders=tuple(by_name[name] for name in fed))

@@ -12,7 +12,7 @@ import dataclasses
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from mly.batching import Batcher, settings_for
+from mly.batching.deferred import DeferredRow
 from mly.cache.tiered import TieredCache
 from mly.common.request import EvalRequest, encode_columns, has_exact_names
 from mly.config.schema import Config, ModelConfig
@@ -243,11 +244,17 @@ class ModelService:
                     if None not in found:
                         hits = [orjson.Fragment(value) for value in found]  # type: ignore[arg-type]
                         return EvalResult(hits, True, generation.dict_hash, len(hits))
-        columns = encode_columns(request, dtypes, generation.encoders, names_checked=exact)
         rows = request.rows
         if cache is None or schema is None:
-            values = await self._evaluate(generation, columns, rows, deadline)
+            if exact and not request.batch and generation.row_builder is not None:
+                # Encoded with the rest of its batch, in the inference thread (``DeferredRow``).
+                row = DeferredRow(request.values, generation.row_builder)
+                values = await self._evaluate(generation, row, 1, deadline)
+            else:
+                columns = encode_columns(request, dtypes, generation.encoders, names_checked=exact)
+                values = await self._evaluate(generation, columns, rows, deadline)
             return EvalResult(values, request.batch, generation.dict_hash)
+        columns = encode_columns(request, dtypes, generation.encoders, names_checked=exact)
 
         if keys is None:
             keys = schema.keys(columns, rows)
@@ -301,11 +308,14 @@ class ModelService:
                 raise self._deadline_error() from None
 
     async def _evaluate(
-        self, generation: Generation, columns: dict[str, np.ndarray], rows: int, deadline: float
+        self, generation: Generation, columns: Mapping[str, np.ndarray], rows: int, deadline: float
     ) -> Sequence[Any]:
-        """TensorFlow through the batcher (which honours the deadline), then the transformer."""
+        """TensorFlow through the batcher (which honours the deadline), then the transformer.
+
+        ``columns`` is every input's column, or a ``DeferredRow`` that the batch builds (it
+        then also stands for the inputs the transformer may read)."""
         interface = generation.interface
-        feeds = {name: columns[name] for name in interface.fed}
+        feeds = columns if type(columns) is DeferredRow else {name: columns[name] for name in interface.fed}
         assert generation.batcher is not None
         self.rows_evaluated += rows
         try:
@@ -323,7 +333,7 @@ class ModelService:
         )
 
     def _transform(
-        self, interface: Any, columns: dict[str, np.ndarray], outputs: Any, rows: int
+        self, interface: Any, columns: Mapping[str, np.ndarray], outputs: Any, rows: int
     ) -> Sequence[Any]:
         data = TransformInput(self.id, rows, columns, outputs, [o.name for o in interface.outputs])
         try:
