@@ -25,12 +25,20 @@ from mly.batching.deferred import DeferredRow
 from mly.cache.tiered import TieredCache
 from mly.common.request import EvalRequest, encode_columns, has_exact_names
 from mly.config.schema import Config, ModelConfig
-from mly.errors import DeadlineExceededError, EvaluationError, MlyError, ModelLoadError, ModelNotReadyError
+from mly.errors import (
+    DeadlineExceededError,
+    EvaluationError,
+    MlyError,
+    ModelLoadError,
+    ModelNotReadyError,
+    RequestError,
+)
 from mly.logs.stream import StreamLog
 from mly.metrics import ModelMetrics
 from mly.model.loader import ModelChangedError, load_model
 from mly.model.source import ModelSource
 from mly.service.generation import Generation, build_generation
+from mly.service.singleflight import OwnRowNeeded
 from mly.service.transform import Transformer, TransformInput, resolve_transformer
 
 __all__ = ["EvalResult", "ModelService"]
@@ -245,19 +253,21 @@ class ModelService:
                         hits = [orjson.Fragment(value) for value in found]  # type: ignore[arg-type]
                         return EvalResult(hits, True, generation.dict_hash, len(hits))
         rows = request.rows
+        # A single row with exactly the model's inputs (and, with a cache, a key from its plain
+        # values) is encoded with the rest of its batch, in the inference thread (``DeferredRow``).
+        deferred = (exact and not request.batch and generation.row_builder is not None
+                    and (cache is None or schema is None or keys is not None))
+        columns: Mapping[str, np.ndarray]
+        if deferred:
+            columns = DeferredRow(request.values, generation.row_builder)  # type: ignore[arg-type]
+        else:
+            columns = encode_columns(request, dtypes, generation.encoders, names_checked=exact)
         if cache is None or schema is None:
-            if exact and not request.batch and generation.row_builder is not None:
-                # Encoded with the rest of its batch, in the inference thread (``DeferredRow``).
-                row = DeferredRow(request.values, generation.row_builder)
-                values = await self._evaluate(generation, row, 1, deadline)
-            else:
-                columns = encode_columns(request, dtypes, generation.encoders, names_checked=exact)
-                values = await self._evaluate(generation, columns, rows, deadline)
+            values = await self._evaluate(generation, columns, rows, deadline)
             return EvalResult(values, request.batch, generation.dict_hash)
-        columns = encode_columns(request, dtypes, generation.encoders, names_checked=exact)
 
         if keys is None:
-            keys = schema.keys(columns, rows)
+            keys = schema.keys(columns, rows)  # type: ignore[arg-type]
             found = await cache.get_many(keys, generation.dict_hash)
         results: list[Any] = [None] * rows
         misses: list[int] = []
@@ -274,7 +284,7 @@ class ModelService:
         self,
         generation: Generation,
         cache: TieredCache,
-        columns: dict[str, np.ndarray],
+        columns: Mapping[str, np.ndarray],
         keys: list[str],
         misses: list[int],
         results: list[Any],
@@ -292,12 +302,11 @@ class ModelService:
                 computed = await self._evaluate(generation, subset, len(claim.owned), deadline)
                 encoded = [orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) for row in computed]
             except BaseException as exc:
-                flight.fail(claim.keys, exc)
+                # A refused row (a deferred one, built only now) speaks for itself alone.
+                flight.fail(claim.keys, OwnRowNeeded() if isinstance(exc, RequestError) else exc)
                 raise
             flight.resolve(claim.keys, encoded)
-            # Entries carry the hash of the dictionary they were computed under,
-            # so after a reload they can never be served as fresh.
-            cache.put_many(list(zip(claim.keys, computed, encoded)), generation.dict_hash)
+            self._store(generation, cache, claim.keys, computed, encoded)
             for i, row_json in zip(claim.owned, encoded):
                 results[i] = orjson.Fragment(row_json)
         for i, future in claim.waiting.items():
@@ -306,6 +315,19 @@ class ModelService:
                 results[i] = orjson.Fragment(await asyncio.wait_for(asyncio.shield(future), max(remaining, 0)))
             except TimeoutError:
                 raise self._deadline_error() from None
+            except OwnRowNeeded:
+                own = columns if type(columns) is DeferredRow else {n: c[i : i + 1] for n, c in columns.items()}
+                computed = await self._evaluate(generation, own, 1, deadline)
+                encoded = [orjson.dumps(computed[0], option=orjson.OPT_SERIALIZE_NUMPY)]
+                self._store(generation, cache, [keys[i]], computed, encoded)
+                results[i] = orjson.Fragment(encoded[0])
+
+    @staticmethod
+    def _store(generation: Generation, cache: TieredCache, keys: Sequence[str], computed: Sequence[Any],
+               encoded: Sequence[bytes]) -> None:
+        # Entries carry the hash of the dictionary they were computed under,
+        # so after a reload they can never be served as fresh.
+        cache.put_many(list(zip(keys, computed, encoded)), generation.dict_hash)
 
     async def _evaluate(
         self, generation: Generation, columns: Mapping[str, np.ndarray], rows: int, deadline: float

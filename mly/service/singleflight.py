@@ -15,7 +15,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-__all__ = ["Claim", "SingleFlight"]
+__all__ = ["Claim", "OwnRowNeeded", "SingleFlight"]
+
+
+class OwnRowNeeded(Exception):
+    """Given to waiters when the owner's row was refused for its own values (a 400).
+
+    Rows share a key only when their values normalise to the same key, and a refused
+    value may still have one (a float32 past its range keys as infinity, like any other
+    such value). Its message names the owner's value, so each waiter evaluates its own
+    row and gets its own answer or its own error.
+    """
 
 
 class Claim:

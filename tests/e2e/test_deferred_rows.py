@@ -1,4 +1,4 @@
-"""Single rows of an uncached model are encoded with their batch (in the inference thread):
+"""Single rows are encoded with their batch (in the inference thread), with or without a cache:
 concurrent requests get the same answers as alone, and a bad one among them gets its own 400."""
 
 from __future__ import annotations
@@ -56,3 +56,36 @@ def test_a_model_error_counter_ignores_bad_rows(server: LiveServer) -> None:
     status, answer = post(server, orjson.dumps({"sa": "a", "sl": "b", "i1": 1.5, "fl": 1.0}))
     assert status == 400 and answer["error"] == "i1: expected int, got float 1.5"
     assert batcher.counters.errors == errors
+
+
+SLI = "/v1/api/model/sli/eval"  # cached: a single row with a key from its plain values is deferred too
+
+
+def test_waiters_on_a_refused_owner_get_their_own_error_and_valid_rows_their_answer(server: LiveServer) -> None:
+    generation = server.registry.get("sli").current
+    assert generation.row_builder is not None
+    # Out-of-range float32 values are refused, yet their plain values have a key: all of them
+    # the same one (infinity), so concurrent ones wait on whichever came first.
+    rows = [{"sa": "a", "sl": "b", "i1": 10, "fl": float(f"{k + 1}e39")} for k in range(24)]
+    keys = {generation.key_schema.key_if_plain(row) for row in rows}
+    assert len(keys) == 1 and None not in keys
+    valid = [{"sa": "a", "sl": "b", "i1": 10, "fl": 60 + k / 4} for k in range(24)]
+    bodies = [orjson.dumps(row) for pair in zip(rows, valid) for row in pair]
+
+    def post_sli(body: bytes) -> tuple[int, Any]:
+        with connect(server.url) as sock:
+            sock.sendall(post_request(SLI, body))
+            status, _, answer = split(read_response(sock, bytearray()))
+        return status, answer
+
+    alone = {body: post_sli(body) for body in bodies[1::2]}  # the valid rows, one at a time
+    for _ in range(3):
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(post_sli, bodies))
+        for body, (status, answer) in zip(bodies, answers):
+            value = orjson.loads(body)["fl"]
+            if value > 1e38:
+                assert status == 400 and answer["error"] == f"fl: out of range for float32, got {value!r}"
+            else:
+                assert status == 200 and answer["data"] == alone[body][1]["data"]
+    assert len(generation.flight) == 0  # nothing left in flight
