@@ -129,7 +129,10 @@ def test_a_reload_starts_an_empty_memo(memo_server: LiveServer, versions: dict[s
         assert fresh["entries"] == 0 and fresh["hits"] == 0
         assert client.post(EVAL, content=body).status_code == 200
     assert service.rows_evaluated == evaluated + 1  # computed again by the new generation
+    # Back to v1, and wait for it: a reload landing during a later test would empty its memo.
+    reloads = service.reloads
     point(versions["link"], versions["v1"])
+    wait_until(lambda: service.reloads > reloads, "the reload back to v1")
 
 
 @pytest.mark.parametrize(("memo", "stream", "field"), [
