@@ -28,7 +28,7 @@ from mly.service.memo import memo_key
 from mly.service.model_service import ModelService
 from mly.service.registry import ModelRegistry
 
-__all__ = ["EvalFastPath", "envelope"]
+__all__ = ["EvalFastPath", "envelope", "eval_model_id"]
 
 log = logging.getLogger("mly.http")
 
@@ -63,6 +63,17 @@ class ClientDisconnectedError(MlyError):
     """The client went away mid-request (Go's ``canceled``)."""
 
 
+def eval_model_id(path: str) -> str:
+    """The model id of an eval path (``/v1/api/model/{id}/eval``), or ``""`` for any other path.
+
+    The one test of "is this eval": the ASGI fast path, the connection's answers and the
+    memo all use it, so a path one of them would leave to the app is left to it by all."""
+    if not (path.startswith(_PREFIX) and path.endswith(_SUFFIX)):
+        return ""
+    model_id = path[len(_PREFIX) : -len(_SUFFIX)]
+    return "" if "/" in model_id else model_id
+
+
 def _outcome(status: int, error: Exception | None) -> str:
     """Go's ``{id}Perf`` value for a request that did not succeed."""
     if isinstance(error, DeadlineExceededError):
@@ -72,6 +83,15 @@ def _outcome(status: int, error: Exception | None) -> str:
     if status == 429:
         return "overloaded"
     return "invalid" if status < 500 else "error"
+
+
+def _record(service: ModelService | None, status: int, error: Exception | None, started: int) -> int:
+    """Count an answered eval request in the model's ``{id}Perf``; returns its latency in µs.
+    A 405 is not counted: the request was never one of the model's evaluations."""
+    elapsed_us = (time.perf_counter_ns() - started) // 1000
+    if service is not None and status != 405:
+        service.metrics.perf.record(elapsed_us, "eval" if status == 200 else _outcome(status, error))
+    return elapsed_us
 
 
 class EvalFastPath:
@@ -95,9 +115,7 @@ class EvalFastPath:
         ``None`` (not eval, unknown model, no memo, a miss) sends the request down the
         normal path, which looks again and counts the miss.
         """
-        if not (path.startswith(_PREFIX) and path.endswith(_SUFFIX)):
-            return None
-        service = self.registry.services.get(path[len(_PREFIX) : -len(_SUFFIX)])
+        service = self.registry.services.get(eval_model_id(path))
         generation = service.generation if service is not None else None
         memo = generation.memo if generation is not None else None
         if memo is None or len(body) > memo.max_body_bytes:
@@ -117,8 +135,8 @@ class EvalFastPath:
             await self.app(scope, receive, self._lifespan_send(send) if scope["type"] == "lifespan" else send)
             return
         path: str = scope["path"]
-        model_id = path[len(_PREFIX) : -len(_SUFFIX)] if path.startswith(_PREFIX) and path.endswith(_SUFFIX) else ""
-        if not model_id or "/" in model_id:
+        model_id = eval_model_id(path)
+        if not model_id:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter_ns()
@@ -136,25 +154,22 @@ class EvalFastPath:
             headers.append((b"allow", b"GET, POST, PUT"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        elapsed_us = (time.perf_counter_ns() - started) // 1000
-        if service is not None and status != 405:
-            service.metrics.perf.record(elapsed_us, "eval" if status == 200 else _outcome(status, error))
+        elapsed_us = _record(service, status, error, started)
         if self.access_log is not None:
             self._log_access(scope, model_id, service, status, rows, cached_rows, elapsed_us, error)
 
     async def answer_post(self, path: str, body: bytes | bytearray) -> tuple[int, bytes]:
-        """The status and JSON body for a POST to ``path`` (an eval path), for ``MlyHttpProtocol``
-        to write itself: the same answer, metrics and errors as the ASGI path, without it."""
-        model_id = path[len(_PREFIX) : -len(_SUFFIX)]
+        """The status and JSON body for a POST to ``path`` (an eval path, see ``eval_model_id``),
+        for ``MlyHttpProtocol`` to write itself: the same answer, metrics and errors as the ASGI
+        path, without it."""
+        model_id = eval_model_id(path)
         started = time.perf_counter_ns()
         service = self.registry.services.get(model_id)
         if service is not None:
             service.metrics.request_started(started)
         status, answer, _rows, _cached, error = await self._answer(service, model_id, path, "POST", started,
                                                                    None, None, body)
-        if service is not None:
-            service.metrics.perf.record((time.perf_counter_ns() - started) // 1000,
-                                        "eval" if status == 200 else _outcome(status, error))
+        _record(service, status, error, started)
         return status, answer
 
     async def _answer(

@@ -34,7 +34,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from mly.config.schema import EndpointConfig
 from mly.http.coalesce import CoalescingCycle
-from mly.http.fast import EvalFastPath
+from mly.http.fast import EvalFastPath, eval_model_id
 from mly.http.h2limits import PREFACE, H2Settings, h2_available
 
 __all__ = ["PROTOCOL_ENV", "TLS12_CIPHERS", "MlyHttpProtocol", "MlyUvicornConfig", "h2_settings", "protocol_class"]
@@ -109,7 +109,7 @@ class MlyHttpProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         scope = cycle.scope
         if (self.front is not None and app is self.app and scope["method"] == "POST" and cycle.keep_alive
-                and not cycle.waiting_for_100_continue and scope["path"].endswith("/eval")):
+                and not cycle.waiting_for_100_continue and eval_model_id(scope["path"])):
             if cycle.more_body:
                 self.deferred = (cycle, app)
                 return
@@ -139,9 +139,7 @@ class MlyHttpProtocol(HttpToolsProtocol):
             return False
         body = self.front.answer_from_memo(cycle.scope["path"], cycle.body)
         if body is not None:
-            self.transport.write(self.head(200) + b"%d\r\n\r\n%s" % (len(body), body))
-            cycle.response_started = cycle.response_complete = True
-            self.on_response_complete()
+            self.write_answer(cycle, 200, body)
             return True
         task = self.loop.create_task(self.answer_post(cycle))
         task.add_done_callback(self.tasks.discard)
@@ -155,10 +153,15 @@ class MlyHttpProtocol(HttpToolsProtocol):
             await self.flow.drain()  # the client stopped reading: wait, as uvicorn's send does
         if cycle.disconnected or self.transport.is_closing():
             return  # the client is gone (a pipelined request may hold ``self.cycle`` by now)
-        head = self.head(status) if cycle.keep_alive else self.head(status, close=True)
-        self.transport.write(head + b"%d\r\n\r\n%s" % (len(body), body))
+        self.write_answer(cycle, status, body)
+
+    def write_answer(self, cycle: RequestResponseCycle, status: int, body: bytes) -> None:
+        """The whole answer in one write; the connection closes after it when the server began
+        stopping while the request ran (``keep_alive`` turned off)."""
+        close = not cycle.keep_alive
+        self.transport.write(self.head(status, close=close) + b"%d\r\n\r\n%s" % (len(body), body))
         cycle.response_started = cycle.response_complete = True
-        if not cycle.keep_alive:  # the server began stopping while this request ran
+        if close:
             self.transport.close()
         self.on_response_complete()
 

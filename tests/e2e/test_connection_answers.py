@@ -119,6 +119,15 @@ def test_bodies_over_the_limit_and_other_methods_take_the_asgi_path(
     assert asgi_cycles == ["/v1/api/model/sli/eval"] * 4
 
 
+def test_paths_that_only_end_in_eval_are_left_to_the_app(server: LiveServer, asgi_cycles: list[str]) -> None:
+    # Not a model's eval URI: the app answers them (not found), as it does without the connection's path.
+    paths = ["/foo/eval", "/v1/api/model/sli/x/eval", "/v1/api/model//eval"]
+    answers = ask(server, *(post_request(path, orjson.dumps(ROW)) for path in paths))
+    assert [a[0] for a in answers] == [404] * 3
+    assert asgi_cycles == paths
+    assert all("unknown model" not in str(a[2]) for a in answers)
+
+
 def test_middleware_wrapped_around_the_app_sees_every_eval_post(
     model_dirs: dict[str, str], tmp_path: Path
 ) -> None:
