@@ -39,39 +39,51 @@ def execute_batch(run: RunFunction, requests: Sequence[tuple[Mapping[str, np.nda
     failed = False
     merged = build_together([feeds for feeds, _ in requests]) if len(requests) > 1 else None
     if merged is not None:
-        outputs = _call(run, merged, len(requests), timings)
-        if not isinstance(outputs, BaseException):
-            try:
-                return _split(outputs, counts, len(requests)), timings, False
-            except (TypeError, ValueError):
-                pass  # outputs without a row per input cannot be split
+        split = _call_merged(run, merged, counts, timings)
+        if split is not None:
+            return split, timings, False
         failed = True
     # Each request's own columns; a row that cannot be built keeps its input error as its result.
     results: list[Any] = [build_each(feeds) for feeds, _ in requests]
     live = [i for i, feeds in enumerate(results) if not isinstance(feeds, BaseException)]
     if len(live) > 1 and not failed:
-        first = results[live[0]]
-        try:
-            mergeable = all(_same_feeds(first, results[i]) for i in live[1:])
-            if mergeable:
-                feeds = {name: np.concatenate([results[i][name] for i in live]) for name in first}
-        except Exception:
-            mergeable = False
-        if mergeable:
-            live_counts = [counts[i] for i in live]
-            total = sum(live_counts)
-            outputs = _call(run, feeds, total, timings)
-            if not isinstance(outputs, BaseException):
-                try:
-                    for i, rows in zip(live, _split(outputs, live_counts, total)):
-                        results[i] = rows
-                    return results, timings, False
-                except (TypeError, ValueError):
-                    pass  # outputs without a row per input cannot be split
+        concatenated = _concatenate([results[i] for i in live])
+        if concatenated is not None:
+            split = _call_merged(run, concatenated, [counts[i] for i in live], timings)
+            if split is not None:
+                for i, rows in zip(live, split):
+                    results[i] = rows
+                return results, timings, False
             failed = True
     for i in live:
         results[i] = _call(run, results[i], counts[i], timings)
     return results, timings, failed
+
+
+def _concatenate(feeds: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray] | None:
+    """One column per input over every request, or ``None`` when their feeds differ in names or dtypes."""
+    first = feeds[0]
+    try:
+        if all(_same_feeds(first, other) for other in feeds[1:]):
+            return {name: np.concatenate([f[name] for f in feeds]) for name in first}
+    except Exception:
+        pass
+    return None
+
+
+def _call_merged(
+    run: RunFunction, feeds: Mapping[str, np.ndarray], counts: Sequence[int], timings: list[tuple[int, float]]
+) -> list[Any] | None:
+    """Each request's outputs from one call over merged feeds, or ``None`` when the call raised
+    or its outputs have no row per input (the caller then runs the requests one by one)."""
+    total = sum(counts)
+    outputs = _call(run, feeds, total, timings)
+    if isinstance(outputs, BaseException):
+        return None
+    try:
+        return _split(outputs, counts, total)
+    except (TypeError, ValueError):
+        return None
 
 
 def _call(run: RunFunction, feeds: Mapping[str, np.ndarray], rows: int, timings: list[tuple[int, float]]) -> Any:
