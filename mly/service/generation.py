@@ -121,8 +121,7 @@ def build_generation(model: ModelConfig, config: Config, loaded: LoadedModel) ->
 
 def _row_builder(interface: ModelInterface, encoders: tuple[Encoder, ...]) -> RowBuilder | None:
     """``encode_rows`` over the fed inputs, in feed order, when every input is fed."""
-    fed = list(interface.fed)
     by_name = {encoder[0]: encoder for encoder in encoders}
-    if sorted(fed) != sorted(by_name):
+    if by_name.keys() != set(interface.fed):
         return None
-    return functools.partial(encode_rows, encoders=tuple(by_name[name] for name in fed))
+    return functools.partial(encode_rows, encoders=tuple(by_name[name] for name in interface.fed))

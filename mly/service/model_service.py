@@ -255,11 +255,11 @@ class ModelService:
         rows = request.rows
         # A single row with exactly the model's inputs (and, with a cache, a key from its plain
         # values) is encoded with the rest of its batch, in the inference thread (``DeferredRow``).
-        deferred = (exact and not request.batch and generation.row_builder is not None
-                    and (cache is None or schema is None or keys is not None))
+        builder = generation.row_builder
         columns: Mapping[str, np.ndarray]
-        if deferred:
-            columns = DeferredRow(request.values, generation.row_builder)  # type: ignore[arg-type]
+        if (builder is not None and exact and not request.batch
+                and (cache is None or schema is None or keys is not None)):
+            columns = DeferredRow(request.values, builder)
         else:
             columns = encode_columns(request, dtypes, generation.encoders, names_checked=exact)
         if cache is None or schema is None:
@@ -267,7 +267,8 @@ class ModelService:
             return EvalResult(values, request.batch, generation.dict_hash)
 
         if keys is None:
-            keys = schema.keys(columns, rows)  # type: ignore[arg-type]
+            assert isinstance(columns, dict)  # encoded above: a deferred row always comes with its key
+            keys = schema.keys(columns, rows)
             found = await cache.get_many(keys, generation.dict_hash)
         results: list[Any] = [None] * rows
         misses: list[int] = []
