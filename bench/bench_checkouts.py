@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,15 +33,17 @@ from pathlib import Path
 from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _commands import children, tree_cpu_seconds
+from _commands import children, mly_serve_cmd, tree_cpu_seconds
 from _load import Loader, Workload, body, free_port, post, server
+from _report import spread as report_spread
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL = "/v1/api/model/ctr/eval"
 
 
 def spread(values: list[float], fmt: str = "{:.0f}") -> str:
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+    """median (min-max), as the other benchmarks print it; whole numbers unless told."""
+    return report_spread(values, fmt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,15 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             for name in (list(checkouts) if r % 2 == 0 else list(reversed(checkouts))):
                 port = free_port()
-                config = {"Endpoint": {"Port": port}, "Models": [{"ID": "ctr", "URL": model, "DataStore": "c",
+                config = {"Models": [{"ID": "ctr", "URL": model, "DataStore": "c",
                           "Inputs": [{"Name": "price", "Precision": 2}]}],
                           "Datastores": [{"ID": "c", "Cache": {"SizeMb": 64}, "TimeToLiveMs": 3600000}]}
-                path = os.path.join(work, f"{name}-{port}.json")
-                Path(path).write_text(json.dumps(config))
-                cmd = [sys.executable, "-c", "import sys; from mly.cli import main; sys.exit(main())", "serve", path,
-                       "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
                 env = {"PYTHONPATH": checkouts[name], "TF_CPP_MIN_LOG_LEVEL": "3"}
-                with server(cmd, port, server_cpus, env) as base:
+                with server(mly_serve_cmd(config, work, port), port, server_cpus, env) as base:
                     url = base + EVAL
                     for k in range(64):
                         post(url, body(k))
@@ -101,13 +97,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<10} before {spread(data['before'])} req/s, after {spread(data['after'])} req/s, "
               f"after/before {spread(ratio, '{:.3f}')}")
     return 0
-
-
-def serve_cmd(config: dict, work: str, name: str, port: int) -> list[str]:
-    path = os.path.join(work, f"{name}-{port}.json")
-    Path(path).write_text(json.dumps({"Endpoint": {"Port": port}, **config}))
-    return [sys.executable, "-c", "import sys; from mly.cli import main; sys.exit(main())", "serve", path,
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
 
 
 def ctr_misses(args: argparse.Namespace, checkouts: dict[str, str]) -> int:
@@ -137,7 +126,7 @@ def ctr_misses(args: argparse.Namespace, checkouts: dict[str, str]) -> int:
                     port = free_port()
                     env = {"PYTHONPATH": checkouts[name], "TF_CPP_MIN_LOG_LEVEL": "3"}
                     before = children(os.getpid())
-                    with server(serve_cmd(make(model), work, name, port), port, server_cpus, env) as base:
+                    with server(mly_serve_cmd(make(model), work, port), port, server_cpus, env) as base:
                         roots = sorted(children(os.getpid()) - before)
                         url = base + EVAL
                         loader.run(url, Workload("file", rows, str(cold)), args.connections, 1)  # warm-up rows

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import spread
+
 CONCURRENCY = 64
 CONFIGS = ("no cache", "memory")
-
-
-def spread(values: list[float], fmt: str = "{:.1f}") -> str:
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from corpus import Corpus, ctr_fields, single_body, write_lines
     from ctr_model import build
 
@@ -83,7 +80,7 @@ def compare(args: argparse.Namespace) -> int:
                           f"{result['calls_per_request']:.3f} TF calls/req", file=sys.stderr, flush=True)
     for config in CONFIGS:
         b, a = cpu[(config, "before")], cpu[(config, "after")]
-        print(f"{config:<9} CPU us/request: before {spread(b)}, after {spread(a)}, after/before "
+        print(f"{config:<9} CPU us/request: before {spread(b, '{:.1f}')}, after {spread(a, '{:.1f}')}, after/before "
               f"{spread([x / y for x, y in zip(a, b)], '{:.3f}')}; TF calls/request before "
               f"{spread(calls[(config, 'before')], '{:.3f}')}, after {spread(calls[(config, 'after')], '{:.3f}')}")
     return 0
