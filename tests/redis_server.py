@@ -1,6 +1,6 @@
 """Real redis-server processes on loopback that tests can kill, pause and restart.
 
-Faults are caused for real (style.md habit 9): ``kill()`` is SIGKILL (connections
+Faults are caused for real, not simulated: ``kill()`` is SIGKILL (connections
 reset, port refused), ``pause()`` is SIGSTOP (the kernel still accepts, nobody
 answers: timeouts).
 """
