@@ -57,6 +57,10 @@ def build_app(config: Config):  # type: ignore[no-untyped-def]
     return create_app(registry)
 
 
+YOUNG_GC_THRESHOLD = 50_000
+"""New container objects between two collections of the youngest generation (Python's default: 700)."""
+
+
 def freeze_heap() -> None:
     """Move everything alive now (TensorFlow's object graph above all) out of the GC's sight.
 
@@ -64,9 +68,19 @@ def freeze_heap() -> None:
     collection walked them all and stalled the event loop for ~180 ms, which
     was the whole p99 under load. Frozen objects are still freed by reference
     counting; a reload unfreezes, collects and freezes again (``ModelService``).
+
+    The youngest generation is also collected less often. Python collects it after
+    every 700 new container objects, and a request makes well over a hundred (dicts,
+    tuples, futures, frames): a collection every few requests, each walking the
+    objects of every request in flight. That was 4-5% of the server's CPU on cold rows.
+    Almost everything a request makes dies with it by reference counting, so a
+    collection every ``YOUNG_GC_THRESHOLD`` allocations finds about as much to walk
+    and runs about seventy times less often.
     """
     gc.collect()
     gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
 
 
 def create_app_from_env():  # type: ignore[no-untyped-def]

@@ -278,6 +278,10 @@ class Batcher:
     def _start(self, batch: _Batch) -> None:
         assert self._loop is not None and batch.reason is not None
         requests = [r for r in batch.requests if r.state == _PENDING]
+        # Each request points at its batch (to leave it while pending); the batch's list points
+        # back. Dropping the list now lets reference counting free the whole batch, where the
+        # cycle left every request's future, timer and feeds for the garbage collector.
+        batch.requests = []
         now = self._loop.time()
         counters = self.counters
         for request in requests:
