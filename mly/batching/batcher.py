@@ -15,7 +15,11 @@ own batch (``direct``), bounded the same way.
 
 A request whose deadline passes is answered at that moment by a timer (never
 later, when a slot frees); if it has not been dispatched it leaves its batch and
-its rows are not evaluated. A merged call that raises is re-run request by
+its rows are not evaluated. One timer serves all deadlines: a model's requests
+come with deadlines in the order they arrive (arrival time plus the model's
+limit), so they wait in a FIFO and the timer is armed at its oldest request's
+deadline; a request that finishes leaves the front as soon as it is there. Only
+a deadline earlier than one already waiting gets a timer of its own. A merged call that raises is re-run request by
 request, so only the request with bad input gets the error.
 
 All state lives on one event loop and changes only in ``submit`` and in loop
@@ -56,7 +60,7 @@ _PENDING, _RUNNING, _DONE = 0, 1, 2
 
 
 class _Request:
-    __slots__ = ("batch", "feeds", "future", "rows", "state", "submitted_at", "timer")
+    __slots__ = ("batch", "deadline", "feeds", "future", "rows", "state", "submitted_at", "timer")
 
     def __init__(self, feeds: Mapping[str, np.ndarray], rows: int, future: asyncio.Future[Outputs], now: float) -> None:
         self.feeds = feeds
@@ -64,7 +68,9 @@ class _Request:
         self.future = future
         self.submitted_at = now
         self.state = _PENDING
+        self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        """The request's own deadline timer, when its deadline came out of order (see ``_watch``)."""
         self.batch: _Batch | None = None
 
 
@@ -114,6 +120,9 @@ class Batcher:
         self._due = 0.0
         self._closed = False
         self._drained: asyncio.Future[None] | None = None
+        self._deadlines: deque[_Request] = deque()
+        """Requests with a deadline, in arrival order, deadlines never decreasing (``_watch``)."""
+        self._sweep_handle: asyncio.TimerHandle | None = None
 
     @property
     def active(self) -> int:
@@ -172,7 +181,7 @@ class Batcher:
         request = _Request(feeds, rows, loop.create_future(), now)
         self.counters.requests += 1
         if deadline is not None:
-            request.timer = loop.call_at(deadline, self._expire, request)
+            self._watch(request, deadline)
         if self.settings.enabled:
             self._join(request, now)
         else:
@@ -187,6 +196,9 @@ class Batcher:
                 request.timer.cancel()
             if request.state == _PENDING:  # the caller was cancelled
                 self._withdraw(request)
+            deadlines = self._deadlines
+            while deadlines and deadlines[0].future.done():
+                deadlines.popleft()
 
     @property
     def closed(self) -> bool:
@@ -208,6 +220,9 @@ class Batcher:
             await asyncio.shield(self._drained)
         if self._timer is not None:
             self._timer.close()
+        if self._sweep_handle is not None and not self._deadlines:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
 
     # -- on the loop --------------------------------------------------------------------------
 
@@ -336,6 +351,33 @@ class Batcher:
             else:
                 request.future.set_result(result)
         self._pump()
+
+    def _watch(self, request: _Request, deadline: float) -> None:
+        """Answer ``request`` when ``deadline`` passes: by the shared timer, or its own when out of order."""
+        assert self._loop is not None
+        request.deadline = deadline
+        deadlines = self._deadlines
+        if deadlines and deadline < deadlines[-1].deadline:
+            request.timer = self._loop.call_at(deadline, self._expire, request)
+            return
+        deadlines.append(request)
+        if self._sweep_handle is None:
+            self._sweep_handle = self._loop.call_at(deadline, self._sweep)
+
+    def _sweep(self) -> None:
+        """Expire every waiting request whose deadline has passed; re-arm for the oldest left."""
+        assert self._loop is not None
+        self._sweep_handle = None
+        now = self._loop.time()
+        deadlines = self._deadlines
+        while deadlines:
+            request = deadlines[0]
+            if not request.future.done():
+                if request.deadline > now:
+                    self._sweep_handle = self._loop.call_at(request.deadline, self._sweep)
+                    return
+                self._expire(request)
+            deadlines.popleft()
 
     def _expire(self, request: _Request) -> None:
         request.timer = None

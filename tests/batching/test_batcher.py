@@ -407,3 +407,67 @@ def test_adaptive_stats_report_the_current_wait_in_ns(pool: ThreadPoolExecutor) 
         return stats
 
     assert run(main) == {"activeEvaluators": 0, "batchQueueLen": 0, "shedding": False, "timeout": 0}
+
+
+def test_deadlines_out_of_arrival_order_are_each_met_in_time_order(pool: ThreadPoolExecutor) -> None:
+    model = FakeModel()
+    offsets = [0.04, 0.08, 0.02, 0.12]  # the third comes in earlier than those before it
+
+    async def main() -> list[tuple[int, float, float]]:
+        loop = asyncio.get_running_loop()
+        batcher = Batcher(model, pool, BatchSettings(wait_us=0, max_concurrency=1))
+        model.hold()
+        expired: list[tuple[int, float, float]] = []  # (row, deadline, when it was answered)
+
+        async def one(x: int, deadline: float) -> None:
+            with pytest.raises(EvaluationError, match="deadline exceeded"):
+                await batcher.submit(feeds([x]), 1, deadline)
+            expired.append((x, deadline, loop.time()))
+
+        try:
+            first = asyncio.create_task(batcher.submit(feeds([100]), 1, loop.time() + 60))
+            await until(lambda: batcher.active == 1)
+            now = loop.time()
+            await asyncio.wait_for(asyncio.gather(*(one(i, now + o) for i, o in enumerate(offsets))), 10)
+        finally:
+            model.release()
+        check(await first, [100])
+        await batcher.close()
+        return expired
+
+    expired = run(main)
+    assert [x for x, _, _ in expired] == [2, 0, 1, 3]  # by deadline, not by arrival
+    assert all(answered >= deadline for _, deadline, answered in expired)  # never early
+    assert model.calls == [[100]]
+
+
+def test_finished_requests_are_freed_without_the_garbage_collector(pool: ThreadPoolExecutor) -> None:
+    """Nothing of a finished request outlives it: not in a reference cycle, nor in the deadline queue."""
+    import gc
+    import weakref
+
+    model = FakeModel(fixed_s=0.001)
+
+    async def main() -> list[weakref.ref[np.ndarray]]:
+        loop = asyncio.get_running_loop()
+        batcher = Batcher(model, pool, BatchSettings(wait_us=2000, max_batch_size=8))
+        refs: list[weakref.ref[np.ndarray]] = []
+
+        async def one(x: int) -> None:
+            columns = feeds([x])
+            refs.append(weakref.ref(columns["x"]))
+            check(await batcher.submit(columns, 1, loop.time() + 60), [x])
+
+        await asyncio.gather(*(one(x) for x in range(40)))
+        await batcher.close()
+        return refs
+
+    gc.collect()
+    gc.disable()
+    try:
+        refs = run(main)
+        alive = sum(ref() is not None for ref in refs)
+    finally:
+        gc.enable()
+    assert alive == 0
+    assert len(model.calls) > 1  # the requests did share calls, in more than one batch
