@@ -19,8 +19,9 @@ its rows are not evaluated. One timer serves all deadlines: a model's requests
 come with deadlines in the order they arrive (arrival time plus the model's
 limit), so they wait in a FIFO and the timer is armed at its oldest request's
 deadline; a request that finishes leaves the front as soon as it is there. Only
-a deadline earlier than one already waiting gets a timer of its own. A merged call that raises is re-run request by
-request, so only the request with bad input gets the error.
+a deadline earlier than one already waiting gets a timer of its own. A merged
+call that raises is re-run request by request, so only the request with bad
+input gets the error.
 
 All state lives on one event loop and changes only in ``submit`` and in loop
 callbacks (the wait timer, a call finishing). There is no dispatcher task: a
