@@ -131,6 +131,25 @@ def test_public_call_fallback(built_model: Callable[[str], Any]) -> None:
     np.testing.assert_allclose(out["score"], expected["score"], rtol=1e-6)
 
 
+def test_tensor_fallback_and_strided_columns(built_model: Callable[[str], Any]) -> None:
+    """Columns that are views with strides (not contiguous) give the same answer, on the direct
+    tensor path and on ``tf.constant`` after a TF version changed the private parts."""
+    runner = _runner(built_model, "keras")
+    expected = model_builders.expected_keras_lookup(ROWS["sa"], ROWS["sl"], ROWS["i1"], ROWS["fl"])
+    strided = {name: np.repeat(column, 2)[::2] for name, column in _feeds(ROWS).items()}
+    assert not strided["fl"].flags.c_contiguous or strided["fl"].strides != (4,)
+    assert runner._eager is not None
+    np.testing.assert_allclose(runner.run(strided)["score"], expected["score"], rtol=1e-6)
+
+    def broken(*_: Any) -> Any:
+        raise TypeError("EagerTensor changed")
+
+    runner._eager = broken
+    out = runner.run(strided)
+    assert runner._eager is None
+    np.testing.assert_allclose(out["score"], expected["score"], rtol=1e-6)
+
+
 def test_many_threads(built_model: Callable[[str], Any]) -> None:
     runner = _runner(built_model, "keras")
     errors: list[BaseException] = []
