@@ -140,6 +140,11 @@ def test_tensor_fallback_and_strided_columns(built_model: Callable[[str], Any]) 
     assert not strided["fl"].flags.c_contiguous or strided["fl"].strides != (4,)
     assert runner._eager is not None
     np.testing.assert_allclose(runner.run(strided)["score"], expected["score"], rtol=1e-6)
+    bad = _feeds(ROWS)
+    bad["sa"][1] = None
+    with pytest.raises(ValueError, match="NoneType"):
+        runner.run(bad)
+    assert runner._eager is not None  # a bad value is not a changed TensorFlow
 
     def broken(*_: Any) -> Any:
         raise TypeError("EagerTensor changed")
