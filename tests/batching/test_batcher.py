@@ -471,3 +471,35 @@ def test_finished_requests_are_freed_without_the_garbage_collector(pool: ThreadP
         gc.enable()
     assert alive == 0
     assert len(model.calls) > 1  # the requests did share calls, in more than one batch
+
+
+def test_requests_the_loop_already_queued_join_a_batch_whose_wait_is_over(pool: ThreadPoolExecutor) -> None:
+    """An instant dispatch, and a wait timer firing after the loop was busy, both leave only after
+    the requests already queued on the loop joined (one call, not one per request)."""
+    model = FakeModel()
+
+    async def main() -> tuple[Batcher, Batcher]:
+        instant = Batcher(model, pool, BatchSettings(wait_us=0))
+        results = await asyncio.gather(*(instant.submit(feeds([i]), 1) for i in range(5)))
+        for i, result in enumerate(results):
+            check(result, [i])
+
+        timed = Batcher(model, pool, BatchSettings(wait_us=1000))
+        first = asyncio.create_task(timed.submit(feeds([10]), 1))
+        await asyncio.sleep(0)  # ``first`` holds the batch open; its wait timer is armed
+        later: list[asyncio.Task[Any]] = []
+
+        def busy() -> None:
+            time.sleep(0.005)  # the loop is busy past the wait; then three requests are queued
+            later.extend(asyncio.create_task(timed.submit(feeds([x]), 1)) for x in (11, 12, 13))
+
+        asyncio.get_running_loop().call_soon(busy)
+        check(await first, [10])
+        for x, task in zip((11, 12, 13), later):
+            check(await task, [x])
+        return instant, timed
+
+    instant, timed = run(main)
+    assert model.call_sizes == [5, 4]
+    assert (instant.counters.instant, instant.counters.batches) == (1, 1)
+    assert (timed.counters.timeout, timed.counters.batches) == (1, 1)
