@@ -78,3 +78,22 @@ def test_version_that_changes_while_loading_is_refused(model_dirs: dict[str, str
         load_model(config, caching=False, source=ChangingSource(str(folder), model_id="m"))
     assert isinstance(info.value.__cause__, ModelChangedError)
     assert load_model(config, caching=False).interface.fed == ("ik", "sa")
+
+
+def test_loading_warms_up_one_row_and_a_batch(model_dirs: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorFlow's first call of more than one row is slow (about 30 ms on the example model):
+    loading pays it, not the first batch of requests. Records the real runner's calls."""
+    from mly.model.loader import WARM_UP_ROWS
+    from mly.model.runner import ModelRunner
+
+    rows: list[int] = []
+    real_run = ModelRunner.run
+
+    def recording_run(self: ModelRunner, feeds: dict) -> dict:  # type: ignore[type-arg]
+        rows.append({len(column) for column in feeds.values()}.pop())
+        return real_run(self, feeds)
+
+    monkeypatch.setattr(ModelRunner, "run", recording_run)
+    config = parse_config({"Models": [{"ID": "m", "URL": model_dirs["ops"]}]}).models[0]
+    load_model(config, caching=False)
+    assert tuple(rows) == WARM_UP_ROWS and max(rows) > 1
