@@ -7,6 +7,7 @@ that names the model and the cause; nothing half-loaded is ever served.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from mly.config.schema import ModelConfig
 from mly.errors import ModelLoadError
 from mly.model.interface import InterfaceError, ModelInterface, reconcile
 from mly.model.source import FileSnapshot, ModelSource
+
+log = logging.getLogger("mly.model")
 
 __all__ = ["LoadedModel", "ModelChangedError", "load_model"]
 
@@ -43,8 +46,12 @@ WARM_UP_ROWS = (1, 2)
 2-row call here the first batch after a start or a reload paid it, with every request in it."""
 
 
-def _warm_up(runner: object, interface: ModelInterface) -> None:
-    """Tiny calls so the first real requests do not pay for TF's tracing and first batch."""
+def _warm_up(runner: object, interface: ModelInterface, model_id: str) -> None:
+    """Tiny calls so the first real requests do not pay for TF's tracing and first batch.
+
+    The 1-row call must succeed (a model that cannot evaluate a row is not loaded); the
+    larger ones are best effort, since a model whose signature fixes one row per call (its
+    batches fail at request time, with the error) still serves single rows."""
     zero = {"string": "", "bool": False}
     for rows in WARM_UP_ROWS:
         feeds = {}
@@ -52,7 +59,13 @@ def _warm_up(runner: object, interface: ModelInterface) -> None:
             dtype = interface.dtypes[name]
             value = zero.get(dtype, 0)
             feeds[name] = np.array([value] * rows, dtype=object if dtype == "string" else dtype)
-        runner.run(feeds)  # type: ignore[attr-defined]
+        if rows == 1:
+            runner.run(feeds)  # type: ignore[attr-defined]
+            continue
+        try:
+            runner.run(feeds)  # type: ignore[attr-defined]
+        except Exception as exc:  # any refusal only means no batch warm-up
+            log.debug("model %s: no %d-row warm-up: %s", model_id, rows, exc)
 
 
 def load_model(config: ModelConfig, *, caching: bool, source: ModelSource | None = None) -> LoadedModel:
@@ -85,7 +98,7 @@ def load_model(config: ModelConfig, *, caching: bool, source: ModelSource | None
             ordered = [layers[name] for name in interface.vocabulary_inputs]
             dictionary = Dictionary.build(ordered, file_hash=snapshot.file_hash)
         runner = ModelRunner(loaded, signature)
-        _warm_up(runner, interface)
+        _warm_up(runner, interface, config.id)
         if source.snapshot() != snapshot:
             raise ModelChangedError("the model's files changed while it was loading")
     except ModelChangedError as exc:

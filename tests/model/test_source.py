@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mly.config import parse_config
@@ -97,3 +98,21 @@ def test_loading_warms_up_one_row_and_a_batch(model_dirs: dict[str, str], monkey
     config = parse_config({"Models": [{"ID": "m", "URL": model_dirs["ops"]}]}).models[0]
     load_model(config, caching=False)
     assert tuple(rows) == WARM_UP_ROWS and max(rows) > 1
+
+
+def test_a_model_that_takes_one_row_per_call_still_loads(tmp_path: Path) -> None:
+    """The batch warm-up is best effort: a signature that fixes one row per call refuses it."""
+    import tensorflow as tf
+
+    class OneRow(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 1], tf.float32, name="x")])
+        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": x * 2.0}
+
+    module = OneRow()
+    folder = str(tmp_path / "one-row")
+    tf.saved_model.save(module, folder, signatures={"serving_default": module.serve})
+    config = parse_config({"Models": [{"ID": "one", "URL": folder}]}).models[0]
+    loaded = load_model(config, caching=False)
+    out = loaded.runner.run({"x": np.array([1.5], dtype=np.float32)})  # type: ignore[attr-defined]
+    assert float(np.asarray(out["y"]).reshape(-1)[0]) == 3.0
