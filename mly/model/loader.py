@@ -59,12 +59,11 @@ def _warm_up(runner: object, interface: ModelInterface, model_id: str) -> None:
             dtype = interface.dtypes[name]
             value = zero.get(dtype, 0)
             feeds[name] = np.array([value] * rows, dtype=object if dtype == "string" else dtype)
-        if rows == 1:
-            runner.run(feeds)  # type: ignore[attr-defined]
-            continue
         try:
             runner.run(feeds)  # type: ignore[attr-defined]
-        except Exception as exc:  # any refusal only means no batch warm-up
+        except Exception as exc:
+            if rows == 1:
+                raise
             log.debug("model %s: no %d-row warm-up: %s", model_id, rows, exc)
 
 
