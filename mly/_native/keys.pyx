@@ -14,7 +14,7 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.math cimport isfinite, isinf, isnan, round
 from libc.stdint cimport INT64_MIN, int64_t, uint32_t, uint64_t
 from libc.stdio cimport snprintf
-from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc, strtod
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 from mly._native.fnv cimport FNV64_OFFSET, fnv1a_64_update
@@ -117,6 +117,46 @@ cdef const void* _address(object arr) except NULL:
     return &raw[0]
 
 
+cdef int put_wildcard_float(TextBuf* b, double x, bint narrow) noexcept nogil:
+    """A wildcard float's key text: Go's 10 decimals when they name exactly this value,
+    else the shortest ``%g`` text that does.
+
+    Ten decimals lose the value of small floats (1e-11 and 2e-11 both print
+    0.0000000000), while TensorFlow gets the raw value: two requests would share
+    a key but not an answer. A text is kept only if it parses back (through a
+    double, then to float32 for a float32 value) to ``x``; since parsing is a
+    function, no two values can keep the same text, and the fallback never has
+    exactly 10 plain decimals, so it cannot meet a Go text either.
+    """
+    cdef size_t start = b.len
+    cdef double y
+    cdef int p, n
+    cdef char tmp[48]
+    if put_float(b, x, WILDCARD_DECIMALS) < 0:
+        return -1
+    if not isfinite(x):
+        return 0
+    if buf_reserve(b, 1) < 0:
+        return -1
+    b.p[b.len] = 0  # put_float's snprintf wrote it too; make it explicit for strtod
+    y = strtod(b.p + start, NULL)
+    if narrow:
+        y = <double>(<float>y)
+    if y == x:
+        return 0
+    b.len = start
+    for p in range(1, 18):
+        n = snprintf(tmp, sizeof(tmp), "%.*g", p, x)
+        if n < 0 or n >= <int>sizeof(tmp):
+            return -1
+        y = strtod(tmp, NULL)
+        if narrow:
+            y = <double>(<float>y)
+        if y == x:
+            return put_bytes(b, tmp, n)
+    return put_bytes(b, tmp, n)
+
+
 cdef int _render_cell(const Slot* s, const Col* c, Py_ssize_t row, TextBuf* b) noexcept nogil:
     cdef Py_ssize_t j = row * c.step
     cdef int64_t iv
@@ -131,7 +171,7 @@ cdef int _render_cell(const Slot* s, const Col* c, Py_ssize_t row, TextBuf* b) n
     if c.src == SRC_I64:
         iv = (<const int64_t*>c.data)[j]
         if s.kind == K_INT_VOCAB and not intset_has(s.ints, iv):
-            return put_bytes(b, "0", 1)
+            return put_bytes(b, "[UNK]", 5)
         return put_int(b, iv)
     if c.src == SRC_BOOL:
         if (<const unsigned char*>c.data)[j]:
@@ -147,7 +187,7 @@ cdef int _render_cell(const Slot* s, const Col* c, Py_ssize_t row, TextBuf* b) n
             x = <double>(<float>x)
     if s.kind == K_FLOAT:
         return put_float(b, round_scaled(x, s.scale, narrow), s.precision)
-    return put_float(b, x, WILDCARD_DECIMALS)
+    return put_wildcard_float(b, x, narrow)
 
 
 cdef inline bint _renders(int kind, int src) noexcept:
@@ -258,11 +298,11 @@ cdef class KeyBuilder:
                 and (kind == K_INT_VOCAB or kind == K_WILDCARD)):
             if _as_int64(v, &iv):
                 if kind == K_INT_VOCAB and not intset_has(s.ints, iv):
-                    rc = put_bytes(b, "0", 1)
+                    rc = put_bytes(b, "[UNK]", 5)
                 else:
                     rc = put_int(b, iv)
             elif kind == K_INT_VOCAB:
-                rc = put_bytes(b, "0", 1)
+                rc = put_bytes(b, "[UNK]", 5)
             else:
                 raw = str(int(v)).encode("ascii")
                 rc = put_bytes(b, raw, len(raw))
@@ -271,7 +311,7 @@ cdef class KeyBuilder:
             if kind == K_FLOAT:
                 rc = put_float(b, round_scaled(x, s.scale, narrow), s.precision)
             else:
-                rc = put_float(b, x, WILDCARD_DECIMALS)
+                rc = put_wildcard_float(b, x, narrow)
         else:
             raise TypeError(f"a {_KIND_NAMES[kind]} slot cannot hold {type(v).__name__}")
         if rc < 0:

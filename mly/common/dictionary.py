@@ -20,7 +20,7 @@ from mly._native import fnv
 __all__ = ["OOV_INT", "OOV_STRING", "Dictionary", "Layer"]
 
 OOV_STRING = "[UNK]"
-OOV_INT = 0
+OOV_INT = "[UNK]"  # an unknown int keys like an unknown string, never as a known 0
 
 _INT64_MASK = (1 << 64) - 1
 

@@ -2,7 +2,8 @@
 
 The rules are the Go client's: one slot per ``meta/config``
 input in list order; vocabulary inputs map out-of-vocabulary values to
-``[UNK]`` / ``0``; wildcards key their raw value; floats with ``Precision`` are
+``[UNK]`` (ints too: Go's ``0`` is a real id in many vocabularies); wildcards
+key their exact value; floats with ``Precision`` are
 rounded; everything else leaves an empty slot. The server and the client both
 build keys through this one class, so they always agree.
 """

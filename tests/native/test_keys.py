@@ -55,10 +55,19 @@ def test_go_e2e_float_cache_precision_4(impl: Any) -> None:
 
 
 def test_go_message_oov(impl: Any) -> None:
-    # TestMessage: string OOV -> [UNK]; int OOV -> 0; empty slot keeps its delimiter.
+    # TestMessage: string OOV -> [UNK]; empty slot keeps its delimiter. Go keys an int OOV
+    # as 0; mly as [UNK] (docs/differences-from-go.md), since 0 may be in the vocabulary.
     kb = impl([(SVOCAB, ["a", "b"], 0), (SVOCAB, ["a", "b"], 0), (IVOCAB, [1, 7], 0), (NONE, None, 0)])
     assert kb.build_row(["x", "a", 7, None]) == "[UNK]/a/7/"
-    assert kb.build_row(["b", "b", 3, None]) == "b/b/0/"
+    assert kb.build_row(["b", "b", 3, None]) == "b/b/[UNK]/"
+
+
+def test_unknown_int_never_keys_as_a_known_zero(impl: Any) -> None:
+    # The bundled example's hour is 0..23: hour=99 must not share hour=0's entry.
+    kb = impl([(IVOCAB, list(range(24)), 0)])
+    assert kb.build_row([0]) == "0"
+    assert kb.build_row([99]) == kb.build_row([2**64]) == "[UNK]"
+    assert kb.build([np.array([0, 99, -1], dtype=np.int64)], 3) == ["0", "[UNK]", "[UNK]"]
     assert impl([(NONE, None, 0), (NONE, None, 0), (NONE, None, 0)]).build_row([None] * 3) == "//"
 
 
@@ -96,6 +105,33 @@ def test_wildcard_text(impl: Any) -> None:
     assert impl([(WILD, None, 0)]).build_row([0.1]) == "0.1000000015"
 
 
+def test_wildcard_floats_key_their_exact_value(impl: Any) -> None:
+    # Ten decimals print 1e-11 and 2e-11 alike, but TensorFlow gets the raw value: the key
+    # keeps Go's text only where it names exactly the value, else the shortest text that does.
+    kb32, kb64 = impl([(WILD, None, 0)]), impl([(WILD, None, 0, False)])
+    for kb in (kb32, kb64):
+        assert kb.build_row([1e-11]) != kb.build_row([2e-11])
+        assert kb.build_row([0.5]) == "0.5000000000"  # Go's text where it is exact
+    assert kb64.build_row([1e-11]) == "1e-11"
+    assert kb64.build_row([0.00012345678901234]) == "0.00012345678901234"
+    assert kb32.build_row([np.float32(3e-12)]) == "3e-12"
+    assert kb32.build([np.array([1e-11, 2e-11, 0.5], dtype=np.float32)], 3) == [
+        kb32.build_row([np.float32(1e-11)]), kb32.build_row([np.float32(2e-11)]), "0.5000000000"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=2, max_size=40, unique=True))
+def test_wildcard_float32_keys_are_injective(values: list[float]) -> None:
+    # Distinct float32 values get distinct keys (-0.0 and 0.0 differ as in Go), and the
+    # single-row and batch paths agree.
+    kb = keys.KeyBuilder([(WILD, None, 0)])
+    column = np.array(values, dtype=np.float32)
+    built = kb.build([column], len(values))
+    assert built == [kb.build_row([np.float32(v)]) for v in values]
+    distinct = {(v, math.copysign(1.0, v)) for v in column.tolist()}
+    assert len(set(built)) == len(distinct)
+
+
 def test_escaping(impl: Any) -> None:
     kb = impl([(WILD, None, 0), (SVOCAB, ["a/b", "c\\d", "/"], 0)])
     assert kb.build_row(["x/y\\z", "a/b"]) == "x\\/y\\\\z/a\\/b"
@@ -108,13 +144,13 @@ def test_int_vocab_extremes(impl: Any) -> None:
     kb = impl([(IVOCAB, [INT64_MIN, INT64_MAX, 0, -1], 0)])
     for v in (INT64_MIN, INT64_MAX, 0, -1):
         assert kb.build_row([v]) == str(v)
-    assert kb.build_row([5]) == "0"
-    assert kb.build_row([2**64]) == "0"  # outside int64: cannot be in the vocabulary
+    assert kb.build_row([5]) == "[UNK]"
+    assert kb.build_row([2**64]) == "[UNK]"  # outside int64: cannot be in the vocabulary
 
 
 def test_empty_vocabularies(impl: Any) -> None:
     kb = impl([(SVOCAB, [], 0), (IVOCAB, None, 0)])
-    assert kb.build_row(["a", 1]) == "[UNK]/0"
+    assert kb.build_row(["a", 1]) == "[UNK]/[UNK]"
 
 
 def test_unicode_values(impl: Any) -> None:
@@ -140,7 +176,7 @@ def test_build_accepts_non_contiguous_and_int32_columns() -> None:
     kb = keys.KeyBuilder([(IVOCAB, [2, 4], 0), (FLOAT, None, 1)])
     ints = np.arange(8, dtype=np.int32)[::2]  # 0 2 4 6, strided
     floats = np.arange(8, dtype=np.float64)[::2] / 4
-    assert kb.build([ints, floats], 4) == ["0/0.0", "2/0.5", "4/1.0", "0/1.5"]
+    assert kb.build([ints, floats], 4) == ["[UNK]/0.0", "2/0.5", "4/1.0", "[UNK]/1.5"]
 
 
 def test_large_vocabulary_membership() -> None:
@@ -149,7 +185,7 @@ def test_large_vocabulary_membership() -> None:
     probe = np.array(words[::997] + ["w-1", "w50000", "W1"], dtype=object)
     ints = np.arange(0, len(probe), dtype=np.int64)
     out = kb.build([probe, ints], len(probe))
-    expected = [f"{w if w in set(words) else '[UNK]'}/{i if i % 2 == 0 else 0}" for i, w in enumerate(probe)]
+    expected = [f"{w if w in set(words) else '[UNK]'}/{i if i % 2 == 0 else '[UNK]'}" for i, w in enumerate(probe)]
     assert out == expected
 
 

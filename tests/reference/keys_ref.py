@@ -19,7 +19,7 @@ SLOT_INT_VOCAB = 2
 SLOT_WILDCARD = 3
 SLOT_FLOAT = 4
 OOV_STRING = "[UNK]"
-OOV_INT = "0"
+OOV_INT = "[UNK]"  # Go keys an unknown int as "0", which a vocabulary may hold too
 WILDCARD_DECIMALS = 10
 
 
@@ -49,6 +49,22 @@ def go_format(x: float, decimals: int) -> str:
     if math.isinf(x):
         return "+Inf" if x > 0 else "-Inf"
     return f"{x:.{decimals}f}"
+
+
+def wildcard_float_text(x: float, narrow: bool) -> str:
+    """Go's 10 decimals when they parse back to ``x``, else the shortest ``%g`` text that does."""
+    def parses_back(text: str) -> bool:
+        y = float(text)
+        return (to_float32(y) if narrow else y) == x
+
+    text = go_format(x, WILDCARD_DECIMALS)
+    if not math.isfinite(x) or parses_back(text):
+        return text
+    for p in range(1, 18):
+        text = "%.*g" % (p, x)
+        if parses_back(text):
+            return text
+    return text
 
 
 def scale_of(precision: int) -> float:
@@ -114,8 +130,8 @@ class ReferenceKeyBuilder:
                 return "true" if v else "false"
             if isinstance(v, (int, np.integer)):
                 return str(int(v))
-            x, _ = as_float(v, narrow)
-            return go_format(x, WILDCARD_DECIMALS)
+            x, is32 = as_float(v, narrow)
+            return wildcard_float_text(x, is32)
         if kind == SLOT_FLOAT:
             x, is32 = as_float(v, narrow)
             return go_format(round_value(x, precision, is32), precision)
