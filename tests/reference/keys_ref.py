@@ -61,7 +61,7 @@ def wildcard_float_text(x: float, narrow: bool) -> str:
     if not math.isfinite(x) or parses_back(text):
         return text
     for p in range(1, 18):
-        text = "%.*g" % (p, x)
+        text = f"{x:.{p}g}"
         if parses_back(text):
             return text
     return text
