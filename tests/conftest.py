@@ -38,13 +38,14 @@ def server_config(model_dirs: dict[str, str]) -> dict[str, Any]:
             # No DataStore: nothing is keyed, so the float needs no Precision and is evaluated raw.
             {"ID": "raw", "URL": model_dirs["keras"]},
             # Go example style: lower-case keys, auxiliary inputs and key fields, a transformer.
-            {"id": "aux", "url": model_dirs["keras"], "useDict": True, "datastore": "mem",
+            {"id": "aux", "url": model_dirs["keras"], "useDict": True, "datastore": "auxmem",
              "transformer": "e2e_transformers:score_class",
              "keyfields": ["sa", "sl", "kf"],
              "inputs": [{"name": "sa"}, {"name": "sl"}, {"name": "note"}, {"name": "kf"},
                         {"name": "fl", "precision": 1}]},
         ],
-        "Datastores": [{"ID": "mem", "Cache": {"SizeMb": 8}}],
+        # One datastore per cached model: keys hold only the inputs (docs/differences-from-go.md #53).
+        "Datastores": [{"ID": "mem", "Cache": {"SizeMb": 8}}, {"ID": "auxmem", "Cache": {"SizeMb": 2}}],
     }
 
 

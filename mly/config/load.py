@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from mly.config.schema import Config, StreamConfig, go_name
+from mly.config.sharing import validate_store_sharing
 from mly.errors import ConfigError
 
 __all__ = ["load_config", "parse_config", "parse_section", "parse_test_block"]
@@ -355,6 +356,7 @@ def validate(config: Config) -> None:
         raise ConfigError("Endpoint.IdleTimeoutMs", f"must be >= 0, got {ep.idle_timeout_ms}")
     if ep.stream_max_in_flight < 1:
         raise ConfigError("Endpoint.StreamMaxInFlight", f"must be >= 1, got {ep.stream_max_in_flight}")
+    validate_store_sharing(config)
     if bool(config.tls.cert_file) != bool(config.tls.key_file):
         missing = "KeyFile" if config.tls.cert_file else "CertFile"
         raise ConfigError(f"TLS.{missing}", "is required when the other TLS file is set")
