@@ -24,6 +24,7 @@ __all__ = [
     "build_keras_lookup_model",
     "build_legacy_export_model",
     "build_numeric_model",
+    "build_reweighted_model",
     "expected_keras_lookup",
 ]
 
@@ -43,7 +44,7 @@ _VEC_KERNEL = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]], dtype=np.fl
 _VEC_BIAS = np.array([0.0, 0.0, 0.5], dtype=np.float32)
 
 
-def _keras_lookup_model(sa_vocab: Sequence[str]) -> Any:
+def _keras_lookup_model(sa_vocab: Sequence[str], score_bias: float = float(_SCORE_BIAS[0])) -> Any:
     import keras
 
     sa = keras.Input(shape=(1,), dtype="string", name="sa")
@@ -66,7 +67,7 @@ def _keras_lookup_model(sa_vocab: Sequence[str]) -> Any:
         outputs={"score": score, "label_id": label_id, "vec": vec},
         name="keras_lookup",
     )
-    model.get_layer("score").set_weights([_SCORE_KERNEL, _SCORE_BIAS])
+    model.get_layer("score").set_weights([_SCORE_KERNEL, np.array([score_bias], np.float32)])
     model.get_layer("vec").set_weights([_VEC_KERNEL, _VEC_BIAS])
     return model
 
@@ -88,6 +89,12 @@ def build_keras_lookup_model(out_dir: str) -> str:
 def build_changed_vocab_model(out_dir: str) -> str:
     """The keras lookup model with ``sa``'s vocabulary grown to a,b,c,d (reload / stale-cache tests)."""
     return _export_keras(_keras_lookup_model((*KERAS_SA_VOCAB, "d")), str(out_dir))
+
+
+def build_reweighted_model(out_dir: str, score_bias: float = 1000.25) -> str:
+    """The keras lookup model retrained: same vocabularies (same dictionary hash), ``score``
+    shifted by ``score_bias - 0.25``, so every row's answer tells the two versions apart."""
+    return _export_keras(_keras_lookup_model(KERAS_SA_VOCAB, score_bias), str(out_dir))
 
 
 def expected_keras_lookup(

@@ -31,7 +31,6 @@ from mly.errors import (
     MlyError,
     ModelLoadError,
     ModelNotReadyError,
-    RequestError,
 )
 from mly.logs.stream import StreamLog
 from mly.metrics import ModelMetrics
@@ -302,9 +301,10 @@ class ModelService:
             try:
                 computed = await self._evaluate(generation, subset, len(claim.owned), deadline)
                 encoded = [orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) for row in computed]
-            except BaseException as exc:
-                # A refused row (a deferred one, built only now) speaks for itself alone.
-                flight.fail(claim.keys, OwnRowNeeded() if isinstance(exc, RequestError) else exc)
+            except BaseException:
+                # The owner's failure is its own (a refused value, a batch-mate's error, its
+                # deadline, its client gone): each waiter evaluates its own row instead.
+                flight.fail(claim.keys, OwnRowNeeded())
                 raise
             flight.resolve(claim.keys, encoded)
             self._store(generation, cache, claim.keys, computed, encoded)
@@ -323,11 +323,13 @@ class ModelService:
                 self._store(generation, cache, [keys[i]], computed, encoded)
                 results[i] = orjson.Fragment(encoded[0])
 
-    @staticmethod
-    def _store(generation: Generation, cache: TieredCache, keys: Sequence[str], computed: Sequence[Any],
+    def _store(self, generation: Generation, cache: TieredCache, keys: Sequence[str], computed: Sequence[Any],
                encoded: Sequence[bytes]) -> None:
-        # Entries carry the hash of the dictionary they were computed under,
-        # so after a reload they can never be served as fresh.
+        # Entries carry the hash of the dictionary they were computed under, but a
+        # reload may keep the hash (new weights, same vocabulary): rows of a version
+        # that is no longer serving are answered, never stored.
+        if generation is not self._generation:
+            return
         cache.put_many(list(zip(keys, computed, encoded)), generation.dict_hash)
 
     async def _evaluate(

@@ -19,12 +19,13 @@ __all__ = ["Claim", "OwnRowNeeded", "SingleFlight"]
 
 
 class OwnRowNeeded(Exception):
-    """Given to waiters when the owner's row was refused for its own values (a 400).
+    """Given to waiters when the owner could not evaluate: each waiter evaluates its own row.
 
-    Rows share a key only when their values normalise to the same key, and a refused
-    value may still have one (a float32 past its range keys as infinity, like any other
-    such value). Its message names the owner's value, so each waiter evaluates its own
-    row and gets its own answer or its own error.
+    The owner's failure may have nothing to do with the waiter: another row of the
+    owner's batch failed in TensorFlow, its deadline (not the waiter's) passed, its
+    client went away, or its value was refused (rows share a key when their values
+    normalise alike, and a float32 past its range keys as infinity like any other such
+    value). A waiter gets its own answer or its own error, never the owner's.
     """
 
 
@@ -74,7 +75,7 @@ class SingleFlight:
                 future.set_result(value)
 
     def fail(self, keys: Sequence[str], exc: BaseException) -> None:
-        """Owners that could not evaluate pass their error on: the waiters asked for the same rows."""
+        """Owners that could not evaluate release their waiters with ``exc`` (``OwnRowNeeded``)."""
         for key in keys:
             future = self._inflight.pop(key, None)
             if future is not None and not future.done():

@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 from live_server import LiveServer
-from model_builders import build_changed_vocab_model, expected_keras_lookup
+from model_builders import build_changed_vocab_model, build_reweighted_model, expected_keras_lookup
 from reloading import point, wait_until
 
 POLL_S = 0.2
@@ -34,10 +34,12 @@ def versions(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactor
     shutil.copytree(v1, retrained)
     for path in retrained.rglob("*"):
         os.utime(path, (time.time() + 5, time.time() + 5))
+    reweighted = Path(build_reweighted_model(str(root / "reweighted")))  # same vocabulary, new answers
     broken = root / "broken"
     shutil.copytree(v1, broken)
     (broken / "saved_model.pb").write_bytes(b"this is not a protobuf")
-    return {"v1": v1, "v2": v2, "retrained": retrained, "broken": broken, "link": root / "current"}
+    return {"v1": v1, "v2": v2, "retrained": retrained, "reweighted": reweighted, "broken": broken,
+            "link": root / "current"}
 
 
 @pytest.fixture
@@ -191,3 +193,53 @@ def test_old_version_is_retired_and_freed(reloading_server: LiveServer, versions
     wait_until(lambda: batcher.closed, "the old batcher to close", 30)
     gc.collect()
     wait_until(lambda: gone() is None, "the old model to be freed", 30)
+
+
+def test_rows_of_a_replaced_version_are_answered_but_never_stored(
+    versions: dict[str, Path], tmp_path: Path
+) -> None:
+    """A request evaluated by the old version finishes after the swap: its row must not
+    enter the memory tier the swap just cleared, or it is served as current for the TTL.
+
+    The request is held in the old version for real: the one inference thread is busy
+    with other work (as under load), so its batch runs only after the reload.
+    """
+    point(versions["link"], versions["v1"])
+    config = {
+        "Endpoint": {"InferenceThreads": 1, "WriteTimeoutMs": 60_000},  # the held request must not expire
+        "Models": [{"ID": "r", "URL": str(versions["link"]), "DataStore": "mem", "ReloadIntervalSec": POLL_S,
+                    "Inputs": [{"Name": "fl", "Precision": 2}]}],
+        "Datastores": [{"ID": "mem", "Cache": {"SizeMb": 4}}],
+    }
+    server = LiveServer(config, tmp_path).start()
+    try:
+        service = server.registry.get("r")
+        old = service.current
+        row = {"sa": "b", "sl": "c", "i1": 30, "fl": 2.0}
+        gate = threading.Event()
+        busy = server.registry.executor.submit(gate.wait, 60)
+        answers: list[httpx.Response] = []
+
+        def ask() -> None:
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                answers.append(post(client, row))
+
+        held = threading.Thread(target=ask)
+        held.start()
+        wait_until(lambda: len(old.flight) == 1, "the request to reach the old version")
+        point(versions["link"], versions["reweighted"])
+        wait_until(lambda: service.reloads >= 1, "the reload")
+        assert service.current.dict_hash == old.dict_hash  # nothing but the weights changed
+        gate.set()
+        busy.result(timeout=30)
+        held.join(timeout=30)
+        old_score = float(expected_keras_lookup(["b"], ["c"], [30], [2.0])["score"][0, 0])
+        assert answers[0].status_code == 200
+        assert answers[0].json()["data"]["score"] == pytest.approx(old_score)  # asked before the swap
+        evaluated = service.rows_evaluated
+        with server.client() as client:
+            again = post(client, row).json()
+        assert again["data"]["score"] == pytest.approx(old_score + 1000.0)  # the new version's answer
+        assert service.rows_evaluated == evaluated + 1
+    finally:
+        server.stop()
