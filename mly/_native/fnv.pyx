@@ -1,8 +1,9 @@
 # cython: language_level=3
-"""FNV hashes: Go-compatible FNV-1 64 for dictionary hashes, FNV-1a 64 for keys.
+"""FNV hashes: FNV-1 64 (Go's ``hash/fnv.New64``) for dictionary hashes, FNV-1a 64 for keys.
 
-The dictionary hash must equal what viant/mly computes (``hash/fnv.New64``,
-i.e. FNV-1, multiply then xor), so Go clients accept our ``dictHash``.
+A client compares the ``dictHash`` the server sends with the one in the server's
+``meta/dictionary``, so both come from this module: the framing below may differ
+from Go's (it does, to tell every vocabulary change apart) without breaking clients.
 """
 
 cimport cython
@@ -41,41 +42,64 @@ def fnv1_64(const unsigned char[::1] data) -> int:
     return h
 
 
-def fnv1_64_strings(strings) -> int:
-    """Go's layer hash of a sorted string vocabulary, as a signed int64.
+cdef inline uint64_t fnv1_64_u64(uint64_t h, uint64_t v) noexcept nogil:
+    """Feed ``v`` as 8 little-endian bytes: lengths and counts frame what follows them."""
+    cdef int j
+    for j in range(8):
+        h = h * FNV64_PRIME
+        h = h ^ <uint8_t>((v >> (8 * j)) & 0xFF)
+    return h
 
-    The strings' UTF-8 bytes are fed one after another with no separator,
-    exactly as ``shared/common/dictionary.go`` does.
+
+cdef uint64_t _framed_text(uint64_t h, str text) except? 0:
+    cdef bytes b = text.encode("utf-8", "surrogatepass")
+    cdef const unsigned char* p = b
+    h = fnv1_64_u64(h, <uint64_t>len(b))
+    return fnv1_64_update(h, p, len(b))
+
+
+cdef uint64_t _layer_head(str name, unsigned char tag, Py_ssize_t count) except? 0:
+    cdef uint64_t h = fnv1_64_update(FNV64_OFFSET, &tag, 1)
+    h = _framed_text(h, name)
+    return fnv1_64_u64(h, <uint64_t>count)
+
+
+def layer_hash_strings(str name, strings) -> int:
+    """A string layer's hash: FNV-1 64 over ``'s'``, the name and each string, every
+    one of them preceded by its UTF-8 length, and the count (all as 8-byte LE).
+
+    Length prefixes keep ``["ab","c"]`` and ``["a","bc"]`` apart, and the name binds
+    the vocabulary to its input (Go joins the strings bare and names nothing).
     """
-    cdef uint64_t h = FNV64_OFFSET
-    cdef bytes b
-    cdef const unsigned char* p
-    for s in strings:
-        b = (<str>s).encode("utf-8")
-        p = b
-        h = fnv1_64_update(h, p, len(b))
+    values = list(strings)
+    cdef uint64_t h = _layer_head(name, b"s"[0], len(values))
+    for s in values:
+        h = _framed_text(h, <str>s)
     return _signed(h)
 
 
 @cython.boundscheck(False)
-def fnv1_64_ints(const int64_t[::1] values) -> int:
-    """Hash of a sorted int vocabulary: FNV-1 64 over 8-byte little-endian values.
-
-    Go hashes nothing here (a ``binary.Write`` of a Go ``int`` fails), so every
-    int layer gets the same constant; mly hashes the content (docs/differences-from-go.md #6).
-    """
-    cdef uint64_t h = FNV64_OFFSET
+def layer_hash_ints(str name, const int64_t[::1] values) -> int:
+    """An int layer's hash: FNV-1 64 over ``'i'``, the length-prefixed name, the count and
+    each value, as 8-byte little-endian int64 (Go hashes no int content at all)."""
+    cdef uint64_t h = _layer_head(name, b"i"[0], values.shape[0])
     cdef Py_ssize_t i
-    cdef int j
-    cdef uint64_t v
-    cdef uint8_t byte
     with nogil:
         for i in range(values.shape[0]):
-            v = <uint64_t>values[i]
-            for j in range(8):
-                byte = <uint8_t>((v >> (8 * j)) & 0xFF)
-                h = h * FNV64_PRIME
-                h = h ^ byte
+            h = fnv1_64_u64(h, <uint64_t>values[i])
+    return _signed(h)
+
+
+@cython.boundscheck(False)
+def combine_layer_hashes(const int64_t[::1] hashes) -> int:
+    """The dictionary hash: FNV-1 64 over the count and each layer hash in layer order.
+
+    Order matters (Go sums, so swapping two layers' vocabularies kept the hash).
+    """
+    cdef uint64_t h = fnv1_64_u64(FNV64_OFFSET, <uint64_t>hashes.shape[0])
+    cdef Py_ssize_t i
+    for i in range(hashes.shape[0]):
+        h = fnv1_64_u64(h, <uint64_t>hashes[i])
     return _signed(h)
 
 

@@ -1,8 +1,8 @@
 """A model's dictionary: the vocabulary of each categorical input, and its hash.
 
-The JSON shape and the hash are the Go viant/mly ones (``shared/common/dictionary.go``)
-so Go and Python clients can share a server and its caches. The one deliberate
-difference: int layers hash their content (docs/differences-from-go.md #6).
+The JSON shape is the Go viant/mly one, so Go and Python clients can share a server.
+The hash is mly's own (docs/differences-from-go.md #6, #55): every vocabulary
+change changes it. Clients only compare hashes this server sent, so that is safe.
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ class Layer:
     @classmethod
     def of_strings(cls, name: str, values: Iterable[str]) -> Layer:
         strings = tuple(sorted(set(values)))
-        return cls(name, strings=strings, hash=fnv.fnv1_64_strings(strings) if strings else 0)
+        return cls(name, strings=strings, hash=fnv.layer_hash_strings(name, strings))
 
     @classmethod
     def of_ints(cls, name: str, values: Iterable[int]) -> Layer:
         ints = tuple(sorted({int(v) for v in values}))
         packed = np.asarray(ints, dtype=np.int64)
-        return cls(name, ints=ints, hash=fnv.fnv1_64_ints(packed) if ints else 0)
+        return cls(name, ints=ints, hash=fnv.layer_hash_ints(name, packed))
 
     @property
     def size(self) -> int:
@@ -90,16 +90,17 @@ class Dictionary:
 
     @classmethod
     def build(cls, layers: Sequence[Layer], *, file_hash: int = 0) -> Dictionary:
-        """Sum the layer hashes with int64 wrap-around, as Go does.
+        """Combine the layer hashes in order (Go sums them, so swapping two layers'
+        vocabularies kept its hash; docs/differences-from-go.md #55).
 
-        ``file_hash`` (Go: oldest + newest model file mtime in seconds) only
-        counts when there are no layers, so a model without vocabularies still
-        changes hash when its files change.
+        ``file_hash`` (Go: oldest + newest model file mtime in seconds) is the hash
+        when there are no layers, so a model without vocabularies still changes
+        hash when its files change.
         """
-        total = 0 if layers else file_hash
-        for layer in layers:
-            total += layer.hash
-        return cls(tuple(layers), _wrap_int64(total))
+        if not layers:
+            return cls((), _wrap_int64(file_hash))
+        hashes = np.asarray([layer.hash for layer in layers], dtype=np.int64)
+        return cls(tuple(layers), fnv.combine_layer_hashes(hashes))
 
     def layer(self, name: str) -> Layer | None:
         for layer in self.layers:

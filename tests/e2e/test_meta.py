@@ -8,9 +8,7 @@ import numpy as np
 import orjson
 from live_server import LiveServer
 
-from mly._native.fnv import fnv1_64_ints, fnv1_64_strings
-
-ABC_HASH = -2820157060406071861  # Go's FNV-1 of "abc"
+from mly._native.fnv import combine_layer_hashes, layer_hash_ints, layer_hash_strings
 
 
 def test_meta_config_shape(server: LiveServer) -> None:
@@ -58,7 +56,7 @@ def test_meta_config_auxiliary_inputs(server: LiveServer) -> None:
     assert meta["KeyFields"] == ["sa", "sl", "kf"]
 
 
-def test_meta_dictionary_is_gzip_json_with_go_hashes(server: LiveServer) -> None:
+def test_meta_dictionary_is_gzip_json_with_its_hashes(server: LiveServer) -> None:
     # Always gzip, whatever Accept-Encoding says (as Go); read the raw bytes to prove it.
     with server.client() as client, client.stream(
         "GET", "/v1/api/model/sli/meta/dictionary", headers={"Accept-Encoding": "identity"}
@@ -71,10 +69,11 @@ def test_meta_dictionary_is_gzip_json_with_go_hashes(server: LiveServer) -> None
     assert list(layers) == ["i1", "sa", "sl"]  # meta input order
     assert layers["sa"]["Strings"] == layers["sl"]["Strings"] == ["a", "b", "c"]
     assert layers["sa"]["Ints"] is None
-    assert layers["sa"]["Hash"] == layers["sl"]["Hash"] == ABC_HASH == fnv1_64_strings(["a", "b", "c"])
+    assert layers["sa"]["Hash"] == layer_hash_strings("sa", ["a", "b", "c"])
+    assert layers["sl"]["Hash"] == layer_hash_strings("sl", ["a", "b", "c"])
     assert layers["i1"]["Ints"] == [10, 20, 30] and layers["i1"]["Strings"] is None
-    assert layers["i1"]["Hash"] == fnv1_64_ints(np.array([10, 20, 30], dtype=np.int64))
-    total = (ABC_HASH * 2 + layers["i1"]["Hash"] + 2**63) % 2**64 - 2**63
+    assert layers["i1"]["Hash"] == layer_hash_ints("i1", np.array([10, 20, 30], dtype=np.int64))
+    total = combine_layer_hashes(np.array([layers[n]["Hash"] for n in ("i1", "sa", "sl")], dtype=np.int64))
     assert data["Hash"] == total == server.registry.get("sli").current.dict_hash
 
 
@@ -82,7 +81,8 @@ def test_meta_dictionary_of_export_op_model(server: LiveServer) -> None:
     with server.client() as client:
         data = client.get("/v1/api/model/ops/meta/dictionary").json()
     layers = {layer["Name"]: layer for layer in data["Layers"]}
-    assert layers["sa"]["Strings"] == ["a", "b", "c"] and layers["sa"]["Hash"] == ABC_HASH
+    assert layers["sa"]["Strings"] == ["a", "b", "c"]
+    assert layers["sa"]["Hash"] == layer_hash_strings("sa", ["a", "b", "c"])
     assert layers["ik"]["Ints"] == [1, 2, 3]
 
 

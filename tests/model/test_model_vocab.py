@@ -1,4 +1,4 @@
-"""extract_vocabularies: both kinds of model, exact contents and Go-compatible hashes."""
+"""extract_vocabularies: both kinds of model, exact contents and their hashes."""
 
 from __future__ import annotations
 
@@ -17,11 +17,9 @@ from mly.model import vocab
 from mly.model.saved_model import load_saved_model
 from mly.model.vocab import extract_vocabularies
 
-ABC_HASH = -2820157060406071861  # Go's FNV-1 of "abc"
 
-
-def _int_hash(values: tuple[int, ...]) -> int:
-    return fnv.fnv1_64_ints(np.asarray(values, dtype=np.int64))
+def _int_hash(name: str, values: tuple[int, ...]) -> int:
+    return fnv.layer_hash_ints(name, np.asarray(values, dtype=np.int64))
 
 
 def test_keras3_lookup_layers(built_model: Callable[[str], Any]) -> None:
@@ -31,15 +29,16 @@ def test_keras3_lookup_layers(built_model: Callable[[str], Any]) -> None:
     assert layers["sa"] == Layer("sa", strings=("a", "b", "c"))
     assert layers["sl"] == Layer("sl", strings=("a", "b", "c"))
     assert layers["i1"] == Layer("i1", ints=(10, 20, 30))
-    assert layers["sa"].hash == fnv.fnv1_64_strings(["a", "b", "c"]) == ABC_HASH
-    assert layers["i1"].hash == _int_hash((10, 20, 30))
+    assert layers["sa"].hash == fnv.layer_hash_strings("sa", ["a", "b", "c"])
+    assert layers["sl"].hash == fnv.layer_hash_strings("sl", ["a", "b", "c"]) != layers["sa"].hash
+    assert layers["i1"].hash == _int_hash("i1", (10, 20, 30))
 
 
 def test_changed_vocabulary_changes_the_hash(built_model: Callable[[str], Any]) -> None:
     old = extract_vocabularies(built_model("keras"), ["sa", "sl", "i1"])
     new = extract_vocabularies(built_model("changed"), ["sa", "sl", "i1"])
     assert new["sa"].strings == ("a", "b", "c", "d")
-    assert new["sa"].hash == fnv.fnv1_64_strings(["a", "b", "c", "d"])
+    assert new["sa"].hash == fnv.layer_hash_strings("sa", ["a", "b", "c", "d"])
     assert new["sl"] == old["sl"] and new["i1"] == old["i1"]
     assert Dictionary.build(list(new.values())).hash != Dictionary.build(list(old.values())).hash
 
@@ -52,9 +51,9 @@ def test_only_requested_inputs(built_model: Callable[[str], Any]) -> None:
 def test_export_op_model(built_model: Callable[[str], Any]) -> None:
     layers = extract_vocabularies(built_model("export_op"), ["sa", "ik"])
     assert layers["sa"] == Layer("sa", strings=("a", "b", "c"))
-    assert layers["sa"].hash == ABC_HASH
+    assert layers["sa"].hash == fnv.layer_hash_strings("sa", ["a", "b", "c"])
     assert layers["ik"] == Layer("ik", ints=(1, 2, 3))
-    assert layers["ik"].hash == _int_hash((1, 2, 3))
+    assert layers["ik"].hash == _int_hash("ik", (1, 2, 3))
 
 
 def test_export_op_model_uses_graph_then_go_names(built_model: Callable[[str], Any]) -> None:
@@ -194,3 +193,16 @@ def test_keras_hashed_oov_buckets_warn(tmp_path: Path, caplog: pytest.LogCapture
         layers = extract_vocabularies(load_saved_model(str(tmp_path)), ["sa"])
     assert layers["sa"].strings == ("a", "b")
     assert "'sa' is also used outside its lookup table (StringToHashBucketFast)" in caplog.text
+
+
+def test_every_vocabulary_change_changes_the_dictionary_hash() -> None:
+    """Go's hash joins strings bare and sums layers: each pair below hashed the same."""
+    ab_c = Dictionary.build([Layer.of_strings("sa", ["ab", "c"])])
+    a_bc = Dictionary.build([Layer.of_strings("sa", ["a", "bc"])])
+    assert ab_c.hash != a_bc.hash
+    x, y = ("a", "b"), ("c",)
+    swapped = Dictionary.build([Layer.of_strings("sa", y), Layer.of_strings("sl", x)])
+    assert Dictionary.build([Layer.of_strings("sa", x), Layer.of_strings("sl", y)]).hash != swapped.hash
+    ints = Dictionary.build([Layer.of_ints("i1", [1]), Layer.of_ints("i2", [2])])
+    assert ints.hash != Dictionary.build([Layer.of_ints("i1", [2]), Layer.of_ints("i2", [1])]).hash
+    assert Dictionary.build([], file_hash=1234).hash == 1234  # no layers: the files' hash, as Go
