@@ -21,6 +21,7 @@ __all__ = [
     "KERAS_SL_VOCAB",
     "build_changed_vocab_model",
     "build_export_op_model",
+    "build_int_tables_model",
     "build_keras_lookup_model",
     "build_legacy_export_model",
     "build_numeric_model",
@@ -236,6 +237,47 @@ def build_slow_model(out_dir: str, size: int = 1200, rounds: int = 4) -> str:
             return {"y": x + tf.reduce_sum(acc) * 0.0}
 
     module = Slow()
+    tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.serve})
+    return str(out_dir)
+
+
+INT_TABLES_HOUR = {0: 0.125, 1: 0.25, 2: 0.375, 3: 0.5}
+INT_TABLES_HOUR_OOV = 0.875
+INT_TABLES_IK = (10, 20, 30)
+
+
+def build_int_tables_model(out_dir: str) -> str:
+    """Two int64 inputs looked up in tables, ``score = hour_value + 10 * ik_value``.
+
+    ``hour``'s table holds 0..3 (0 is a real id, as in the example's ``hour``); an unknown
+    hour gets ``INT_TABLES_HOUR_OOV``. ``ik`` is cast to int32 before its int32 table
+    (keys ``INT_TABLES_IK`` -> 1.0, else 0.0), so int64 4294967306 wraps to 10: the
+    table's keys are not ``ik``'s vocabulary.
+    """
+    import tensorflow as tf
+
+    class IntTables(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hour = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(
+                    tf.constant(list(INT_TABLES_HOUR), tf.int64), tf.constant(list(INT_TABLES_HOUR.values()))
+                ),
+                default_value=INT_TABLES_HOUR_OOV,
+            )
+            self.ik = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(
+                    tf.constant(INT_TABLES_IK, tf.int32), tf.constant([1.0] * len(INT_TABLES_IK))
+                ),
+                default_value=0.0,
+            )
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.int64, name="hour"),
+                                      tf.TensorSpec([None, 1], tf.int64, name="ik")])
+        def serve(self, hour: Any, ik: Any) -> dict[str, Any]:
+            return {"score": self.hour.lookup(hour) + 10.0 * self.ik.lookup(tf.cast(ik, tf.int32))}
+
+    module = IntTables()
     tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.serve})
     return str(out_dir)
 

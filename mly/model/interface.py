@@ -7,6 +7,7 @@ to TensorFlow) and the ``meta/config`` input list whose order defines key slots.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,6 +44,15 @@ class ModelInterface:
 
     def input(self, name: str) -> InputField | None:
         return next((f for f in self.inputs if f.name == name), None)
+
+    def keyed_raw(self, names: Sequence[str]) -> ModelInterface:
+        """This interface with ``names`` keyed by raw value (``Wildcard``) instead of a vocabulary:
+        for inputs whose table the model reaches through a cast that merges values."""
+        if not names:
+            return self
+        inputs = tuple(dataclasses.replace(f, wildcard=True) if f.name in names else f for f in self.inputs)
+        vocabulary = tuple(n for n in self.vocabulary_inputs if n not in names)
+        return dataclasses.replace(self, inputs=inputs, vocabulary_inputs=vocabulary)
 
 
 def _configured_inputs(config: ModelConfig) -> list[InputField]:

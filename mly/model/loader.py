@@ -94,7 +94,8 @@ def load_model(config: ModelConfig, *, caching: bool, source: ModelSource | None
         dictionary = None
         if config.use_dict:
             layers = extract_vocabularies(loaded, interface.vocabulary_inputs)
-            ordered = [layers[name] for name in interface.vocabulary_inputs]
+            interface = interface.keyed_raw([name for name, layer in layers.items() if layer is None])
+            ordered = [layer for layer in layers.values() if layer is not None]
             dictionary = Dictionary.build(ordered, file_hash=snapshot.file_hash)
         runner = ModelRunner(loaded, signature)
         _warm_up(runner, interface, config.id)

@@ -9,7 +9,7 @@ Two ways, in this order:
 
 1. **Follow the graph** (Keras 3 / TF 2.16+, and any TF2 model): start at the
    input's placeholder in the ``serving_default`` function, walk forward through
-   ops that hand values on unchanged (Identity, Reshape, integer Cast, ...) and
+   ops that hand values on unchanged (Identity, Reshape, widening integer Cast, ...) and
    into nested function calls, up to ``LookupTableFindV2`` ops that take the input
    as their *keys*. Each such op's table handle is walked back (through function
    arguments and Identities) to a placeholder of the serving function; that
@@ -168,13 +168,31 @@ def _serving_graph(loaded: Any) -> _Graph:
     return _Graph(function, library, _Frame(_Body(graph_def.node)), captures, outputs, placeholders)
 
 
-def _is_value_preserving_cast(node: Any) -> bool:
-    """An integer-to-integer (or same-type) Cast keeps ids; a float<->int one does not."""
+def _cast_kind(node: Any) -> str:
+    """``"keeps"`` when the Cast keeps every value apart (same type, or an integer type
+    that holds the whole source range), ``"narrows"`` for an integer Cast that wraps some
+    values onto others (int64 -> int32), ``"other"`` otherwise (int <-> float: a numeric use)."""
     import tensorflow as tf
 
     src = tf.dtypes.as_dtype(node.attr["SrcT"].type)
     dst = tf.dtypes.as_dtype(node.attr["DstT"].type)
-    return src == dst or (src.is_integer and dst.is_integer)
+    if src == dst:
+        return "keeps"
+    if src.is_integer and dst.is_integer:
+        return "keeps" if dst.min <= src.min and dst.max >= src.max else "narrows"
+    return "other"
+
+
+class NarrowingCastError(LookupError):
+    """The input's values are cast to a narrower integer type on their way to the table:
+    values outside the table's range wrap onto ids inside it, so the table's keys are not
+    the input's vocabulary."""
+
+
+def _dtype_name(node: Any, attr: str) -> str:
+    import tensorflow as tf
+
+    return str(tf.dtypes.as_dtype(node.attr[attr].type).name)
 
 
 def _follow_input(graph: _Graph, placeholder: str) -> tuple[list[tuple[_Frame, Any]], set[str]]:
@@ -203,7 +221,13 @@ def _follow_input(graph: _Graph, placeholder: str) -> tuple[list[tuple[_Frame, A
                     escapes.add(node.op)
                 else:
                     stack.append((child, child.body.args[pos], None))
-            elif node.op in PASS_THROUGH or (node.op == "Cast" and _is_value_preserving_cast(node)):
+            elif node.op == "Cast" and (kind := _cast_kind(node)) != "other":
+                if kind == "narrows":
+                    raise NarrowingCastError(
+                        f"op {node.name!r} casts {_dtype_name(node, 'SrcT')} to {_dtype_name(node, 'DstT')}"
+                    )
+                stack.append((frame, node.name, None))
+            elif node.op in PASS_THROUGH:
                 stack.append((frame, node.name, None))
             elif node.op not in SHAPE_ONLY:
                 escapes.add(node.op)
@@ -349,18 +373,28 @@ def _run_in_session(path: str, tags: Sequence[str], op_names: dict[str, str]) ->
     return {name: value.reshape(-1).tolist() for name, value in values.items()}
 
 
-def extract_vocabularies(loaded: Any, input_names: Sequence[str]) -> dict[str, Layer]:
-    """One ``Layer`` per named input; ``LookupError`` naming the first input without a table."""
+def extract_vocabularies(loaded: Any, input_names: Sequence[str]) -> dict[str, Layer | None]:
+    """One ``Layer`` per named input; ``LookupError`` naming the first input without a table.
+
+    ``None`` for an input whose values reach a table through a narrowing integer cast:
+    no vocabulary describes it, so it must be keyed by its raw value (as a wildcard).
+    """
     graph = _serving_graph(loaded)
     for name in input_names:
         if name not in graph.placeholders:
             raise LookupError(f"input {name!r} is not an input of the model's {SERVING_KEY} signature")
     all_inputs = sorted(set(graph.placeholders) | set(input_names))
 
-    layers: dict[str, Layer] = {}
+    layers: dict[str, Layer | None] = {}
     pending: list[str] = []
     for name in input_names:
-        layer = _by_graph(graph, name)
+        try:
+            layer = _by_graph(graph, name)
+        except NarrowingCastError as exc:
+            log.warning("input %r: %s, so values outside its range share ids with values inside it; "
+                        "it is keyed by its raw value (as Wildcard: true)", name, exc)
+            layers[name] = None
+            continue
         if layer is not None:
             layers[name] = layer
         else:

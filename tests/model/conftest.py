@@ -28,6 +28,7 @@ def model_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "export_op": model_builders.build_export_op_model,
         "legacy": model_builders.build_legacy_export_model,
         "numeric": model_builders.build_numeric_model,
+        "int_tables": model_builders.build_int_tables_model,
     }
     return {name: build(str(root / name)) for name, build in builders.items()}
 

@@ -206,3 +206,15 @@ def test_every_vocabulary_change_changes_the_dictionary_hash() -> None:
     ints = Dictionary.build([Layer.of_ints("i1", [1]), Layer.of_ints("i2", [2])])
     assert ints.hash != Dictionary.build([Layer.of_ints("i1", [2]), Layer.of_ints("i2", [1])]).hash
     assert Dictionary.build([], file_hash=1234).hash == 1234  # no layers: the files' hash, as Go
+
+
+def test_narrowing_cast_keys_the_raw_value(
+    built_model: Callable[[str], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``ik`` reaches its int32 table through cast(int32): int64 4294967306 is id 10 to the
+    model, so the table's keys {10, 20, 30} are no vocabulary for ``ik``."""
+    with caplog.at_level(logging.WARNING, logger="mly.model.vocab"):
+        layers = extract_vocabularies(built_model("int_tables"), ["hour", "ik"])
+    assert layers["hour"] == Layer("hour", ints=(0, 1, 2, 3))  # looked up directly: its table is its vocabulary
+    assert layers["ik"] is None
+    assert "casts int64 to int32" in caplog.text and "raw value" in caplog.text
