@@ -90,6 +90,14 @@ def _import_aerospike() -> Any:
     return aerospike
 
 
+def _remaining_ms(meta: Any) -> int | None:
+    """A read record's remaining TTL (whole seconds on the server); ``None`` if it never expires."""
+    ttl = (meta or {}).get("ttl")
+    if ttl is None or ttl < 0 or ttl >= 0xFFFFFFFF:
+        return None
+    return int(ttl) * 1000
+
+
 def ttl_seconds(ttl_ms: int) -> int:
     """Record TTL in seconds: rounded up so a sub-second TTL is not 0 (= namespace default)."""
     return max(1, math.ceil(effective_ttl_ms(ttl_ms) / 1000))
@@ -233,7 +241,7 @@ class SyncAerospikeStore:
             bins = dict(record.record[2] or {})
             dict_hash = bins.pop(DICT_HASH_FIELD, 0) or 0
             _narrow_bins(bins)
-            out.append(StoredRow(bins, int(dict_hash)) if bins or dict_hash else None)
+            out.append(StoredRow(bins, int(dict_hash), _remaining_ms(record.record[1])) if bins or dict_hash else None)
         return out
 
     def put_many(self, items: Sequence[tuple[str, StoredRow]]) -> None:
@@ -248,8 +256,13 @@ class SyncAerospikeStore:
                 bins = dict(stored.fields)
                 if stored.dict_hash:
                     bins[DICT_HASH_FIELD] = stored.dict_hash
+                policy = self._write_policy
+                if stored.ttl_ms is not None:  # a copy keeps the time its entry has left
+                    if stored.ttl_ms <= 0:
+                        continue
+                    policy = {**policy, "ttl": min(policy["ttl"], ttl_seconds(stored.ttl_ms))}
                 try:
-                    client.put(self._key(key), bins, policy=self._write_policy)
+                    client.put(self._key(key), bins, policy=policy)
                 except unavailable:
                     raise
                 except self._errors.AerospikeError as exc:

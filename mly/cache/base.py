@@ -14,7 +14,7 @@ breaker. Any other exception means the store answered but something was wrong
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
@@ -77,6 +77,11 @@ class StoredRow:
 
     fields: dict[str, Any]
     dict_hash: int
+    ttl_ms: int | None = field(default=None, compare=False)
+    """Time the entry has left, as the store said on a read (``None``: unknown, or a new
+    row). A copy to a faster tier gets this, not a fresh TTL, so an entry never outlives
+    the TTL it was first written with. On a write: at most this long (never longer than
+    the store's own TTL)."""
 
 
 @runtime_checkable

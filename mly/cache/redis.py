@@ -11,8 +11,10 @@ Layout, one Redis hash per cache entry:
   went in; plus field ``dictHash`` holding the dictionary hash as decimal text
   (always written, 0 included: Redis entries are mly-only, no Go reader).
 - TTL: ``PEXPIRE ttl_ms`` (0 -> Go's 1 h fallback) in the same pipeline as the
-  write. The write is ``DEL`` + ``HSET`` + ``PEXPIRE``: the ``DEL`` drops fields
-  a previous model version wrote that this one no longer has.
+  write, or the entry's remaining TTL when it is a copy from another tier. The
+  write is ``DEL`` + ``HSET`` + ``PEXPIRE``: the ``DEL`` drops fields a previous
+  model version wrote that this one no longer has. A read is ``HGETALL`` +
+  ``PTTL``, so a copy of the entry can keep its remaining TTL.
 
 Only the first of ``Connection.hosts`` is used (no Cluster or Sentinel).
 
@@ -94,8 +96,9 @@ def _encode(stored: StoredRow) -> dict[str, bytes]:
     return mapping
 
 
-def _decode(raw: dict[Any, Any] | None) -> StoredRow | None:
-    if not raw:
+def _decode(raw: dict[Any, Any] | None, pttl: int) -> StoredRow | None:
+    """One entry from ``HGETALL`` and ``PTTL`` (-1: no expiry, -2: gone since)."""
+    if not raw or pttl == -2:
         return None
     dict_hash = 0
     fields: dict[str, Any] = {}
@@ -104,7 +107,12 @@ def _decode(raw: dict[Any, Any] | None) -> StoredRow | None:
             dict_hash = int(value)
         else:
             fields[name.decode()] = orjson.loads(value)
-    return StoredRow(fields, dict_hash)
+    return StoredRow(fields, dict_hash, pttl if pttl >= 0 else None)
+
+
+def _decode_all(raw: Sequence[Any]) -> list[StoredRow | None]:
+    """Replies of ``_queue_reads``: ``HGETALL``, ``PTTL`` per key."""
+    return [_decode(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
 
 
 class _RedisLayout:
@@ -152,14 +160,19 @@ class _RedisLayout:
 
     def _queue_reads(self, pipe: Any, keys: Sequence[str]) -> None:
         for key in keys:
-            pipe.hgetall(self.key(key))
+            redis_key = self.key(key)
+            pipe.hgetall(redis_key)
+            pipe.pttl(redis_key)
 
     def _queue_writes(self, pipe: Any, items: Sequence[tuple[str, StoredRow]]) -> None:
         for key, stored in items:
+            ttl_ms = self.ttl_ms if stored.ttl_ms is None else min(self.ttl_ms, stored.ttl_ms)
+            if ttl_ms <= 0:
+                continue  # a copy of an entry that has just expired
             redis_key = self.key(key)
             pipe.delete(redis_key)
             pipe.hset(redis_key, mapping=_encode(stored))
-            pipe.pexpire(redis_key, self.ttl_ms)
+            pipe.pexpire(redis_key, ttl_ms)
 
     def _unavailable(self, exc: BaseException) -> OSError:
         """redis-py errors as the builtin kinds the tiered cache counts (timeouts apart)."""
@@ -187,14 +200,12 @@ class RedisStore(_RedisLayout):
         if not keys:
             return []
         try:
-            if len(keys) == 1:  # the common single-row lookup: one command costs less than a pipeline
-                return [_decode(await self.client.hgetall(self.key(keys[0])))]
             async with self.client.pipeline(transaction=False) as pipe:
                 self._queue_reads(pipe, keys)
                 raw = await pipe.execute()
         except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
             raise self._unavailable(exc) from exc
-        return [_decode(r) for r in raw]
+        return _decode_all(raw)
 
     async def put_many(self, items: Sequence[tuple[str, StoredRow]]) -> None:
         if self.read_only or not items:
@@ -230,7 +241,7 @@ class SyncRedisStore(_RedisLayout):
                 raw = pipe.execute()
         except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
             raise self._unavailable(exc) from exc
-        return [_decode(r) for r in raw]
+        return _decode_all(raw)
 
     def put_many(self, items: Sequence[tuple[str, StoredRow]]) -> None:
         if self.read_only or not items:

@@ -3,7 +3,8 @@
 Reads (``get_many``) walk the tiers in order, each asked only for what the
 previous one missed, in one batched call. An external hit is turned into the
 same JSON bytes the memory tier holds and copied upward: into memory at once, and
-from L2 into L1 through the write queue. A hit computed under another dictionary
+from L2 into L1 through the write queue. A copy keeps the time its entry has left
+(``StoredRow.ttl_ms``), so no tier serves an entry past the TTL it was written with. A hit computed under another dictionary
 (``dictHash`` differs, strict equality) is a miss and counted
 ``stale``, so a new vocabulary never serves old predictions.
 
@@ -174,7 +175,8 @@ class TieredCache:
             if found:
                 if tier is self.l2 and self._write_l1:
                     for i, stored in found:
-                        self._enqueue(_Write(keys[i], stored, dict_hash, True, False))
+                        if stored.ttl_ms is None or stored.ttl_ms > 0:
+                            self._enqueue(_Write(keys[i], stored, dict_hash, True, False))
                 pending = [i for i in pending if out[i] is None]
                 if not pending:
                     break
@@ -233,7 +235,9 @@ class TieredCache:
             out[i] = data
             found.append((i, stored))
             if self.memory is not None:
-                self.memory.put(keys[i], data, dict_hash, self.ttl_ms)
+                ttl_ms = self.ttl_ms if stored.ttl_ms is None else min(self.ttl_ms, stored.ttl_ms)
+                if ttl_ms > 0:  # else it expires now: answered, not copied
+                    self.memory.put(keys[i], data, dict_hash, ttl_ms)
         if tier is self.l1:
             counters.hits_l1 += len(found)
         else:

@@ -67,6 +67,27 @@ async def test_read_order_and_upward_copy(make_store: MakeStore) -> None:
 
 
 @pytest.mark.asyncio
+async def test_copies_keep_the_time_their_entry_has_left(make_store: MakeStore) -> None:
+    """An entry written once to L2 with a 2 s TTL is gone from every tier after 2 s, though
+    memory and L1 (60 s each) got copies of it on the way."""
+    l1, l2 = make_store("l1"), make_store("l2", ttl_ms=2_000)
+    cache = make_cache(l1, l2)
+    try:
+        await l2.put_many([("a", StoredRow({"x": 1}, H))])
+        written = time.monotonic()
+        assert await cache.get_many(["a"], H) == [b'{"x":1}']
+        assert await cache.flush()
+        [copy] = await l1.get_many(["a"])
+        assert copy is not None and copy.ttl_ms is not None and 0 < copy.ttl_ms <= 2_000  # not 60 s
+        assert await cache.get_many(["a"], H) == [b'{"x":1}']  # from memory now
+        assert cache.counters.hits_memory == 1
+        await asyncio.sleep(max(0.0, written + 3.1 - time.monotonic()))
+        assert await cache.get_many(["a"], H) == [None]  # expired in memory and L1 as in L2
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
 async def test_put_writes_memory_now_and_stores_later(make_store: MakeStore) -> None:
     l1, l2 = make_store("l1"), make_store("l2")
     l2_read_only = make_store("l2", read_only=True)
