@@ -8,7 +8,8 @@ extensions in place (``python setup.py build_ext --inplace`` there), then::
 Each round starts each checkout's ``mly-fast serve`` alone (pinned to one core, wrk on the other),
 on the bundled example model with the memory cache, and measures hot cache hits (64 keys) and
 all-miss single rows at concurrency 64. Figures are median (min-max) over the rounds; ratios are
-taken round by round. Nothing is asserted.
+taken round by round. Nothing is asserted. ``--batch N`` adds hot cache hits of N-row batches
+(64 distinct batches, every row cached).
 
 ``--ctr`` measures the miss path on the published benchmark's model instead (``ctr_model.py``,
 8 inputs, 5% out-of-vocabulary values): cold single rows at concurrency 64, never repeated within
@@ -31,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
+
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _commands import children, mly_serve_cmd, tree_cpu_seconds
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--ctr", action="store_true", help="cold rows on the benchmark model (see above)")
     parser.add_argument("--flight", action="store_true", help="single-flight cost of one miss, in process")
+    parser.add_argument("--batch", type=int, default=0, help="also hot N-row batches (e.g. 32)")
     args = parser.parse_args(argv)
     checkouts = {"before": os.path.abspath(args.before), "after": os.path.abspath(args.after)}
     if args.ctr:
@@ -65,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     client_cpus, server_cpus = (cpus[:1], cpus[1:]) if len(cpus) >= 2 else (None, None)
     hits: dict[str, list[float]] = {k: [] for k in checkouts}
     misses: dict[str, list[float]] = {k: [] for k in checkouts}
+    batches: dict[str, list[float]] = {k: [] for k in checkouts}
     with tempfile.TemporaryDirectory(prefix="mly-bench-") as work:
+        batch_bodies = [batch_body(range(b * args.batch, (b + 1) * args.batch)) for b in range(64)]
+        batch_file = os.path.join(work, "batches.txt")
+        Path(batch_file).write_bytes(b"\n".join(batch_bodies) + b"\n")
         model = os.path.join(work, "model")
         subprocess.run([sys.executable, str(ROOT / "examples/build_model.py"), model], check=True,
                        capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -86,17 +94,33 @@ def main(argv: list[str] | None = None) -> int:
                         post(url, body(k))
                     loader.run(url, Workload("hot", 64), args.connections, 1)
                     hot = loader.run(url, Workload("hot", 64), args.connections, args.seconds)
+                    if args.batch:
+                        for data in batch_bodies:
+                            post(url, data)
+                        loader.run(url, Workload("file", 0, batch_file), args.connections, 1)
+                        batched = loader.run(url, Workload("file", 0, batch_file), args.connections, args.seconds)
+                        batches[name].append(batched.rps)
                     cold = loader.run(url, Workload("unique", offset), args.connections, args.seconds)
                     offset += cold.requests + cold.errors + 10_000
                 hits[name].append(hot.rps)
                 misses[name].append(cold.rps)
                 print(f"  .. round {r + 1} {name}: hits {hot.rps:.0f} req/s, all-miss {cold.rps:.0f} req/s, "
                       f"errors {hot.errors + cold.errors}", file=sys.stderr, flush=True)
-    for label, data in (("cache hits", hits), ("all-miss", misses)):
+    cases = [("cache hits", hits), ("all-miss", misses)]
+    if args.batch:
+        cases.insert(1, (f"hits x{args.batch}", batches))
+    for label, data in cases:
         ratio = [a / b for a, b in zip(data["after"], data["before"])]
         print(f"{label:<10} before {spread(data['before'])} req/s, after {spread(data['after'])} req/s, "
               f"after/before {spread(ratio, '{:.3f}')}")
     return 0
+
+
+def batch_body(ks: range) -> bytes:
+    """One batch request of the rows ``body(k)`` for ``k`` in ``ks`` (column per input)."""
+    rows = [orjson.loads(body(k)) for k in ks]
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    return orjson.dumps({"batch_size": len(rows), **columns})
 
 
 def ctr_misses(args: argparse.Namespace, checkouts: dict[str, str]) -> int:
