@@ -17,8 +17,8 @@ def checked_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
 
     model = build_checked_model(str(tmp_path_factory.mktemp("checked") / "model"))
     config = {
-        "Models": [{"ID": "chk", "URL": model, "DataStore": "m", "Inputs": [{"Name": "x", "Precision": 2}],
-                    "Batch": {"BatchWait": 200_000_000}}],  # 200 ms: the owner's batch waits for company
+        "Endpoint": {"InferenceThreads": 1},  # one thread, which the test can keep busy
+        "Models": [{"ID": "chk", "URL": model, "DataStore": "m", "Inputs": [{"Name": "x", "Precision": 2}]}],
         "Datastores": [{"ID": "m", "Cache": {"SizeMb": 1}}],
     }
     server = LiveServer(config, tmp_path_factory.mktemp("checked-server")).start()
@@ -28,7 +28,10 @@ def checked_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
 
 def test_a_waiter_evaluates_its_own_row_when_the_owner_failed(checked_server: LiveServer) -> None:
     """A's batch [1.0, -1.0] fails in TensorFlow (x < 0); B asked for 1.0 alone while A
-    owned that row. B alone is a 200, so B gets a 200."""
+    owned that row. B alone is a 200, so B gets a 200.
+
+    A's batch is held for real until B waits: the one inference thread is busy with other
+    work, as under load."""
     server = checked_server
     flight = server.registry.get("chk").current.flight
     answers: dict[str, httpx.Response] = {}
@@ -37,13 +40,17 @@ def test_a_waiter_evaluates_its_own_row_when_the_owner_failed(checked_server: Li
         with httpx.Client(base_url=server.url, timeout=30) as client:
             answers[name] = client.post("/v1/api/model/chk/eval", json=body)
 
+    gate = threading.Event()
+    busy = server.registry.executor.submit(gate.wait, 60)
     a = threading.Thread(target=send, args=("a", {"batch_size": 2, "x": [1.0, -1.0]}))
     a.start()
-    wait_until(lambda: len(flight) == 2, "A to own both rows", timeout_s=10)
+    wait_until(lambda: len(flight) == 2, "A to own both rows", timeout_s=30)
     b = threading.Thread(target=send, args=("b", {"x": 1.0}))
     b.start()
     # B waits on A's row: the key now holds a future (private state, read only to order the test).
-    wait_until(lambda: any(f is not None for f in flight._inflight.values()), "B to wait on A", timeout_s=10)
+    wait_until(lambda: any(f is not None for f in flight._inflight.values()), "B to wait on A", timeout_s=30)
+    gate.set()
+    busy.result(timeout=30)
     a.join(timeout=30)
     b.join(timeout=30)
     assert answers["a"].status_code == 500 and "x must be >= 0" in answers["a"].json()["error"]
