@@ -67,7 +67,7 @@ def unreachable_stores(config: Config) -> list[str]:
         problem = probe_connection(connection)
         if problem is None:
             continue
-        address = ",".join(f"{host}:{connection.effective_port}" for host in connection.hosts)
+        address = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in connection.seeds)
         warnings.append(
             f"Connections[{connection.id}] ({connection.kind} {address}, used by {', '.join(used[connection.id])}) "
             f"is unreachable: {problem}; the server will start and treat it as down (lookups miss) until it answers"

@@ -16,7 +16,8 @@ Layout, one Redis hash per cache entry:
   model version wrote that this one no longer has. A read is ``HGETALL`` +
   ``PTTL``, so a copy of the entry can keep its remaining TTL.
 
-Only the first of ``Connection.hosts`` is used (no Cluster or Sentinel).
+Only the first ``Hostnames`` entry is used (no Cluster or Sentinel); it may carry its
+own port (``host:port``).
 
 Retries: a connection error is retried once, at once, on a fresh connection;
 timeouts never are. After Redis restarts, every pooled connection still points at
@@ -71,13 +72,13 @@ def redis_client_options(connection: Connection) -> dict[str, Any]:
     connect, as the Aerospike connection maps them.
     """
     _import_redis()
-    hosts = connection.hosts
-    if not hosts:
+    seeds = connection.seeds
+    if not seeds:
         raise ValueError(f"connection {connection.id!r} has no Hostnames")
     timeout = connection.timeout
     return {
-        "host": hosts[0],
-        "port": connection.effective_port,
+        "host": seeds[0][0],
+        "port": seeds[0][1],
         "db": connection.database,
         "socket_timeout": timeout.ms(timeout.total) / 1000.0,
         "socket_connect_timeout": timeout.ms(timeout.connection) / 1000.0,

@@ -294,6 +294,10 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{where}.ID", "is required")
         if not conn.hosts:
             raise ConfigError(f"{where}.Hostnames", f"is required (connection {conn.id!r})")
+        try:
+            conn.seeds  # noqa: B018 - parsed for its errors
+        except ValueError as exc:
+            raise ConfigError(f"{where}.Hostnames", str(exc)) from None
         if not 0 <= conn.port <= 65535:
             raise ConfigError(f"{where}.Port", f"must be 0..65535, got {conn.port}")
     if config.connections and not config.datastores:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
+from mly.config.seeds import parse_seeds
+
 __all__ = [
     "BatchConfig",
     "CacheConfig",
@@ -89,7 +91,13 @@ class Connection:
 
     @property
     def hosts(self) -> list[str]:
+        """The seed entries as written (``host`` or ``host:port``)."""
         return [h.strip() for h in self.hostnames.split(",") if h.strip()]
+
+    @property
+    def seeds(self) -> list[tuple[str, int]]:
+        """``(host, port)`` per ``Hostnames`` entry; an entry's own port wins over ``Port``."""
+        return parse_seeds(self.hostnames, self.effective_port)
 
 
 @dataclass(frozen=True, slots=True)
