@@ -33,6 +33,15 @@ def _ping_redis(connection: Connection) -> None:
 
     from mly.cache.redis import redis_client_options
 
+    if connection.cluster:
+        from mly.cache.redis import sync_redis_client
+
+        client = sync_redis_client(connection)  # connecting reads the slot map from a startup node
+        try:
+            client.ping()
+        finally:
+            client.close()
+        return
     options = redis_client_options(connection)
     options["socket_timeout"] = options["socket_connect_timeout"]
     with redis.Redis(**options, retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0)) as client:

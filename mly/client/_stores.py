@@ -63,18 +63,16 @@ class SharedStores:
         self, connection: Connection, *, namespace: str, dataset: str, ttl_ms: int, read_only: bool, name: str
     ) -> AsyncStore:
         key = (connection.kind, connection.hostnames, connection.effective_port, connection.database,
-               namespace, dataset, ttl_ms, read_only)
+               connection.cluster, namespace, dataset, ttl_ms, read_only)
         store = self._stores.get(key)
         if store is None:
             if connection.kind == "redis":
-                from mly.cache.redis import RedisStore, redis_client_options
+                from mly.cache.redis import RedisStore, async_redis_client
 
-                pool_key = key[:4]
+                pool_key = key[:5]
                 client = self._redis.get(pool_key)
                 if client is None:
-                    import redis.asyncio
-
-                    client = self._redis[pool_key] = redis.asyncio.Redis(**redis_client_options(connection))
+                    client = self._redis[pool_key] = async_redis_client(connection)
                 store = RedisStore(client, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms,
                                    read_only=read_only, name=name)
             else:

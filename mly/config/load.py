@@ -298,6 +298,10 @@ def validate(config: Config) -> None:
             conn.seeds  # noqa: B018 - parsed for its errors
         except ValueError as exc:
             raise ConfigError(f"{where}.Hostnames", str(exc)) from None
+        if conn.cluster and conn.kind != "redis":
+            raise ConfigError(f"{where}.Cluster", "applies to Redis only (an Aerospike client finds its cluster itself)")
+        if conn.cluster and conn.database:
+            raise ConfigError(f"{where}.Database", "must be 0 with Cluster: true (a Redis Cluster has only database 0)")
         if not 0 <= conn.port <= 65535:
             raise ConfigError(f"{where}.Port", f"must be 0..65535, got {conn.port}")
     if config.connections and not config.datastores:

@@ -82,6 +82,8 @@ class Connection:
     timeout: Timeout = setting("Timeout", factory=Timeout)
     kind: ConnectionKind = setting("Kind", "aerospike", omitempty=True)
     database: int = setting("Database", 0, omitempty=True)
+    cluster: bool = setting("Cluster", False, omitempty=True)
+    """Redis only: the entries of ``Hostnames`` are startup nodes of a Redis Cluster."""
 
     @property
     def effective_port(self) -> int:
