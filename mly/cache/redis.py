@@ -87,7 +87,7 @@ def redis_client_options(connection: Connection) -> dict[str, Any]:
     if not seeds:
         raise ValueError(f"connection {connection.id!r} has no Hostnames")
     timeout = connection.timeout
-    return {
+    options: dict[str, Any] = {
         "host": seeds[0][0],
         "port": seeds[0][1],
         "db": connection.database,
@@ -96,6 +96,15 @@ def redis_client_options(connection: Connection) -> dict[str, Any]:
         "decode_responses": False,
         "client_name": "mly",
     }
+    if connection.password:
+        options["password"] = connection.password
+        if connection.username:
+            options["username"] = connection.username
+    if connection.tls:
+        options["ssl"] = True
+        if connection.tls_ca_file:
+            options["ssl_ca_certs"] = connection.tls_ca_file
+    return options
 
 
 DEAD_CONNECTION_RETRIES = 1

@@ -300,6 +300,12 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{where}.Hostnames", str(exc)) from None
         if conn.cluster and conn.kind != "redis":
             raise ConfigError(f"{where}.Cluster", "applies to Redis only (an Aerospike client finds its cluster itself)")
+        if conn.kind != "redis":
+            for key, value in (("Username", conn.username), ("Password", conn.password), ("TLS", conn.tls)):
+                if value:
+                    raise ConfigError(f"{where}.{key}", "applies to Redis connections only")
+        if conn.tls_ca_file and not conn.tls:
+            raise ConfigError(f"{where}.TLSCAFile", "needs TLS: true")
         if conn.cluster and conn.database:
             raise ConfigError(f"{where}.Database", "must be 0 with Cluster: true (a Redis Cluster has only database 0)")
         if not 0 <= conn.port <= 65535:

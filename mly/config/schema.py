@@ -49,9 +49,14 @@ DEFAULT_AEROSPIKE_PORT = 3000
 DEFAULT_REDIS_PORT = 6379
 
 
-def setting(go: str, default: Any = MISSING, *, factory: Any = MISSING, omitempty: bool = False) -> Any:
-    """A dataclass field that knows its Go name (and whether Go omits it when empty)."""
-    meta = {"go": go, "omitempty": omitempty}
+def setting(go: str, default: Any = MISSING, *, factory: Any = MISSING, omitempty: bool = False,
+            secret: bool = False) -> Any:
+    """A dataclass field that knows its Go name (and whether Go omits it when empty).
+
+    A ``secret`` is never written by ``to_json``: the config and ``meta/config``
+    endpoints show everything else of a connection.
+    """
+    meta = {"go": go, "omitempty": omitempty, "secret": secret}
     if factory is not MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -84,6 +89,13 @@ class Connection:
     database: int = setting("Database", 0, omitempty=True)
     cluster: bool = setting("Cluster", False, omitempty=True)
     """Redis only: the entries of ``Hostnames`` are startup nodes of a Redis Cluster."""
+    username: str = setting("Username", "", omitempty=True)
+    """Redis ACL user (``AUTH user password``); empty: the default user."""
+    password: str = setting("Password", "", omitempty=True, secret=True)
+    """Redis ``AUTH`` password; give it as ``${VAR}``. Never shown by an endpoint."""
+    tls: bool = setting("TLS", False, omitempty=True)
+    """Redis over TLS, the server's certificate checked against ``TLSCAFile`` (or the system CAs)."""
+    tls_ca_file: str = setting("TLSCAFile", "", omitempty=True)
 
     @property
     def effective_port(self) -> int:
@@ -352,7 +364,7 @@ def to_json(value: Any) -> Any:
         out: dict[str, Any] = {}
         for f in fields(value):
             item = getattr(value, f.name)
-            if f.metadata.get("omitempty") and _is_empty(item):
+            if (f.metadata.get("omitempty") and _is_empty(item)) or f.metadata.get("secret"):
                 continue
             out[go_name(f)] = to_json(item)
         return out

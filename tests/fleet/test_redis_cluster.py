@@ -97,7 +97,9 @@ def test_cluster_config_rules() -> None:
     base = {"Models": [{"ID": "m", "URL": "/m", "DataStore": "d"}],
             "Datastores": [{"ID": "d", "Connection": "c", "Dataset": "x", "Namespace": "test"}]}
     for connection, key in (({"Kind": "aerospike", "Cluster": True}, "Connections[0].Cluster"),
-                            ({"Kind": "redis", "Cluster": True, "Database": 2}, "Connections[0].Database")):
+                            ({"Kind": "redis", "Cluster": True, "Database": 2}, "Connections[0].Database"),
+                            ({"Kind": "aerospike", "Password": "x"}, "Connections[0].Password"),
+                            ({"Kind": "redis", "TLSCAFile": "/ca.pem"}, "Connections[0].TLSCAFile")):
         with pytest.raises(ConfigError) as info:
             parse_config({**base, "Connections": [{"ID": "c", "Hostnames": "h:7000", **connection}]})
         assert info.value.key == key
