@@ -301,9 +301,9 @@ def validate(config: Config) -> None:
         if conn.cluster and conn.kind != "redis":
             raise ConfigError(f"{where}.Cluster", "applies to Redis only (an Aerospike client finds its cluster itself)")
         if conn.kind != "redis":
-            for key, value in (("Username", conn.username), ("Password", conn.password), ("TLS", conn.tls)):
-                if value:
-                    raise ConfigError(f"{where}.{key}", "applies to Redis connections only")
+            for redis_key, given in (("Username", conn.username), ("Password", conn.password), ("TLS", conn.tls)):
+                if given:
+                    raise ConfigError(f"{where}.{redis_key}", "applies to Redis connections only")
         if conn.tls_ca_file and not conn.tls:
             raise ConfigError(f"{where}.TLSCAFile", "needs TLS: true")
         if conn.cluster and conn.database:
