@@ -76,3 +76,20 @@ def redis_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     finally:
         for server in servers.values():
             server.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Redis Cluster of 3 masters + 3 replicas on loopback for the whole session."""
+    from redis_cluster import REDIS_CLI, RedisCluster
+
+    if not (os.access(REDIS_BINARY, os.X_OK) and os.access(REDIS_CLI, os.X_OK)):
+        message = "redis-server or redis-cli not found (apt-get install -y redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

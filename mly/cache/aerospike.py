@@ -106,7 +106,8 @@ def ttl_seconds(ttl_ms: int) -> int:
 def aerospike_client_config(connection: Connection) -> dict[str, Any]:
     """``aerospike.client()`` config from Go's ``Connections[]`` entry.
 
-    ``Hostnames`` -> seeds (all on ``Port``), ``Timeout.Connection`` -> connect
+    ``Hostnames`` -> seeds (``host:port`` entries keep their port, others use ``Port``),
+    ``Timeout.Connection`` -> connect
     timeout, ``Socket``/``Total`` -> the socket and total timeout of every
     command. Go leaves its write policy without timeouts; mly bounds writes the
     same way as reads (a write stuck on a dead node holds a worker thread).
@@ -118,7 +119,7 @@ def aerospike_client_config(connection: Connection) -> dict[str, Any]:
         "max_retries": COMMAND_RETRIES,
     }
     return {
-        "hosts": [(host, connection.effective_port) for host in connection.hosts],
+        "hosts": connection.seeds,
         "connect_timeout": timeout.ms(timeout.connection),
         "tend_interval": TEND_INTERVAL_MS,
         "policies": {"read": dict(base), "batch": dict(base), "write": dict(base)},

@@ -33,6 +33,15 @@ def _ping_redis(connection: Connection) -> None:
 
     from mly.cache.redis import redis_client_options
 
+    if connection.cluster:
+        from mly.cache.redis import sync_redis_client
+
+        client = sync_redis_client(connection)  # connecting reads the slot map from a startup node
+        try:
+            client.ping()
+        finally:
+            client.close()
+        return
     options = redis_client_options(connection)
     options["socket_timeout"] = options["socket_connect_timeout"]
     with redis.Redis(**options, retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0)) as client:
@@ -67,7 +76,7 @@ def unreachable_stores(config: Config) -> list[str]:
         problem = probe_connection(connection)
         if problem is None:
             continue
-        address = ",".join(f"{host}:{connection.effective_port}" for host in connection.hosts)
+        address = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in connection.seeds)
         warnings.append(
             f"Connections[{connection.id}] ({connection.kind} {address}, used by {', '.join(used[connection.id])}) "
             f"is unreachable: {problem}; the server will start and treat it as down (lookups miss) until it answers"

@@ -16,7 +16,11 @@ Layout, one Redis hash per cache entry:
   model version wrote that this one no longer has. A read is ``HGETALL`` +
   ``PTTL``, so a copy of the entry can keep its remaining TTL.
 
-Only the first of ``Connection.hosts`` is used (no Cluster or Sentinel).
+A single Redis uses the first ``Hostnames`` entry (which may carry its own port,
+``host:port``). With ``Cluster: true`` every entry is a startup node of a Redis Cluster
+and redis-py's cluster client routes each command to the master of its key's slot:
+every command here names one key, so a pipeline never crosses slots (the client
+splits it per node, one round trip per node). No Sentinel.
 
 Retries: a connection error is retried once, at once, on a fresh connection;
 timeouts never are. After Redis restarts, every pooled connection still points at
@@ -42,7 +46,15 @@ if TYPE_CHECKING:
 
     from mly.config.schema import Connection
 
-__all__ = ["DEAD_CONNECTION_RETRIES", "RedisStore", "SyncRedisStore", "entry_key", "redis_client_options"]
+__all__ = [
+    "DEAD_CONNECTION_RETRIES",
+    "RedisStore",
+    "SyncRedisStore",
+    "async_redis_client",
+    "entry_key",
+    "redis_client_options",
+    "sync_redis_client",
+]
 
 _DICT_HASH_BYTES = DICT_HASH_FIELD.encode()
 
@@ -71,23 +83,67 @@ def redis_client_options(connection: Connection) -> dict[str, Any]:
     connect, as the Aerospike connection maps them.
     """
     _import_redis()
-    hosts = connection.hosts
-    if not hosts:
+    seeds = connection.seeds
+    if not seeds:
         raise ValueError(f"connection {connection.id!r} has no Hostnames")
     timeout = connection.timeout
-    return {
-        "host": hosts[0],
-        "port": connection.effective_port,
+    options: dict[str, Any] = {
+        "host": seeds[0][0],
+        "port": seeds[0][1],
         "db": connection.database,
         "socket_timeout": timeout.ms(timeout.total) / 1000.0,
         "socket_connect_timeout": timeout.ms(timeout.connection) / 1000.0,
         "decode_responses": False,
         "client_name": "mly",
     }
+    if connection.password:
+        options["password"] = connection.password
+        if connection.username:
+            options["username"] = connection.username
+    if connection.tls:
+        options["ssl"] = True
+        if connection.tls_ca_file:
+            options["ssl_ca_certs"] = connection.tls_ca_file
+    return options
 
 
 DEAD_CONNECTION_RETRIES = 1
 """Retries of a call that failed with a connection error, each on a fresh connection."""
+
+
+def _cluster_options(connection: Connection, cluster_module: Any) -> dict[str, Any]:
+    options = redis_client_options(connection)
+    del options["host"], options["port"], options["db"]
+    options["startup_nodes"] = [cluster_module.ClusterNode(host, port) for host, port in connection.seeds]
+    # A slot whose master died has no owner until its replica is promoted: let the other
+    # slots answer meanwhile (the breaker counts what fails). Retries follow ``retry``.
+    options["require_full_coverage"] = False
+    return options
+
+
+def async_redis_client(connection: Connection) -> Any:
+    """``redis.asyncio.Redis`` (or ``RedisCluster`` with ``Cluster: true``) for ``connection``."""
+    redis = _import_redis()
+    from redis.asyncio.retry import Retry
+
+    retry = Retry(redis.backoff.NoBackoff(), DEAD_CONNECTION_RETRIES, supported_errors=(redis.ConnectionError,))
+    if connection.cluster:
+        import redis.asyncio.cluster as cluster
+
+        return cluster.RedisCluster(**_cluster_options(connection, cluster), retry=retry)
+    return redis.asyncio.Redis(**redis_client_options(connection), retry=retry)
+
+
+def sync_redis_client(connection: Connection) -> Any:
+    """The blocking twin of ``async_redis_client``."""
+    redis = _import_redis()
+    retry = redis.retry.Retry(redis.backoff.NoBackoff(), DEAD_CONNECTION_RETRIES,
+                              supported_errors=(redis.ConnectionError,))
+    if connection.cluster:
+        import redis.cluster as cluster
+
+        return cluster.RedisCluster(**_cluster_options(connection, cluster), retry=retry)
+    return redis.Redis(**redis_client_options(connection), retry=retry)
 
 
 def _encode(stored: StoredRow) -> dict[str, bytes]:
@@ -134,10 +190,17 @@ class _RedisLayout:
         self.dataset = dataset
         self.ttl_ms = effective_ttl_ms(ttl_ms)
         self.read_only = read_only
-        self._redis = _import_redis()
+        self._redis = redis = _import_redis()
+        errors = redis.exceptions
+        # A cluster that lost a slot's master (until its replica takes over), or that no
+        # node of answers, is down for that call like a single Redis that is.
+        self._outage: tuple[type[BaseException], ...] = (
+            redis.ConnectionError, redis.TimeoutError, errors.ClusterError, errors.RedisClusterException,
+            errors.TryAgainError,
+        )
 
     @staticmethod
-    def _make_client(redis: Any, options: dict[str, Any]) -> Any:
+    def _make_client(connection: Connection) -> Any:
         raise NotImplementedError
 
     @classmethod
@@ -151,7 +214,7 @@ class _RedisLayout:
         read_only: bool = False,
         name: str = "",
     ) -> Self:
-        client = cls._make_client(_import_redis(), redis_client_options(connection))
+        client = cls._make_client(connection)
         return cls(client, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only,
                    name=name or f"redis:{connection.id}")
 
@@ -190,11 +253,8 @@ class RedisStore(_RedisLayout):
     client: redis_async.Redis
 
     @staticmethod
-    def _make_client(redis: Any, options: dict[str, Any]) -> Any:
-        from redis.asyncio.retry import Retry
-
-        retry = Retry(redis.backoff.NoBackoff(), DEAD_CONNECTION_RETRIES, supported_errors=(redis.ConnectionError,))
-        return redis.asyncio.Redis(**options, retry=retry)
+    def _make_client(connection: Connection) -> Any:
+        return async_redis_client(connection)
 
     async def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
         if not keys:
@@ -203,7 +263,7 @@ class RedisStore(_RedisLayout):
             async with self.client.pipeline(transaction=False) as pipe:
                 self._queue_reads(pipe, keys)
                 raw = await pipe.execute()
-        except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+        except self._outage as exc:
             raise self._unavailable(exc) from exc
         return _decode_all(raw)
 
@@ -214,7 +274,7 @@ class RedisStore(_RedisLayout):
             async with self.client.pipeline(transaction=False) as pipe:
                 self._queue_writes(pipe, items)
                 await pipe.execute()
-        except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+        except self._outage as exc:
             raise self._unavailable(exc) from exc
 
     async def aclose(self) -> None:
@@ -227,10 +287,8 @@ class SyncRedisStore(_RedisLayout):
     client: redis_sync.Redis
 
     @staticmethod
-    def _make_client(redis: Any, options: dict[str, Any]) -> Any:
-        retry = redis.retry.Retry(redis.backoff.NoBackoff(), DEAD_CONNECTION_RETRIES,
-                                  supported_errors=(redis.ConnectionError,))
-        return redis.Redis(**options, retry=retry)
+    def _make_client(connection: Connection) -> Any:
+        return sync_redis_client(connection)
 
     def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
         if not keys:
@@ -239,7 +297,7 @@ class SyncRedisStore(_RedisLayout):
             with self.client.pipeline(transaction=False) as pipe:
                 self._queue_reads(pipe, keys)
                 raw = pipe.execute()
-        except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+        except self._outage as exc:
             raise self._unavailable(exc) from exc
         return _decode_all(raw)
 
@@ -250,7 +308,7 @@ class SyncRedisStore(_RedisLayout):
             with self.client.pipeline(transaction=False) as pipe:
                 self._queue_writes(pipe, items)
                 pipe.execute()
-        except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+        except self._outage as exc:
             raise self._unavailable(exc) from exc
 
     def close(self) -> None:

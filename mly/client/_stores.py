@@ -9,6 +9,7 @@ upward copies, strict ``dictHash`` checks and write-behind. Here only the scope
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,19 +63,18 @@ class SharedStores:
     def store(
         self, connection: Connection, *, namespace: str, dataset: str, ttl_ms: int, read_only: bool, name: str
     ) -> AsyncStore:
-        key = (connection.kind, connection.hostnames, connection.effective_port, connection.database,
-               namespace, dataset, ttl_ms, read_only)
+        pool_key = (connection.kind, connection.hostnames, connection.effective_port, connection.database,
+                    connection.cluster, connection.username, connection.password, connection.tls,
+                    connection.tls_ca_file)
+        key = (*pool_key, namespace, dataset, ttl_ms, read_only)
         store = self._stores.get(key)
         if store is None:
             if connection.kind == "redis":
-                from mly.cache.redis import RedisStore, redis_client_options
+                from mly.cache.redis import RedisStore, async_redis_client
 
-                pool_key = key[:4]
                 client = self._redis.get(pool_key)
                 if client is None:
-                    import redis.asyncio
-
-                    client = self._redis[pool_key] = redis.asyncio.Redis(**redis_client_options(connection))
+                    client = self._redis[pool_key] = async_redis_client(connection)
                 store = RedisStore(client, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms,
                                    read_only=read_only, name=name)
             else:
@@ -128,6 +128,9 @@ def build_cache(meta: ModelMeta, options: ClientOptions) -> TieredCache | None:
 
     def store(key: str, connection_id: str, namespace: str, dataset: str, read_only: bool) -> AsyncStore:
         connection = _connection(meta, key, connection_id)
+        password = (options.store_passwords or {}).get(connection.id)
+        if password:
+            connection = dataclasses.replace(connection, password=password)
         timeouts.append(connection.timeout.ms(connection.timeout.total) / 1000.0)
         name = f"{connection.kind}:{connection.id}:{dataset}"
         ttl_ms = datastore.time_to_live_ms  # L2 is written with the L1 TTL, as the server does

@@ -56,6 +56,9 @@ class ClientOptions:
     of building one from ``meta/config``; the client does not close it."""
     shared_stores: SharedStores | None = None
     """Share Redis/Aerospike connections with the other clients given the same object."""
+    store_passwords: Mapping[str, str] | None = None
+    """Connection ID -> password of a secured Redis in the model's datastore: ``meta/config``
+    never carries secrets (its ``Username`` and ``TLS`` do come from the server)."""
     write_back_remote: bool = False
     """Also write the server's answers to L1/L2. Off by default, as in Go: the
     server writes its own stores. Turn it on for a server that does not."""

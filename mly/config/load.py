@@ -294,6 +294,20 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{where}.ID", "is required")
         if not conn.hosts:
             raise ConfigError(f"{where}.Hostnames", f"is required (connection {conn.id!r})")
+        try:
+            conn.seeds  # noqa: B018 - parsed for its errors
+        except ValueError as exc:
+            raise ConfigError(f"{where}.Hostnames", str(exc)) from None
+        if conn.cluster and conn.kind != "redis":
+            raise ConfigError(f"{where}.Cluster", "applies to Redis only (an Aerospike client finds its cluster itself)")
+        if conn.kind != "redis":
+            for redis_key, given in (("Username", conn.username), ("Password", conn.password), ("TLS", conn.tls)):
+                if given:
+                    raise ConfigError(f"{where}.{redis_key}", "applies to Redis connections only")
+        if conn.tls_ca_file and not conn.tls:
+            raise ConfigError(f"{where}.TLSCAFile", "needs TLS: true")
+        if conn.cluster and conn.database:
+            raise ConfigError(f"{where}.Database", "must be 0 with Cluster: true (a Redis Cluster has only database 0)")
         if not 0 <= conn.port <= 65535:
             raise ConfigError(f"{where}.Port", f"must be 0..65535, got {conn.port}")
     if config.connections and not config.datastores:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
+from mly.config.seeds import parse_seeds
+
 __all__ = [
     "BatchConfig",
     "CacheConfig",
@@ -47,9 +49,14 @@ DEFAULT_AEROSPIKE_PORT = 3000
 DEFAULT_REDIS_PORT = 6379
 
 
-def setting(go: str, default: Any = MISSING, *, factory: Any = MISSING, omitempty: bool = False) -> Any:
-    """A dataclass field that knows its Go name (and whether Go omits it when empty)."""
-    meta = {"go": go, "omitempty": omitempty}
+def setting(go: str, default: Any = MISSING, *, factory: Any = MISSING, omitempty: bool = False,
+            secret: bool = False) -> Any:
+    """A dataclass field that knows its Go name (and whether Go omits it when empty).
+
+    A ``secret`` is never written by ``to_json``: the config and ``meta/config``
+    endpoints show everything else of a connection.
+    """
+    meta = {"go": go, "omitempty": omitempty, "secret": secret}
     if factory is not MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -80,6 +87,15 @@ class Connection:
     timeout: Timeout = setting("Timeout", factory=Timeout)
     kind: ConnectionKind = setting("Kind", "aerospike", omitempty=True)
     database: int = setting("Database", 0, omitempty=True)
+    cluster: bool = setting("Cluster", False, omitempty=True)
+    """Redis only: the entries of ``Hostnames`` are startup nodes of a Redis Cluster."""
+    username: str = setting("Username", "", omitempty=True)
+    """Redis ACL user (``AUTH user password``); empty: the default user."""
+    password: str = setting("Password", "", omitempty=True, secret=True)
+    """Redis ``AUTH`` password; give it as ``${VAR}``. Never shown by an endpoint."""
+    tls: bool = setting("TLS", False, omitempty=True)
+    """Redis over TLS, the server's certificate checked against ``TLSCAFile`` (or the system CAs)."""
+    tls_ca_file: str = setting("TLSCAFile", "", omitempty=True)
 
     @property
     def effective_port(self) -> int:
@@ -89,7 +105,13 @@ class Connection:
 
     @property
     def hosts(self) -> list[str]:
+        """The seed entries as written (``host`` or ``host:port``)."""
         return [h.strip() for h in self.hostnames.split(",") if h.strip()]
+
+    @property
+    def seeds(self) -> list[tuple[str, int]]:
+        """``(host, port)`` per ``Hostnames`` entry; an entry's own port wins over ``Port``."""
+        return parse_seeds(self.hostnames, self.effective_port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +364,7 @@ def to_json(value: Any) -> Any:
         out: dict[str, Any] = {}
         for f in fields(value):
             item = getattr(value, f.name)
-            if f.metadata.get("omitempty") and _is_empty(item):
+            if (f.metadata.get("omitempty") and _is_empty(item)) or f.metadata.get("secret"):
                 continue
             out[go_name(f)] = to_json(item)
         return out

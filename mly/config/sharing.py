@@ -15,12 +15,12 @@ from mly.errors import ConfigError
 
 __all__ = ["validate_store_sharing"]
 
-#: Where a store's rows live: kind, hosts, port, Redis database, namespace, dataset.
-StoreLocation = tuple[str, frozenset[str], int, int, str, str]
+#: Where a store's rows live: kind, seeds (host, port), Redis database, namespace, dataset.
+StoreLocation = tuple[str, frozenset[tuple[str, int]], int, str, str]
 
 
 def _location(connection: Connection, namespace: str, dataset: str) -> StoreLocation:
-    return (connection.kind, frozenset(connection.hosts), connection.effective_port,
+    return (connection.kind, frozenset(connection.seeds),
             connection.database if connection.kind == "redis" else 0, namespace, dataset)
 
 
@@ -64,7 +64,7 @@ def validate_store_sharing(config: Config) -> None:
                 j = next(k for k, d in enumerate(config.datastores) if d.id == model.datastore)
                 raise ConfigError(
                     f"Datastores[{j}].{key}",
-                    f"dataset {place[5]!r} (namespace {place[4]!r}) on that connection already holds the "
+                    f"dataset {place[4]!r} (namespace {place[3]!r}) on that connection already holds the "
                     f"rows of model {other[0]!r} (datastore {other[1]!r}); give model {model.id!r} its own Dataset",
                 )
             places.setdefault(place, (model.id, model.datastore))

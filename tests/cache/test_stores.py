@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aerospike_server import NAMESPACE as AEROSPIKE_NAMESPACE
 
 from mly.cache.base import AsyncStore, StoredRow, StoreUnavailableError
 
@@ -161,5 +162,30 @@ async def test_aerospike_without_server_is_store_unavailable(unused_port: Callab
         with pytest.raises(StoreUnavailableError, match="aerospike:aero"):
             await store.get_many(["k"])
         assert time.monotonic() - started < 2.0
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_seed_with_its_own_port_is_reached_there(store_kind: str, request: pytest.FixtureRequest) -> None:
+    """``Hostnames: "127.0.0.1:PORT"`` with a wrong ``Port``: the entry's own port wins."""
+    import dataclasses
+
+    if store_kind == "redis":
+        from mly.cache.redis import RedisStore as Store
+
+        server = request.getfixturevalue("redis")["l1"]
+        dataset = "seeds"
+    else:
+        from mly.cache.aerospike import AerospikeStore as Store  # type: ignore[assignment]
+
+        server = request.getfixturevalue("aerospike_l1")
+        dataset = "mly_seeds"
+    connection = dataclasses.replace(server.connection(), hostnames=f"127.0.0.1:{server.port}", port=1)
+    namespace = AEROSPIKE_NAMESPACE if store_kind == "aerospike" else "ns"
+    store = Store.from_connection(connection, namespace=namespace, dataset=dataset, ttl_ms=60_000)
+    try:
+        await store.put_many([("k", StoredRow({"v": 1}, HASH))])
+        assert await store.get_many(["k"]) == [StoredRow({"v": 1}, HASH)]
     finally:
         await store.aclose()
