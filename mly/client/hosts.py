@@ -12,6 +12,7 @@ connection is up, whatever it answered.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,20 +31,47 @@ SECURE_PORTS = (443, 1443)
 
 
 def base_url(host: str) -> str:
-    """``"h:port"`` -> ``"http://h:port"`` (https on 443/1443, port 80 when absent); URLs pass through."""
+    """``"h:port"`` -> ``"http://h:port"`` (https on 443/1443, port 80 when absent); URLs pass through.
+
+    An IPv6 address keeps its brackets (``"[::1]:8080"`` -> ``"http://[::1]:8080"``);
+    one without brackets (``"::1"``) cannot carry a port, so it gets port 80.
+    """
     if not isinstance(host, str) or not host.strip():
         raise ValueError(f"hosts: expected 'host:port' or a URL, got {host!r}")
     host = host.strip().rstrip("/")
     if "://" in host:
         return host
-    name, _, port_text = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    name, port_text = _split_host(host)
     if not port_text:
-        return f"http://{host}:80"
+        return f"http://{name}:80"
     if not port_text.isdigit():
         raise ValueError(f"hosts: bad port in {host!r}")
     port = int(port_text)
     scheme = "https" if port in SECURE_PORTS else "http"
     return f"{scheme}://{name}:{port}"
+
+
+def _split_host(host: str) -> tuple[str, str]:
+    """``(name, port text)``; the name of an IPv6 address is bracketed, as a URL needs it."""
+    if host.startswith("["):
+        address, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")) or not _is_ipv6(address):
+            raise ValueError(f"hosts: expected '[IPv6 address]:port', got {host!r}")
+        return f"[{address}]", rest[1:]
+    if host.count(":") > 1:
+        if not _is_ipv6(host):
+            raise ValueError(f"hosts: bad host {host!r} (an IPv6 address with a port is written '[::1]:8080')")
+        return f"[{host}]", ""
+    name, _, port_text = host.partition(":")
+    return name, port_text
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(slots=True)

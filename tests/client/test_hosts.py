@@ -35,6 +35,30 @@ def test_base_urls() -> None:
         base_url("h:x")
 
 
+def test_ipv6_hosts_keep_their_brackets() -> None:
+    assert base_url("[::1]:8080") == "http://[::1]:8080"
+    assert base_url("[::1]") == "http://[::1]:80"
+    assert base_url("[2001:db8::7]:443") == "https://[2001:db8::7]:443"
+    assert base_url("::1") == "http://[::1]:80"  # no brackets: all of it is the address
+    assert base_url("h:") == "http://h:80"
+    for bad in ("[::1]x", "[::1", "[nohost]:80", "a:b:c"):
+        with pytest.raises(ValueError, match="hosts"):
+            base_url(bad)
+
+
+def test_client_reaches_a_server_on_ipv6_loopback(counting_server: Any, client_model_config: dict,
+                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    server = counting_server(client_model_config, tmp_path_factory.mktemp("ipv6"))
+    server._server.config.host = "::1"
+    server.start()
+    try:
+        with Client("nocache", hosts=f"[::1]:{server.port}") as client:
+            assert client.predict(ROW).status == "ok"
+        assert server.counter.evals == 1
+    finally:
+        server.stop()
+
+
 def test_round_robin_failover_and_probe_after_backoff() -> None:
     clock = FakeClock()
     pool = HostPool(["a:1", "b:2", "c:3"], "m/x", backoff_s=1.0, backoff_cap_s=4.0,
