@@ -20,7 +20,9 @@ exactly a float32 with a long decimal form would be shortened too; outside
 float32-derived data such values practically do not occur.
 
 Limits of Aerospike that the layout inherits from Go: a bin name has at most 15
-bytes, and a ``None`` value deletes its bin, so a ``null`` field comes back absent.
+bytes, and a ``None`` value cannot be stored, so a ``null`` field is written
+absent and comes back absent. (Sent as a ``None`` bin it would be a bin delete,
+which the server refuses in a replacing write: the whole record would be lost.)
 
 Connections (Go's ``Connections[]``): every ``Hostnames`` entry is a seed, TLS is
 off, ``Timeout.Connection`` is the connect timeout, ``Socket``/``Total`` the
@@ -225,6 +227,13 @@ class SyncAerospikeStore:
             raise TimeoutError(f"{self.name}: batch read timed out")
         if batch.result in _UNAVAILABLE_RESULTS:
             raise StoreUnavailableError(self.name, f"batch read failed with status {batch.result}")
+        if len(batch.batch_records) != len(keys):
+            # Once the client has dropped a dead node from its cluster map (a few tend
+            # intervals after it died), a batch for its partitions answers status 1
+            # with no records at all; a write there raises InvalidNodeError.
+            raise StoreUnavailableError(
+                self.name, f"batch read answered {len(batch.batch_records)} of {len(keys)} records "
+                           f"(status {batch.result}): no node serves them")
         out: list[StoredRow | None] = []
         for record in batch.batch_records:
             if record.result != _RESULT_OK or record.record is None:
@@ -245,7 +254,7 @@ class SyncAerospikeStore:
 
         def write(client: Any) -> None:
             for key, stored in items:
-                bins = dict(stored.fields)
+                bins = {name: value for name, value in stored.fields.items() if value is not None}
                 if stored.dict_hash:
                     bins[DICT_HASH_FIELD] = stored.dict_hash
                 try:

@@ -1,0 +1,112 @@
+"""Aerospike-only behaviours of the store under the tiered cache, on a real server.
+
+The kill drills stop the session's server for real (SIGKILL) and start it again
+(empty) before the test ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+from aerospike_server import NAMESPACE, AerospikeServer
+
+from mly.cache import TieredCache
+from mly.cache.aerospike import AerospikeStore
+from mly.cache.base import StoredRow
+from mly.cache.breaker import BreakerState, CircuitBreaker, ExponentialBackoff
+
+H = 1234567890123
+TIMEOUT_S = 0.3
+BACKOFF_S = 0.3
+NODE_DROP_TIMEOUT_S = 15.0
+
+
+@pytest.fixture
+def aero(aerospike_l1: AerospikeServer) -> AerospikeServer:
+    aerospike_l1.ensure_up()
+    return aerospike_l1
+
+
+def store(server: AerospikeServer, dataset: str, *, timeout_ms: int = 250, **kwargs: Any) -> AerospikeStore:
+    return AerospikeStore.from_connection(server.connection(timeout_ms), namespace=NAMESPACE, dataset=dataset,
+                                          ttl_ms=60_000, name=f"aerospike:{dataset}", **kwargs)
+
+
+def make_cache(l1: AerospikeStore, l2: AerospikeStore | None = None) -> TieredCache:
+    def breaker(name: str) -> CircuitBreaker:
+        return CircuitBreaker(ExponentialBackoff(base_s=BACKOFF_S, cap_s=2.0, jitter=0.0), name=name)
+
+    return TieredCache(None, l1, l2, ttl_ms=60_000, timeout_s=TIMEOUT_S, breaker_factory=breaker)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+async def wait_until_node_dropped(l1: AerospikeStore) -> None:
+    """Until the client's tend has taken the dead node out of its cluster map.
+
+    Before that, commands fail with connection errors (which always tripped the
+    breaker); after it, a batch read answers status 1 with no records.
+    """
+    client = l1.sync._connected()
+    deadline = time.monotonic() + NODE_DROP_TIMEOUT_S
+    while client.get_nodes():
+        assert time.monotonic() < deadline, "the client kept the dead node in its cluster map"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.asyncio
+async def test_dead_node_dropped_from_the_cluster_map_keeps_the_breaker_open(
+    aero: AerospikeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    l1 = store(aero, unique("mly_gone"))
+    cache = make_cache(l1)
+    c = cache.counters
+    try:
+        await l1.put_many([("k", StoredRow({"v": 1}, H))])
+        assert await cache.get_many(["k"], H) == [b'{"v":1}']
+        aero.kill()
+        await wait_until_node_dropped(l1)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mly"):
+            assert await cache.get_many(["k"], H) == [None]
+            assert cache.l1 is not None
+            breaker = cache.l1.breaker
+            assert breaker.state is BreakerState.OPEN  # the read is an outage, not a success
+            for _ in range(10):  # open: instant misses, no I/O
+                assert await cache.get_many(["k"], H) == [None]
+            assert (c.errors, c.breaker_open_skips, c.misses) == (1, 10, 11)
+            await asyncio.sleep(max(0.0, breaker.retry_at - time.monotonic()) + 0.02)
+            cache.put_many([("w", {"v": 2}, b'{"v":2}')], H)  # the write is the probe: it fails too
+            assert await cache.flush()
+            assert (c.write_errors, breaker.state, breaker.opened) == (1, BreakerState.OPEN, 2)
+            await asyncio.sleep(max(0.0, breaker.retry_at - time.monotonic()) + 0.02)
+            assert await cache.get_many(["k"], H) == [None]  # and so does the next read probe
+            assert (breaker.state, breaker.opened) == (BreakerState.OPEN, 3)
+        assert not [r for r in caplog.records if "rows for" in r.getMessage()]  # no length-mismatch warnings
+    finally:
+        aero.ensure_up()
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_row_with_a_null_field_reaches_l1_and_l2_without_that_bin(aero: AerospikeServer) -> None:
+    l1, l2 = store(aero, unique("mly_null1")), store(aero, unique("mly_null2"))
+    cache = make_cache(l1, l2)
+    row = {"score": 0.5, "label": None}
+    try:
+        cache.put_many([("k", row, orjson.dumps(row))], H)
+        assert await cache.flush()
+        assert (cache.counters.writes, cache.counters.write_errors) == (2, 0)
+        assert await l1.get_many(["k"]) == [StoredRow({"score": 0.5}, H)]
+        assert await l2.get_many(["k"]) == [StoredRow({"score": 0.5}, H)]
+        assert await cache.get_many(["k"], H) == [b'{"score":0.5}']
+    finally:
+        await cache.aclose()
