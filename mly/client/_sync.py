@@ -13,6 +13,7 @@ import concurrent.futures
 import logging
 import os
 import threading
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -22,7 +23,7 @@ from mly.cache.tiered import TieredCache
 from mly.client._core import ClientCore, parse_dictionary, parse_meta
 from mly.client._stores import build_cache, start_cache
 from mly.client.errors import error_from_response
-from mly.client.hosts import HostPool, exhausted
+from mly.client.hosts import Host, HostPool, exhausted
 from mly.client.message import Message
 from mly.client.options import ClientOptions
 from mly.client.response import Response
@@ -214,13 +215,17 @@ class Client:
         HTTP status never is (the caller turns it into an error)."""
         pool, attempts = self._pool, self.options.max_retries + 1
         last: httpx.TransportError | None = None
+        deadline = 0.0
         for _ in range(attempts):
-            host = pool.pick(self.model, last)
+            while not isinstance(host := pool.pick_or_wait(self.model, last, deadline), Host):
+                time.sleep(host)  # every host backs off: a retry waits for the first to end
             url = getattr(host, url_attr)
             try:
                 answer = self._http.get(url) if body is None else self._http.post(url, content=body, headers=_JSON)
             except httpx.TransportError as exc:
                 pool.failed(host, exc)
+                if last is None:  # retries may wait for a host up to one answer's timeout in all
+                    deadline = pool.clock() + self.options.timeout_s
                 last = exc
                 continue
             except BaseException:

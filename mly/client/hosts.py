@@ -8,6 +8,10 @@ request sent to it (one at a time, ``CircuitBreaker`` half-open), so no
 background task is needed and the sync and async clients share this state.
 Only a failure to connect marks a host down: a host that accepted the
 connection is up, whatever it answered.
+
+A new request fails at once when every host is down (as in Go); a retry waits
+for the first backoff to end (``pick_or_wait``), so a request's retries are
+really spent on the hosts, and a server restart that fits in them fails nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ __all__ = ["Host", "HostPool", "base_url", "exhausted"]
 
 SECURE_PORTS = (443, 1443)
 """Ports the Go client reaches over https; every other port is plain http."""
+MIN_WAIT_S = 0.001
+"""Shortest sleep of a retry that waits for a host (never a busy loop)."""
 
 
 def base_url(host: str) -> str:
@@ -132,6 +138,38 @@ class HostPool:
         if last is not None:
             message += f"; last error: {type(last).__name__}: {last}"
         raise NoHostAvailableError(message)
+
+    def clock(self) -> float:
+        """The hosts' breaker clock (``time.monotonic`` unless a test gives another)."""
+        return self.hosts[0].breaker.clock()
+
+    def wait_s(self) -> float:
+        """Seconds until some host may be tried: the earliest end of a backoff, or one
+        base backoff while another request's probe of a host is still out."""
+        now = self.clock()
+        waits: list[float] = []
+        for host in self.hosts:
+            breaker = host.breaker
+            if breaker.state is BreakerState.CLOSED:
+                return 0.0
+            if breaker.state is BreakerState.OPEN:
+                waits.append(max(0.0, breaker.retry_at - now))
+            else:
+                waits.append(breaker.backoff.base_s)
+        return min(waits)
+
+    def pick_or_wait(self, model: str, last: Exception | None, deadline: float) -> Host | float:
+        """``pick()``; for a retry (``last`` set) while every host backs off, the seconds
+        to sleep before asking again instead, unless that passes ``deadline`` (``clock()``)."""
+        try:
+            return self.pick(model, last)
+        except NoHostAvailableError:
+            if last is None:
+                raise
+            wait = self.wait_s()
+            if self.clock() + wait > deadline:
+                raise
+            return max(wait, MIN_WAIT_S)
 
     @staticmethod
     def connected(host: Host) -> None:
