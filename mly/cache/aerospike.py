@@ -32,7 +32,11 @@ restart the client finds the node again by itself within its tend interval.
 
 The official client is blocking. ``SyncAerospikeStore`` is the plain store (for
 the sync client); ``AerospikeStore`` runs the same calls in a small dedicated
-thread pool so the event loop never blocks on the network. The client connects
+thread pool so the event loop never blocks on the network. Its lookups go
+through a ``CoalescingReader``: those that arrive while every read thread is
+busy are read together in one batch, so a burst does not queue one read per
+lookup (whose wait the lookup deadline would count as the store being slow),
+and the queue is bounded (past it, a lookup is a miss, not a failure). The client connects
 lazily on first use, and again on the next call if that failed, so a cluster
 that was down at start-up is picked up by the breaker's probe.
 """
@@ -48,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mly.cache.base import DICT_HASH_FIELD, StoredRow, StoreUnavailableError, StoreWriteError, effective_ttl_ms
+from mly.cache.coalesce import DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_QUEUED_KEYS, CoalescingReader
 
 if TYPE_CHECKING:
     from mly.config.schema import Connection
@@ -76,6 +81,7 @@ _UNAVAILABLE_RESULTS = frozenset({
     11,  # cluster error
 })
 DEFAULT_EXECUTOR_WORKERS = 4
+"""Threads for (merged) batch reads; one more thread serves writes, so writes never hold up reads."""
 COMMAND_RETRIES = 1
 """Retries of a failed command, on a fresh connection; the breaker handles the rest."""
 TEND_INTERVAL_MS = 500
@@ -279,29 +285,37 @@ class SyncAerospikeStore:
 class AerospikeStore:
     """``AsyncStore``: ``SyncAerospikeStore`` run in a dedicated thread pool."""
 
-    def __init__(self, store: SyncAerospikeStore, *, max_workers: int = DEFAULT_EXECUTOR_WORKERS) -> None:
+    def __init__(
+        self,
+        store: SyncAerospikeStore,
+        *,
+        max_workers: int = DEFAULT_EXECUTOR_WORKERS,
+        max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
+        max_queued_keys: int = DEFAULT_MAX_QUEUED_KEYS,
+    ) -> None:
         self.sync = store
         self.name = store.name
         self.read_only = store.read_only
-        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"mly-{store.name}")
+        self._executor = ThreadPoolExecutor(max_workers=max_workers + 1, thread_name_prefix=f"mly-{store.name}")
+        self.reader = CoalescingReader(store.get_many, self._executor, slots=max_workers,
+                                       max_batch_keys=max_batch_keys, max_queued_keys=max_queued_keys, name=store.name)
 
     @classmethod
     def from_connection(
         cls, connection: Connection, *, namespace: str, dataset: str, ttl_ms: int,
         read_only: bool = False, name: str = "", max_workers: int = DEFAULT_EXECUTOR_WORKERS,
+        max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS, max_queued_keys: int = DEFAULT_MAX_QUEUED_KEYS,
     ) -> AerospikeStore:
         store = SyncAerospikeStore.from_connection(
             connection, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only, name=name
         )
-        return cls(store, max_workers=max_workers)
+        return cls(store, max_workers=max_workers, max_batch_keys=max_batch_keys, max_queued_keys=max_queued_keys)
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
-        if not keys:
-            return []
-        return await self._run(self.sync.get_many, list(keys))
+        return await self.reader.get_many(keys)
 
     async def put_many(self, items: Sequence[tuple[str, StoredRow]]) -> None:
         if self.read_only or not items:
@@ -309,5 +323,6 @@ class AerospikeStore:
         await self._run(self.sync.put_many, list(items))
 
     async def aclose(self) -> None:
+        self.reader.fail_waiting(StoreUnavailableError(self.name, "closed"))
         await self._run(self.sync.close)
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -110,3 +110,44 @@ async def test_row_with_a_null_field_reaches_l1_and_l2_without_that_bin(aero: Ae
         assert await cache.get_many(["k"], H) == [b'{"score":0.5}']
     finally:
         await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_lookups_on_a_healthy_store_keeps_the_breaker_closed(aero: AerospikeServer) -> None:
+    """4,000 lookups at once on 4 read threads, Go's default Timeout.Total (450 ms)."""
+    l1 = store(aero, unique("mly_burst"), timeout_ms=450)
+    cache = TieredCache(None, l1, None, ttl_ms=60_000, timeout_s=0.45)
+    try:
+        await l1.put_many([(f"k{i}", StoredRow({"v": i}, H)) for i in range(100)])
+        found = await asyncio.gather(*(cache.get_many([f"k{i % 100}"], H) for i in range(4000)))
+        assert found == [[b'{"v":%d}' % (i % 100)] for i in range(4000)]
+        c = cache.counters
+        assert cache.l1 is not None
+        assert (c.timeouts, c.errors, cache.l1.breaker.opened) == (0, 0, 0)
+        assert l1.reader.reads < 100  # lookups that waited for a thread were read together
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_lookups_waiting_for_a_thread_are_read_together_and_the_queue_is_bounded(
+    aero: AerospikeServer,
+) -> None:
+    l1 = store(aero, unique("mly_queue"), timeout_ms=5000, max_workers=1, max_batch_keys=5, max_queued_keys=10)
+    try:
+        await l1.put_many([(f"k{i}", StoredRow({"v": i}, H)) for i in range(12)])
+        reads = l1.reader.reads
+        aero.pause()  # the one read thread now waits on the frozen server
+        first = asyncio.ensure_future(l1.get_many(["k0"]))
+        await asyncio.sleep(0.05)
+        waiting = [asyncio.ensure_future(l1.get_many([f"k{i}"])) for i in range(1, 11)]
+        await asyncio.sleep(0)  # all ten are queued: 10 keys, the bound
+        assert await l1.get_many(["k11"]) == [None]  # a full queue is a miss at once, not a failure
+        assert l1.reader.busy_misses == 1
+        aero.resume()
+        assert await first == [StoredRow({"v": 0}, H)]
+        assert await asyncio.gather(*waiting) == [[StoredRow({"v": i}, H)] for i in range(1, 11)]
+        assert l1.reader.reads - reads == 3  # the first, then the ten in two reads of five keys
+    finally:
+        aero.ensure_up()
+        await l1.aclose()
