@@ -36,7 +36,8 @@ thread pool so the event loop never blocks on the network. Its lookups go
 through a ``CoalescingReader``: those that arrive while every read thread is
 busy are read together in one batch, so a burst does not queue one read per
 lookup (whose wait the lookup deadline would count as the store being slow),
-and the queue is bounded (past it, a lookup is a miss, not a failure). The client connects
+and the wait is bounded (past ``max_queued_keys`` waiting keys, or half of
+``Timeout.Total`` waiting, a lookup is a miss, not a failure). The client connects
 lazily on first use, and again on the next call if that failed, so a cluster
 that was down at start-up is picked up by the breaker's probe.
 """
@@ -297,8 +298,10 @@ class AerospikeStore:
         self.name = store.name
         self.read_only = store.read_only
         self._executor = ThreadPoolExecutor(max_workers=max_workers + 1, thread_name_prefix=f"mly-{store.name}")
+        total_ms = store.config.get("policies", {}).get("batch", {}).get("total_timeout", 0)
         self.reader = CoalescingReader(store.get_many, self._executor, slots=max_workers,
-                                       max_batch_keys=max_batch_keys, max_queued_keys=max_queued_keys, name=store.name)
+                                       max_batch_keys=max_batch_keys, max_queued_keys=max_queued_keys,
+                                       max_wait_s=total_ms / 2000 if total_ms > 0 else None, name=store.name)
 
     @classmethod
     def from_connection(

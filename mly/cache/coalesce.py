@@ -11,7 +11,12 @@ next free slot reads all their keys in one batch (at most ``max_batch_keys``),
 so the wait for a slot is about one batch read, however many lookups came.
 The wait is bounded too: a lookup that would bring more than
 ``max_queued_keys`` keys into the queue is answered as a miss at once, without
-I/O; a busy store is not a failed one, so its breaker is not involved.
+I/O, and one still waiting for a slot after ``max_wait_s`` is answered as a
+miss then. A busy store is not a failed one: only time on the wire may end in
+a timeout, so only a slow store trips its breaker. (The tiered cache's lookup
+deadline starts before the wait; ``max_wait_s`` is half the store's
+``Timeout.Total`` so that a lookup answered by a read started after a wait
+still has time for it.)
 
 The merged read fails or times out as a whole, and every lookup in it gets that
 error (the breaker counts a cohort of failures once). Use from one event loop.
@@ -41,11 +46,12 @@ Rows = list[StoredRow | None]
 
 
 class _Lookup:
-    __slots__ = ("future", "keys")
+    __slots__ = ("future", "keys", "timer")
 
     def __init__(self, keys: list[str], future: asyncio.Future[Rows]) -> None:
         self.keys = keys
         self.future = future
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class CoalescingReader:
@@ -59,10 +65,14 @@ class CoalescingReader:
         slots: int,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
         max_queued_keys: int = DEFAULT_MAX_QUEUED_KEYS,
+        max_wait_s: float | None = None,
         name: str = "",
     ) -> None:
         if slots < 1 or max_batch_keys < 1 or max_queued_keys < 1:
             raise ValueError("slots, max_batch_keys and max_queued_keys must be >= 1")
+        if max_wait_s is not None and max_wait_s <= 0:
+            raise ValueError(f"max_wait_s must be > 0 or None, got {max_wait_s}")
+        self.max_wait_s = max_wait_s
         self._read = read
         self._executor = executor
         self.slots = slots
@@ -99,7 +109,15 @@ class CoalescingReader:
         self._queue.append(lookup)
         self._queued_keys += len(keys)
         self._dispatch()
+        if self.max_wait_s is not None and not lookup.future.done() and self._queue and self._queue[-1] is lookup:
+            lookup.timer = self._loop.call_later(self.max_wait_s, self._give_up, lookup)
         return await lookup.future
+
+    def _give_up(self, lookup: _Lookup) -> None:
+        """Waited ``max_wait_s`` for a slot: a miss (its keys leave the queue when it is reached)."""
+        if not lookup.future.done():
+            self.busy_misses += len(lookup.keys)
+            lookup.future.set_result([None] * len(lookup.keys))
 
     def _dispatch(self) -> None:
         queue = self._queue
@@ -109,7 +127,9 @@ class CoalescingReader:
             while queue and (not batch or size + len(queue[0].keys) <= self.max_batch_keys):
                 lookup = queue.popleft()
                 self._queued_keys -= len(lookup.keys)
-                if lookup.future.done():  # cancelled while it waited (its caller's deadline)
+                if lookup.timer is not None:
+                    lookup.timer.cancel()
+                if lookup.future.done():  # cancelled (its caller's deadline) or given up while it waited
                     continue
                 batch.append(lookup)
                 size += len(lookup.keys)
@@ -156,6 +176,8 @@ class CoalescingReader:
         """Closing: lookups still waiting for a slot get ``error``."""
         while self._queue:
             lookup = self._queue.popleft()
+            if lookup.timer is not None:
+                lookup.timer.cancel()
             if not lookup.future.done():
                 lookup.future.set_exception(error)
         self._queued_keys = 0

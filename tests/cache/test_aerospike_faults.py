@@ -120,10 +120,12 @@ async def test_a_burst_of_lookups_on_a_healthy_store_keeps_the_breaker_closed(ae
     try:
         await l1.put_many([(f"k{i}", StoredRow({"v": i}, H)) for i in range(100)])
         found = await asyncio.gather(*(cache.get_many([f"k{i % 100}"], H) for i in range(4000)))
-        assert found == [[b'{"v":%d}' % (i % 100)] for i in range(4000)]
         c = cache.counters
         assert cache.l1 is not None
         assert (c.timeouts, c.errors, cache.l1.breaker.opened) == (0, 0, 0)
+        hits = sum(rows == [b'{"v":%d}' % (i % 100)] for i, rows in enumerate(found))
+        # On a busy machine a lookup may wait half its deadline for a thread: then it is a miss, never a failure.
+        assert hits + l1.reader.busy_misses == 4000
         assert l1.reader.reads < 100  # lookups that waited for a thread were read together
     finally:
         await cache.aclose()
@@ -151,3 +153,25 @@ async def test_lookups_waiting_for_a_thread_are_read_together_and_the_queue_is_b
     finally:
         aero.ensure_up()
         await l1.aclose()
+
+
+@pytest.mark.asyncio
+async def test_only_time_on_the_wire_can_time_out(aero: AerospikeServer) -> None:
+    """One read thread, stuck on a frozen server: the lookups waiting for it are misses after half
+    of Timeout.Total, not timeouts; only the lookup on the wire times out."""
+    l1 = store(aero, unique("mly_wire"), timeout_ms=400, max_workers=1)
+    cache = TieredCache(None, l1, None, ttl_ms=60_000, timeout_s=0.4)
+    c = cache.counters
+    try:
+        await l1.put_many([("k", StoredRow({"v": 1}, H))])
+        aero.pause()
+        on_wire = asyncio.ensure_future(cache.get_many(["k"], H))
+        await asyncio.sleep(0.02)
+        waiting = await asyncio.gather(*(cache.get_many([f"w{i}"], H) for i in range(5)))
+        assert waiting == [[None]] * 5
+        assert (l1.reader.busy_misses, c.timeouts) == (5, 0)  # waiting for the thread is not a timeout
+        assert await on_wire == [None]
+        assert c.timeouts == 1
+    finally:
+        aero.ensure_up()
+        await cache.aclose()
