@@ -85,7 +85,7 @@ class CoalescingReader:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._busy = False
         self.busy_misses = 0
-        """Keys answered as misses because the queue was full."""
+        """Keys answered as misses without a read: the queue was full, or they waited ``max_wait_s``."""
         self.reads = 0
         """Merged reads sent to the store."""
 
