@@ -151,7 +151,7 @@ def test_failover_and_restart(pair: list, counting_server: Any, client_model_con
             client.predict(ROW)
         assert (restarted.counter.evals - before[0], b.counter.evals - before[1]) == (2, 2)
 
-    # One host: while it is down predictions fail fast; once it is back they succeed again.
+    # One host: while it is down predictions fail once their retries are spent; once it is back they succeed again.
     with Client("k", hosts=[restarted.address], host_backoff_s=0.1, host_backoff_cap_s=0.2) as single:
         assert single.predict(ROW).status == "ok"
         restarted.stop()
