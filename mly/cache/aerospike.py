@@ -20,7 +20,9 @@ exactly a float32 with a long decimal form would be shortened too; outside
 float32-derived data such values practically do not occur.
 
 Limits of Aerospike that the layout inherits from Go: a bin name has at most 15
-bytes, and a ``None`` value deletes its bin, so a ``null`` field comes back absent.
+bytes, and a ``None`` value cannot be stored, so a ``null`` field is written
+absent and comes back absent. (Sent as a ``None`` bin it would be a bin delete,
+which the server refuses in a replacing write: the whole record would be lost.)
 
 Connections (Go's ``Connections[]``): every ``Hostnames`` entry is a seed, TLS is
 off, ``Timeout.Connection`` is the connect timeout, ``Socket``/``Total`` the
@@ -30,7 +32,12 @@ restart the client finds the node again by itself within its tend interval.
 
 The official client is blocking. ``SyncAerospikeStore`` is the plain store (for
 the sync client); ``AerospikeStore`` runs the same calls in a small dedicated
-thread pool so the event loop never blocks on the network. The client connects
+thread pool so the event loop never blocks on the network. Its lookups go
+through a ``CoalescingReader``: those that arrive while every read thread is
+busy are read together in one batch, so a burst does not queue one read per
+lookup (whose wait the lookup deadline would count as the store being slow),
+and the wait is bounded (past ``max_queued_keys`` waiting keys, or half of
+``Timeout.Total`` waiting, a lookup is a miss, not a failure). The client connects
 lazily on first use, and again on the next call if that failed, so a cluster
 that was down at start-up is picked up by the breaker's probe.
 """
@@ -46,6 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mly.cache.base import DICT_HASH_FIELD, StoredRow, StoreUnavailableError, StoreWriteError, effective_ttl_ms
+from mly.cache.coalesce import DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_QUEUED_KEYS, CoalescingReader
 
 if TYPE_CHECKING:
     from mly.config.schema import Connection
@@ -74,6 +82,7 @@ _UNAVAILABLE_RESULTS = frozenset({
     11,  # cluster error
 })
 DEFAULT_EXECUTOR_WORKERS = 4
+"""Threads for (merged) batch reads; one more thread serves writes, so writes never hold up reads."""
 COMMAND_RETRIES = 1
 """Retries of a failed command, on a fresh connection; the breaker handles the rest."""
 TEND_INTERVAL_MS = 500
@@ -234,6 +243,13 @@ class SyncAerospikeStore:
             raise TimeoutError(f"{self.name}: batch read timed out")
         if batch.result in _UNAVAILABLE_RESULTS:
             raise StoreUnavailableError(self.name, f"batch read failed with status {batch.result}")
+        if len(batch.batch_records) != len(keys):
+            # Once the client has dropped a dead node from its cluster map (a few tend
+            # intervals after it died), a batch for its partitions answers status 1
+            # with no records at all; a write there raises InvalidNodeError.
+            raise StoreUnavailableError(
+                self.name, f"batch read answered {len(batch.batch_records)} of {len(keys)} records "
+                           f"(status {batch.result}): no node serves them")
         out: list[StoredRow | None] = []
         for record in batch.batch_records:
             if record.result != _RESULT_OK or record.record is None:
@@ -254,7 +270,7 @@ class SyncAerospikeStore:
 
         def write(client: Any) -> None:
             for key, stored in items:
-                bins = dict(stored.fields)
+                bins = {name: value for name, value in stored.fields.items() if value is not None}
                 if stored.dict_hash:
                     bins[DICT_HASH_FIELD] = stored.dict_hash
                 policy = self._write_policy
@@ -284,29 +300,39 @@ class SyncAerospikeStore:
 class AerospikeStore:
     """``AsyncStore``: ``SyncAerospikeStore`` run in a dedicated thread pool."""
 
-    def __init__(self, store: SyncAerospikeStore, *, max_workers: int = DEFAULT_EXECUTOR_WORKERS) -> None:
+    def __init__(
+        self,
+        store: SyncAerospikeStore,
+        *,
+        max_workers: int = DEFAULT_EXECUTOR_WORKERS,
+        max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
+        max_queued_keys: int = DEFAULT_MAX_QUEUED_KEYS,
+    ) -> None:
         self.sync = store
         self.name = store.name
         self.read_only = store.read_only
-        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"mly-{store.name}")
+        self._executor = ThreadPoolExecutor(max_workers=max_workers + 1, thread_name_prefix=f"mly-{store.name}")
+        total_ms = store.config.get("policies", {}).get("batch", {}).get("total_timeout", 0)
+        self.reader = CoalescingReader(store.get_many, self._executor, slots=max_workers,
+                                       max_batch_keys=max_batch_keys, max_queued_keys=max_queued_keys,
+                                       max_wait_s=total_ms / 2000 if total_ms > 0 else None, name=store.name)
 
     @classmethod
     def from_connection(
         cls, connection: Connection, *, namespace: str, dataset: str, ttl_ms: int,
         read_only: bool = False, name: str = "", max_workers: int = DEFAULT_EXECUTOR_WORKERS,
+        max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS, max_queued_keys: int = DEFAULT_MAX_QUEUED_KEYS,
     ) -> AerospikeStore:
         store = SyncAerospikeStore.from_connection(
             connection, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only, name=name
         )
-        return cls(store, max_workers=max_workers)
+        return cls(store, max_workers=max_workers, max_batch_keys=max_batch_keys, max_queued_keys=max_queued_keys)
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
-        if not keys:
-            return []
-        return await self._run(self.sync.get_many, list(keys))
+        return await self.reader.get_many(keys)
 
     async def put_many(self, items: Sequence[tuple[str, StoredRow]]) -> None:
         if self.read_only or not items:
@@ -314,5 +340,6 @@ class AerospikeStore:
         await self._run(self.sync.put_many, list(items))
 
     async def aclose(self) -> None:
+        self.reader.fail_waiting(StoreUnavailableError(self.name, "closed"))
         await self._run(self.sync.close)
         self._executor.shutdown(wait=False, cancel_futures=True)

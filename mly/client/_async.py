@@ -17,7 +17,7 @@ from mly.cache.tiered import TieredCache
 from mly.client._core import ClientCore, parse_dictionary, parse_meta
 from mly.client._stores import build_cache
 from mly.client.errors import error_from_response
-from mly.client.hosts import HostPool, exhausted
+from mly.client.hosts import Host, HostPool, exhausted
 from mly.client.message import Message
 from mly.client.options import ClientOptions
 from mly.client.response import Response
@@ -159,8 +159,10 @@ class AsyncClient:
         """As ``Client._send``: transport errors go to the next host, an HTTP status never."""
         pool, attempts = self._pool, self.options.max_retries + 1
         last: httpx.TransportError | None = None
+        deadline = 0.0
         for _ in range(attempts):
-            host = pool.pick(self.model, last)
+            while not isinstance(host := pool.pick_or_wait(self.model, last, deadline), Host):
+                await asyncio.sleep(host)  # every host backs off: a retry waits for the first to end
             url = getattr(host, url_attr)
             try:
                 if body is None:
@@ -169,6 +171,8 @@ class AsyncClient:
                     answer = await self._http.post(url, content=body, headers=_JSON)
             except httpx.TransportError as exc:
                 pool.failed(host, exc)
+                if last is None:  # retries may wait for a host up to one answer's timeout in all
+                    deadline = pool.clock() + self.options.timeout_s
                 last = exc
                 continue
             except BaseException:

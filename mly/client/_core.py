@@ -168,6 +168,11 @@ class ClientCore:
                                state.dict_hash, state.rounded)
         self.state = state
 
+    def forked(self) -> None:
+        """In a forked child: a refresh the parent had running will never end here."""
+        self._refresh_lock = threading.Lock()
+        self._refreshing = False
+
     def begin_refresh(self) -> bool:
         """True for the one caller that should refresh now (never two at once)."""
         with self._refresh_lock:

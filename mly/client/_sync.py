@@ -4,6 +4,11 @@ The local tier is read on the caller's thread. Redis and Aerospike tiers are
 the server's async stores; a sync client runs them on one private event loop
 thread per process (``background_loop``), so the tier logic (breakers,
 timeouts, upward copies, write-behind) is the server's, not a second copy.
+
+A ``Client`` inherited by a forked child (a pre-fork server's workers) notices
+the new process on its first call that needs the network: the parent's loop
+thread does not exist there, and its HTTP and store connections belong to the
+parent, so the child gets its own (``Client._after_fork``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import concurrent.futures
 import logging
 import os
 import threading
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -22,7 +28,7 @@ from mly.cache.tiered import TieredCache
 from mly.client._core import ClientCore, parse_dictionary, parse_meta
 from mly.client._stores import build_cache, start_cache
 from mly.client.errors import error_from_response
-from mly.client.hosts import HostPool, exhausted
+from mly.client.hosts import Host, HostPool, exhausted
 from mly.client.message import Message
 from mly.client.options import ClientOptions
 from mly.client.response import Response
@@ -57,6 +63,18 @@ class BackgroundLoop:
 
 _LOOP: BackgroundLoop | None = None
 _LOOP_LOCK = threading.Lock()
+_FORK_LOCK = threading.Lock()
+
+
+def _new_locks_in_child() -> None:
+    """A lock some parent thread held at the fork would stay held in the child for ever."""
+    global _LOOP_LOCK, _FORK_LOCK
+    _LOOP_LOCK = threading.Lock()
+    _FORK_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_in_child)
 
 
 def background_loop() -> BackgroundLoop:
@@ -92,9 +110,8 @@ class Client:
         self.options = opts = ClientOptions.of(options, overrides)
         self._core = ClientCore(model, opts)
         self._pool = HostPool(hosts, model, backoff_s=opts.host_backoff_s, backoff_cap_s=opts.host_backoff_cap_s)
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(opts.timeout_s, connect=opts.connect_timeout_s), trust_env=False,
-        )
+        self._http = self._new_http()
+        self._pid = os.getpid()
         self._loop: BackgroundLoop | None = None
         self._owns_cache = opts.datastore is None
         self._refresher: threading.Thread | None = None
@@ -156,6 +173,8 @@ class Client:
             self._core.end_refresh()
 
     def close(self) -> None:
+        if self._pid != os.getpid():  # what the child has of the parent's is the parent's to close
+            self._forget_parent()
         refresher = self._refresher
         if refresher is not None:
             refresher.join(timeout=self.options.timeout_s * 2)
@@ -174,6 +193,49 @@ class Client:
         self.close()
 
     # ------------------------------------------------------------------ I/O
+
+    def _new_http(self) -> httpx.Client:
+        opts = self.options
+        return httpx.Client(timeout=httpx.Timeout(opts.timeout_s, connect=opts.connect_timeout_s), trust_env=False)
+
+    def _after_fork(self) -> None:
+        """First network use in a forked child: new HTTP connections, loop and store tiers.
+
+        A cache the client did not build (``datastore``) or whose stores are shared
+        (``shared_stores``) cannot be rebuilt here: that is an error naming the fix.
+        """
+        with _FORK_LOCK:
+            if self._pid == os.getpid():
+                return
+            cache = self._core.cache
+            external = cache is not None and (cache.l1 is not None or cache.l2 is not None)
+            opts = self.options
+            if external and (not self._owns_cache or opts.shared_stores is not None):
+                given = "datastore" if not self._owns_cache else "shared_stores"
+                raise RuntimeError(
+                    f"model {self.model!r}: this Client was created in process {self._pid} and used in the forked "
+                    f"process {os.getpid()}; its cache stores ({given} option) belong to the parent. "
+                    "Create the client (and its stores) in the child, after the fork")
+            self._forget_parent()
+            if external:
+                state = self._core.state
+                assert state is not None
+                self._core.install(state.meta, state.dictionary, build_cache(state.meta, opts))
+                rebuilt = self._core.cache
+                if rebuilt is not None:
+                    self._loop = background_loop()
+                    self._loop.run(start_cache(rebuilt), timeout_s=10)
+            self._pid = os.getpid()
+
+    def _forget_parent(self) -> None:
+        """Drop (never close) the parent's connections: closing them here would close them for it."""
+        self._http = self._new_http()
+        self._refresher = None
+        self._loop = None
+        self._core.forked()
+        cache = self._core.cache
+        if cache is not None and (cache.l1 is not None or cache.l2 is not None) and self._owns_cache:
+            self._core.cache = None  # its stores run on the parent's loop; nothing to close here
 
     def _start(self) -> None:
         opts = self.options
@@ -201,6 +263,9 @@ class Client:
     def _lookup(self, cache: TieredCache, keys: list[str], dict_hash: int) -> list[bytes | None]:
         if cache.l1 is None and cache.l2 is None:
             return run_inline(cache.get_many(keys, dict_hash))
+        if self._pid != os.getpid():
+            self._after_fork()
+            cache = self._core.cache  # type: ignore[assignment]
         assert self._loop is not None
         tiers = (cache.l1 is not None) + (cache.l2 is not None)
         try:
@@ -212,15 +277,21 @@ class Client:
     def _send(self, url_attr: str, body: bytes | None) -> httpx.Response:
         """One request with failover: transport errors are retried on the next host, an
         HTTP status never is (the caller turns it into an error)."""
+        if self._pid != os.getpid():
+            self._after_fork()
         pool, attempts = self._pool, self.options.max_retries + 1
         last: httpx.TransportError | None = None
+        deadline = 0.0
         for _ in range(attempts):
-            host = pool.pick(self.model, last)
+            while not isinstance(host := pool.pick_or_wait(self.model, last, deadline), Host):
+                time.sleep(host)  # every host backs off: a retry waits for the first to end
             url = getattr(host, url_attr)
             try:
                 answer = self._http.get(url) if body is None else self._http.post(url, content=body, headers=_JSON)
             except httpx.TransportError as exc:
                 pool.failed(host, exc)
+                if last is None:  # retries may wait for a host up to one answer's timeout in all
+                    deadline = pool.clock() + self.options.timeout_s
                 last = exc
                 continue
             except BaseException:

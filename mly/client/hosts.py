@@ -8,10 +8,15 @@ request sent to it (one at a time, ``CircuitBreaker`` half-open), so no
 background task is needed and the sync and async clients share this state.
 Only a failure to connect marks a host down: a host that accepted the
 connection is up, whatever it answered.
+
+A new request fails at once when every host is down (as in Go); a retry waits
+for the first backoff to end (``pick_or_wait``), so a request's retries are
+really spent on the hosts, and a server restart that fits in them fails nothing.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,23 +32,52 @@ __all__ = ["Host", "HostPool", "base_url", "exhausted"]
 
 SECURE_PORTS = (443, 1443)
 """Ports the Go client reaches over https; every other port is plain http."""
+MIN_WAIT_S = 0.001
+"""Shortest sleep of a retry that waits for a host (never a busy loop)."""
 
 
 def base_url(host: str) -> str:
-    """``"h:port"`` -> ``"http://h:port"`` (https on 443/1443, port 80 when absent); URLs pass through."""
+    """``"h:port"`` -> ``"http://h:port"`` (https on 443/1443, port 80 when absent); URLs pass through.
+
+    An IPv6 address keeps its brackets (``"[::1]:8080"`` -> ``"http://[::1]:8080"``);
+    one without brackets (``"::1"``) cannot carry a port, so it gets port 80.
+    """
     if not isinstance(host, str) or not host.strip():
         raise ValueError(f"hosts: expected 'host:port' or a URL, got {host!r}")
     host = host.strip().rstrip("/")
     if "://" in host:
         return host
-    name, _, port_text = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    name, port_text = _split_host(host)
     if not port_text:
-        return f"http://{host}:80"
+        return f"http://{name}:80"
     if not port_text.isdigit():
         raise ValueError(f"hosts: bad port in {host!r}")
     port = int(port_text)
     scheme = "https" if port in SECURE_PORTS else "http"
     return f"{scheme}://{name}:{port}"
+
+
+def _split_host(host: str) -> tuple[str, str]:
+    """``(name, port text)``; the name of an IPv6 address is bracketed, as a URL needs it."""
+    if host.startswith("["):
+        address, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")) or not _is_ipv6(address):
+            raise ValueError(f"hosts: expected '[IPv6 address]:port', got {host!r}")
+        return f"[{address}]", rest[1:]
+    if host.count(":") > 1:
+        if not _is_ipv6(host):
+            raise ValueError(f"hosts: bad host {host!r} (an IPv6 address with a port is written '[::1]:8080')")
+        return f"[{host}]", ""
+    name, _, port_text = host.partition(":")
+    return name, port_text
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
@@ -104,6 +138,38 @@ class HostPool:
         if last is not None:
             message += f"; last error: {type(last).__name__}: {last}"
         raise NoHostAvailableError(message)
+
+    def clock(self) -> float:
+        """The hosts' breaker clock (``time.monotonic`` unless a test gives another)."""
+        return self.hosts[0].breaker.clock()
+
+    def wait_s(self) -> float:
+        """Seconds until some host may be tried: the earliest end of a backoff, or one
+        base backoff while another request's probe of a host is still out."""
+        now = self.clock()
+        waits: list[float] = []
+        for host in self.hosts:
+            breaker = host.breaker
+            if breaker.state is BreakerState.CLOSED:
+                return 0.0
+            if breaker.state is BreakerState.OPEN:
+                waits.append(max(0.0, breaker.retry_at - now))
+            else:
+                waits.append(breaker.backoff.base_s)
+        return min(waits)
+
+    def pick_or_wait(self, model: str, last: Exception | None, deadline: float) -> Host | float:
+        """``pick()``; for a retry (``last`` set) while every host backs off, the seconds
+        to sleep before asking again instead, unless that passes ``deadline`` (``clock()``)."""
+        try:
+            return self.pick(model, last)
+        except NoHostAvailableError:
+            if last is None:
+                raise
+            wait = self.wait_s()
+            if self.clock() + wait > deadline:
+                raise
+            return max(wait, MIN_WAIT_S)
 
     @staticmethod
     def connected(host: Host) -> None:

@@ -67,7 +67,8 @@ class ClientOptions:
     connect_timeout_s: float = 1.0
     max_retries: int = 3
     """Extra attempts after a transport error (refused, reset, timed out); never after
-    an HTTP error status."""
+    an HTTP error status. A retry while every host backs off waits for the first
+    backoff to end (for at most ``timeout_s`` per request in all)."""
     host_backoff_s: float = 0.05
     """First wait before a host that refused a connection is probed again; doubles
     per failed probe up to ``host_backoff_cap_s`` (Go starts at its 50 ms request timeout)."""

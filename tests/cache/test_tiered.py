@@ -290,7 +290,10 @@ async def test_lookups_in_flight_when_the_store_stops_count_as_one_failure(fault
         assert found == [[None]] * 20
         assert cache.l1 is not None
         breaker = cache.l1.breaker
-        assert (breaker.failures, breaker.opened, cache.counters.timeouts) == (1, 1, 20)
+        unanswered = cache.counters.timeouts
+        if faulty_store.kind == "aerospike":  # lookups waiting for one of its 4 threads are misses, not timeouts
+            unanswered += l1.reader.busy_misses  # type: ignore[attr-defined]
+        assert (breaker.failures, breaker.opened, unanswered) == (1, 1, 20)
         assert breaker.retry_at - breaker.opened_at <= 1.0
         server.resume()
         await wait_for_probe(breaker)

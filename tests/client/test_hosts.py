@@ -3,6 +3,7 @@ used again after it restarts (probed after a backoff)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -10,12 +11,16 @@ from typing import Any
 import pytest
 from redis_server import free_port
 
-from mly.cache.breaker import CircuitBreaker
+from mly.cache.breaker import CircuitBreaker, ExponentialBackoff
 from mly.client import Client
 from mly.client.errors import NoHostAvailableError, PayloadTooLargeError, TransportError
 from mly.client.hosts import HostPool, base_url
 
 ROW = {"sa": "a", "sl": "b", "i1": 20, "fl": 1.0}
+
+
+def jitter_free(backoff: ExponentialBackoff) -> ExponentialBackoff:
+    return ExponentialBackoff(backoff.base_s, backoff.cap_s, jitter=0.0)
 
 
 class FakeClock:
@@ -33,6 +38,30 @@ def test_base_urls() -> None:
     assert base_url("https://h:9/") == "https://h:9"
     with pytest.raises(ValueError, match="hosts"):
         base_url("h:x")
+
+
+def test_ipv6_hosts_keep_their_brackets() -> None:
+    assert base_url("[::1]:8080") == "http://[::1]:8080"
+    assert base_url("[::1]") == "http://[::1]:80"
+    assert base_url("[2001:db8::7]:443") == "https://[2001:db8::7]:443"
+    assert base_url("::1") == "http://[::1]:80"  # no brackets: all of it is the address
+    assert base_url("h:") == "http://h:80"
+    for bad in ("[::1]x", "[::1", "[nohost]:80", "a:b:c"):
+        with pytest.raises(ValueError, match="hosts"):
+            base_url(bad)
+
+
+def test_client_reaches_a_server_on_ipv6_loopback(counting_server: Any, client_model_config: dict,
+                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    server = counting_server(client_model_config, tmp_path_factory.mktemp("ipv6"))
+    server._server.config.host = "::1"
+    server.start()
+    try:
+        with Client("nocache", hosts=f"[::1]:{server.port}") as client:
+            assert client.predict(ROW).status == "ok"
+        assert server.counter.evals == 1
+    finally:
+        server.stop()
 
 
 def test_round_robin_failover_and_probe_after_backoff() -> None:
@@ -71,6 +100,26 @@ def pair(counting_server: Any, client_model_config: dict, tmp_path_factory: pyte
         server.stop()
 
 
+def test_single_host_restart_within_the_retries_fails_nothing(
+    counting_server: Any, client_model_config: dict, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    first = counting_server(client_model_config, tmp_path_factory.mktemp("restart-a")).start()
+    second = counting_server(client_model_config, tmp_path_factory.mktemp("restart-b"), port=first.port)
+    with Client("nocache", hosts=[first.address], host_backoff_s=0.1, host_backoff_cap_s=2.0,
+                max_retries=6) as client:  # retries wait up to ~4.7 s for the host in all
+        assert client.predict(ROW).status == "ok"
+        first.stop()
+        restart = threading.Timer(0.3, second.start)
+        restart.start()
+        try:
+            assert client.predict(ROW).status == "ok"  # refused first, answered by the restarted server
+            assert second.counter.evals == 1
+            assert client._pool.hosts[0].breaker.failures == 0
+        finally:
+            restart.join()
+            second.stop()
+
+
 def test_failover_and_restart(pair: list, counting_server: Any, client_model_config: dict,
                               tmp_path_factory: pytest.TempPathFactory) -> None:
     a, b = pair
@@ -102,7 +151,7 @@ def test_failover_and_restart(pair: list, counting_server: Any, client_model_con
             client.predict(ROW)
         assert (restarted.counter.evals - before[0], b.counter.evals - before[1]) == (2, 2)
 
-    # One host: while it is down predictions fail fast; once it is back they succeed again.
+    # One host: while it is down predictions fail once their retries are spent; once it is back they succeed again.
     with Client("k", hosts=[restarted.address], host_backoff_s=0.1, host_backoff_cap_s=0.2) as single:
         assert single.predict(ROW).status == "ok"
         restarted.stop()
@@ -121,6 +170,44 @@ def test_failover_and_restart(pair: list, counting_server: Any, client_model_con
                 time.sleep(0.05)
 
 
-def test_single_host_down_fails_fast_after_retries() -> None:
-    with pytest.raises(NoHostAvailableError):
-        Client("m", hosts=[f"127.0.0.1:{free_port()}"])
+def test_retries_wait_for_the_backoff_until_the_deadline() -> None:
+    clock = FakeClock()
+    pool = HostPool(["a:1", "b:2"], "m", backoff_s=1.0, backoff_cap_s=4.0,
+                    breaker_factory=lambda backoff, name: CircuitBreaker(jitter_free(backoff), clock=clock,
+                                                                         name=name))
+    a, b = pool.hosts
+    pool.refused(a)
+    clock.now += 0.5
+    pool.refused(b)
+    last = ConnectionRefusedError("refused")
+    with pytest.raises(NoHostAvailableError):  # a new request fails at once, as in Go
+        pool.pick_or_wait("m", None, clock.now + 10)
+    assert pool.pick_or_wait("m", last, clock.now + 10) == pytest.approx(0.5)  # a's backoff ends first
+    with pytest.raises(NoHostAvailableError, match="refused"):  # the wait would pass the deadline
+        pool.pick_or_wait("m", last, clock.now + 0.4)
+    clock.now += 0.5
+    assert pool.pick_or_wait("m", last, clock.now) is a  # the probe
+    assert pool.pick_or_wait("m", last, clock.now + 10) == pytest.approx(0.5)  # b's backoff, a's probe is out
+    pool.connected(a)
+    assert pool.pick_or_wait("m", last, clock.now) is a
+
+
+def test_single_host_down_fails_after_retries() -> None:
+    started = time.monotonic()
+    with pytest.raises(TransportError, match="no answer after 3 attempts"):
+        Client("m", hosts=[f"127.0.0.1:{free_port()}"], max_retries=2, host_backoff_s=0.05)
+    assert time.monotonic() - started >= 0.05 + 0.1 * 0.8  # each retry waited for the backoff (jitter <= 20%)
+
+
+@pytest.mark.asyncio
+async def test_async_client_retries_wait_for_the_backoff_too() -> None:
+    from mly.client import AsyncClient
+
+    started = time.monotonic()
+    client = AsyncClient("m", hosts=[f"127.0.0.1:{free_port()}"], max_retries=2, host_backoff_s=0.05)
+    try:
+        with pytest.raises(TransportError, match="no answer after 3 attempts"):
+            await client.start()
+    finally:
+        await client.aclose()
+    assert time.monotonic() - started >= 0.05 + 0.1 * 0.8
