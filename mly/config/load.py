@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from mly.config.ranges import check_ranges
 from mly.config.schema import Config, StreamConfig, go_name
 from mly.errors import ConfigError
 
@@ -55,6 +56,7 @@ def parse_config(raw: Any, *, base_dir: Path | None = None) -> Config:
     if base_dir is not None:
         config = _resolve_urls(config, base_dir)
     validate(config)
+    check_ranges(config)  # after the rules above, whose messages say more for the values they refuse
     return config
 
 
