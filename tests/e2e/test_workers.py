@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import orjson
+import pytest
 import yaml
 from redis_server import free_port
+from s3_server import child_env, s3_server
 from serve_process import ServeProcess, cli_env, mly_fast
 
 from mly.cli import STARTUP_FAILURE
@@ -60,3 +63,39 @@ def test_import_reaches_every_worker(model_dirs: dict[str, str], tmp_path: Path)
                 out = client.post("/v1/api/model/cls/eval", content=orjson.dumps(row)).json()
             assert out["status"] == "ok" and out["data"]["kf"] == "k", out
         assert served.stop() == 0
+
+
+def copies(location: Path) -> dict[str, list[str]]:
+    """Each folder under ``Location`` and the finished copies (not ``.partial-``) in it."""
+    if not location.is_dir():
+        return {}
+    return {d.name: sorted(c.name for c in d.iterdir() if not c.name.startswith("."))
+            for d in location.iterdir() if d.is_dir()}
+
+
+def test_workers_copy_a_remote_model_into_folders_of_their_own(model_dirs: dict[str, str], tmp_path: Path) -> None:
+    """Workers copying one model id into one folder renamed onto each other's copies (the worker died)
+    and each reload deleted the others' copies. Now each has its own folder, removed when it stops."""
+    s3fs = pytest.importorskip("s3fs", reason="pip install 'mly[s3]'")
+    pytest.importorskip("moto.server", reason="pip install 'moto[server]'")
+    location = tmp_path / "copies"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"Models": [{
+        "ID": "num", "URL": "s3://models/num", "Location": str(location), "UseDict": False,
+        "ReloadIntervalSec": 0}]}))
+    with s3_server() as endpoint:
+        fs = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
+        fs.mkdir("models")
+        fs.put(model_dirs["numeric"].rstrip("/") + "/", "models/num", recursive=True)
+        with ServeProcess(config, "--workers", "2", env=cli_env(**child_env(endpoint))) as served:
+            deadline = time.monotonic() + STOP_WITHIN_S
+            while len(copies(location)) < 2 or not all(copies(location).values()):
+                assert served.proc is not None and served.proc.poll() is None, served.output()
+                assert time.monotonic() < deadline, f"not one copy per worker: {copies(location)}"
+                time.sleep(0.2)
+            per_worker = copies(location)
+            assert len(per_worker) == 2 and all(len(found) == 1 for found in per_worker.values()), per_worker
+            with served.client() as client:
+                assert client.get("/v1/api/health").json() == {"num": 1}
+            assert served.stop() == 0
+    assert copies(location) == {}  # each worker removed its folder when it stopped
