@@ -148,11 +148,17 @@ class StartupError(MlyError):
     """The server was built but did not start (a model failed its self-test)."""
 
 
-def _raise_startup_error(error_file: str) -> None:
-    """A worker that failed its self-test wrote why and stopped the supervisor."""
+def _raise_startup_error(error_file: str, exit_codes: Sequence[int | None]) -> None:
+    """A worker that could not start wrote why and stopped the supervisor. One that stopped it
+    without a reason (uvicorn's own start-up failure, status 3) still fails the start: without
+    this the server would exit 0 as if stopped on purpose."""
+    from uvicorn.config import STARTUP_FAILURE
+
     if os.path.exists(error_file):
         with open(error_file, encoding="utf-8") as f:
             raise StartupError(f.read())
+    if STARTUP_FAILURE in exit_codes:
+        raise StartupError("a worker process could not start (its log says why)")
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -251,7 +257,7 @@ def run(config_path: str, *, host: str = "0.0.0.0", port: int | None = None, wor
             os.environ[STARTUP_ERROR_FILE_ENV] = error_file
             try:
                 supervisor.run()
-                _raise_startup_error(error_file)
+                _raise_startup_error(error_file, [p.exitcode for p in supervisor.processes])
             finally:
                 if made_dir:
                     shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)

@@ -11,6 +11,7 @@ start instead of serving errors.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -27,6 +28,8 @@ __all__ = ["STARTUP_ERROR_FILE_ENV", "SelfTestError", "report_startup_failure", 
 #: Set by ``mly-fast serve --workers``: where a worker reports why it could not start.
 STARTUP_ERROR_FILE_ENV = "MLY_STARTUP_ERROR_FILE"
 
+log = logging.getLogger("mly.selftest")
+
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
 
@@ -40,8 +43,11 @@ def report_startup_failure(reason: str) -> bool:
     error_file = os.environ.get(STARTUP_ERROR_FILE_ENV)
     if not error_file:
         return False
-    with open(error_file, "w", encoding="utf-8") as f:
-        f.write(reason)
+    try:
+        with open(error_file, "w", encoding="utf-8") as f:
+            f.write(reason)
+    except OSError:  # the supervisor must stop all the same (it then gives a reason of its own)
+        log.error("%s", reason)
     os.kill(os.getppid(), signal.SIGTERM)
     return True
 

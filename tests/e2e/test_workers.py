@@ -49,6 +49,17 @@ def test_a_model_that_cannot_load_stops_every_worker(tmp_path: Path) -> None:
     assert "Traceback" not in out, out
 
 
+def test_a_worker_that_uvicorn_stops_still_fails_the_start(model_dirs: dict[str, str], tmp_path: Path) -> None:
+    """A start-up failure mly does not see (the app's lifespan, injected by ``worker_faults``): uvicorn
+    stops the supervisor without a reason; the server must still exit 3, not 0 as after a requested stop."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"Models": [{"ID": "num", "URL": model_dirs["numeric"], "UseDict": False}]}))
+    status, out = serve_until_it_exits(config, "--workers", "2", "--import", "worker_faults")
+    assert status == STARTUP_FAILURE, out[-3000:]
+    assert "mly-fast: cannot start: a worker process could not start (its log says why)" in out
+    assert "injected start-up fault" in out  # the worker's log
+
+
 def test_import_reaches_every_worker(model_dirs: dict[str, str], tmp_path: Path) -> None:
     """A transformer registered by an ``--import`` module answers from spawned workers too."""
     config = tmp_path / "config.yaml"
