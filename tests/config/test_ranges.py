@@ -61,6 +61,8 @@ def with_timeout(**timeout: Any) -> dict[str, Any]:
     (with_model(BatchWaitMicros=2**62), r"Models\[0\].BatchWaitMicros: must be"),
     ({**with_model(), "Endpoint": {"TFIntraOpThreads": 2**31}}, "Endpoint.TFIntraOpThreads: must be -1..2147483647"),
     ({**with_model(), "Endpoint": {"PoolMaxSize": 2**63}}, "Endpoint.PoolMaxSize: must be -9223372036854775808.."),
+    ({**with_model(), "Metrics": {"Prometheus": {"ModelIdletimeBuckets": [1000, math.inf]}}},
+     "Metrics.Prometheus.ModelIdletimeBuckets: must be a list of positive finite numbers"),
 ])
 def test_a_value_out_of_range_names_the_key(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
