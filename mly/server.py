@@ -145,7 +145,7 @@ def _stopped(signum: int, frame: Any) -> None:
 
 
 class StartupError(MlyError):
-    """The server was built but did not start (a model failed its self-test)."""
+    """The server was built but did not start (a model failed its self-test, a worker could not start)."""
 
 
 def _raise_startup_error(error_file: str, exit_codes: Sequence[int | None]) -> None:
