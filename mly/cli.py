@@ -50,11 +50,12 @@ def _require_server_extra(command: str) -> None:
 
 
 def _import_modules(modules: tuple[str, ...]) -> None:
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise click.ClickException(f"--import {name}: {exc}") from exc
+    from mly.server import import_modules
+
+    try:
+        import_modules(modules)
+    except MlyError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.group(context_settings={"auto_envvar_prefix": "MLY", "help_option_names": ["-h", "--help"]})
@@ -99,7 +100,7 @@ def serve(config: str, host: str, port: int | None, workers: int, log_level: str
 
     try:
         run(config, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log,
-            log_format=log_format, http2=http2)
+            log_format=log_format, http2=http2, imports=imports)
     except MlyError as exc:
         click.echo(f"mly-fast: cannot start: {exc}", err=True)
         sys.exit(STARTUP_FAILURE)

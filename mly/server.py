@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import importlib
 import logging
 import os
 import shutil
@@ -16,19 +17,23 @@ import signal
 import socket
 import ssl
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 from mly.config.load import load_config
 from mly.config.schema import Config
 from mly.errors import ConfigError, MlyError
 
-__all__ = ["build_app", "check_tls", "create_app_from_env", "run", "uvicorn_options", "with_access_log"]
+__all__ = ["build_app", "check_tls", "create_app_from_env", "import_modules", "run", "uvicorn_options",
+           "with_access_log"]
 
 CONFIG_ENV = "MLY_CONFIG"
 #: How ``run`` hands ``--access-log``, ``--log-format`` and ``--log-level`` to ``--workers`` processes.
 ACCESS_LOG_ENV = "MLY_ACCESS_LOG"
 LOG_FORMAT_ENV = "MLY_LOG_FORMAT"
 LOG_LEVEL_ENV = "MLY_LOG_LEVEL"
+#: How ``run`` hands the ``--import`` modules to ``--workers`` processes (comma-separated).
+IMPORTS_ENV = "MLY_WORKER_IMPORTS"
 #: prometheus_client's multiprocess directory (read when prometheus_client is first imported).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 log = logging.getLogger("mly.server")
@@ -84,15 +89,50 @@ def freeze_heap() -> None:
 
 
 def create_app_from_env():  # type: ignore[no-untyped-def]
-    """uvicorn factory for ``--workers N``: each worker process loads the models itself."""
-    if LOG_FORMAT_ENV in os.environ:  # a spawned worker starts with no logging set up
-        from mly.logs.format import configure_logging
+    """uvicorn factory for ``--workers N``: each worker process loads the models itself.
 
-        configure_logging(os.environ.get(LOG_LEVEL_ENV, "info"), os.environ[LOG_FORMAT_ENV])
-    config = load_config(os.environ[CONFIG_ENV])
-    if os.environ.get(ACCESS_LOG_ENV) == "1":
-        config = with_access_log(config)
-    return build_app(config)
+    A worker is a fresh (spawned) interpreter, so it imports the ``--import``
+    modules again, or the transformers they register would be unknown there. A
+    failure here must not reach uvicorn: a worker that exits any other way than
+    with status 3 is replaced, and one that can never start would be started
+    again forever. The worker reports the reason to the supervisor instead.
+    """
+    try:
+        if LOG_FORMAT_ENV in os.environ:  # a spawned worker starts with no logging set up
+            from mly.logs.format import configure_logging
+
+            configure_logging(os.environ.get(LOG_LEVEL_ENV, "info"), os.environ[LOG_FORMAT_ENV])
+        import_modules(worker_imports())
+        config = load_config(os.environ[CONFIG_ENV])
+        if os.environ.get(ACCESS_LOG_ENV) == "1":
+            config = with_access_log(config)
+        return build_app(config)
+    except Exception as exc:
+        if isinstance(exc, MlyError):
+            reason = str(exc)
+        else:  # a bug rather than a bad config: keep the traceback in the log
+            log.exception("worker %d could not start", os.getpid())
+            reason = f"a worker could not start: {type(exc).__name__}: {exc}"
+        from uvicorn.config import STARTUP_FAILURE
+
+        from mly.service.selftest import report_startup_failure
+
+        report_startup_failure(reason)
+        raise SystemExit(STARTUP_FAILURE) from None
+
+
+def import_modules(modules: Sequence[str]) -> None:
+    """Import the ``--import`` modules (they register transformers as a side effect)."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError("", f"--import {name}: {exc}") from exc
+
+
+def worker_imports() -> list[str]:
+    """The ``--import`` modules ``run`` handed to the worker processes."""
+    return [name for name in os.environ.get(IMPORTS_ENV, "").split(",") if name]
 
 
 def with_access_log(config: Config) -> Config:
@@ -105,14 +145,20 @@ def _stopped(signum: int, frame: Any) -> None:
 
 
 class StartupError(MlyError):
-    """The server was built but did not start (a model failed its self-test)."""
+    """The server was built but did not start (a model failed its self-test, a worker could not start)."""
 
 
-def _raise_startup_error(error_file: str) -> None:
-    """A worker that failed its self-test wrote why and stopped the supervisor."""
+def _raise_startup_error(error_file: str, exit_codes: Sequence[int | None]) -> None:
+    """A worker that could not start wrote why and stopped the supervisor. One that stopped it
+    without a reason (uvicorn's own start-up failure, status 3) still fails the start: without
+    this the server would exit 0 as if stopped on purpose."""
+    from uvicorn.config import STARTUP_FAILURE
+
     if os.path.exists(error_file):
         with open(error_file, encoding="utf-8") as f:
             raise StartupError(f.read())
+    if STARTUP_FAILURE in exit_codes:
+        raise StartupError("a worker process could not start (its log says why)")
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -166,10 +212,12 @@ def uvicorn_options(config: Config, *, http2: bool | None = None) -> dict[str, A
 
 def run(config_path: str, *, host: str = "0.0.0.0", port: int | None = None, workers: int = 1,
         log_level: str = "info", http2: bool | None = None, access_log: bool = False,
-        log_format: str = "text") -> None:
+        log_format: str = "text", imports: Sequence[str] = ()) -> None:
     """Serve ``config_path``; ``http2`` overrides ``Endpoint.HTTP2`` (``None`` keeps it),
-    ``access_log`` turns the access log on whatever ``Endpoint.AccessLog`` says, and
-    ``log_format="json"`` makes uvicorn's lines JSON too (they go through the root logger)."""
+    ``access_log`` turns the access log on whatever ``Endpoint.AccessLog`` says,
+    ``log_format="json"`` makes uvicorn's lines JSON too (they go through the root logger)
+    and ``imports`` are the ``--import`` modules, which the caller has imported already
+    (worker processes import them again)."""
     import uvicorn
 
     from mly.http.protocol import MlyUvicornConfig
@@ -193,7 +241,7 @@ def run(config_path: str, *, host: str = "0.0.0.0", port: int | None = None, wor
 
             os.environ[CONFIG_ENV] = os.path.abspath(config_path)
             os.environ.update({LOG_FORMAT_ENV: log_format, LOG_LEVEL_ENV: log_level,
-                               ACCESS_LOG_ENV: "1" if access_log else "0"})
+                               ACCESS_LOG_ENV: "1" if access_log else "0", IMPORTS_ENV: ",".join(imports)})
             # One scrape must show the sum over workers: they share prometheus_client's files.
             made_dir = MULTIPROC_ENV not in os.environ
             if made_dir:
@@ -209,7 +257,7 @@ def run(config_path: str, *, host: str = "0.0.0.0", port: int | None = None, wor
             os.environ[STARTUP_ERROR_FILE_ENV] = error_file
             try:
                 supervisor.run()
-                _raise_startup_error(error_file)
+                _raise_startup_error(error_file, [p.exitcode for p in supervisor.processes])
             finally:
                 if made_dir:
                     shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)

@@ -8,6 +8,7 @@ typo such as ``Precison`` fails at start instead of silently changing keys.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import types
@@ -19,6 +20,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from mly.config.ranges import check_ranges
 from mly.config.schema import Config, StreamConfig, go_name
 from mly.config.sharing import validate_store_sharing
 from mly.errors import ConfigError
@@ -56,6 +58,7 @@ def parse_config(raw: Any, *, base_dir: Path | None = None) -> Config:
     if base_dir is not None:
         config = _resolve_urls(config, base_dir)
     validate(config)
+    check_ranges(config)  # after the rules above, whose messages say more for the values they refuse
     return config
 
 
@@ -344,9 +347,9 @@ def validate(config: Config) -> None:
         if str(key).lower() != "modelidletimebuckets":
             raise ConfigError(at, "unknown key (known: ModelIdletimeBuckets)")
         if not isinstance(value, list) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value
-        ):
-            raise ConfigError(at, f"must be a list of positive numbers (nanoseconds), got {value!r}")
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in value
+        ):  # +Inf is every histogram's last bucket already: a second one would break the exposition
+            raise ConfigError(at, f"must be a list of positive finite numbers (nanoseconds), got {value!r}")
     ep = config.endpoint
     if not 0 <= ep.port <= 65535:
         raise ConfigError("Endpoint.Port", f"must be 0..65535, got {ep.port}")

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -33,7 +31,7 @@ from mly.logs.access import AccessLog
 from mly.logs.format import current_format
 from mly.logs.profiling import debug_routes
 from mly.service.registry import ModelRegistry
-from mly.service.selftest import STARTUP_ERROR_FILE_ENV, SelfTestError, run_self_test, self_test_bodies
+from mly.service.selftest import SelfTestError, report_startup_failure, run_self_test, self_test_bodies
 
 __all__ = ["create_app"]
 
@@ -165,9 +163,5 @@ async def _self_test(registry: ModelRegistry, app: EvalFastPath, starlette: Star
                 log.info("model %s: self-test passed (%d request(s))", model_id, len(bodies))
         except SelfTestError as exc:
             starlette.state.startup_error = str(exc)
-            error_file = os.environ.get(STARTUP_ERROR_FILE_ENV)
-            if error_file:  # a --workers worker: tell the supervisor, which stops every worker
-                with open(error_file, "w", encoding="utf-8") as f:
-                    f.write(str(exc))
-                os.kill(os.getppid(), signal.SIGTERM)
+            report_startup_failure(str(exc))  # a --workers worker: the supervisor stops every worker
             raise

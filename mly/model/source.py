@@ -2,7 +2,9 @@
 
 A local folder (path or ``file://``) is loaded in place; any other URL
 (``s3://``, ``gs://``, anything fsspec reads) is first copied into a local
-folder named after the files' versions. A change is *any* difference in the
+folder named after the files' versions, inside a folder of this source's own
+under ``Location``: worker processes, or two servers on one host, copying the
+same model never rename onto or delete each other's copies. A change is *any* difference in the
 set of files, their sizes or versions (mtime, ETag): Go only compares the
 oldest and newest mtime and ignores models whose files span more than an hour
 (docs/differences-from-go.md #10).
@@ -73,6 +75,7 @@ class ModelSource:
         else:
             self.local_path = url
         self.location = location or os.path.join(tempfile.gettempdir(), "mly", model_id)
+        self._own: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -126,16 +129,26 @@ class ModelSource:
             raise ValueError(f"{self.url}: {exc}") from exc
         return fs, root
 
+    def _own_folder(self) -> str:
+        """This source's folder under ``location`` (made on first use; ``close`` removes it).
+
+        Named after the process id so an operator can tell whose copies they are.
+        """
+        if self._own is None:
+            os.makedirs(self.location, exist_ok=True)
+            self._own = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=self.location)
+        return self._own
+
     def materialize(self, snapshot: FileSnapshot) -> str:
         """A local folder holding exactly ``snapshot``'s files (the folder itself when local)."""
         if self.local_path is not None:
             return self.local_path
-        target = os.path.join(self.location, snapshot.digest)
+        own = self._own_folder()
+        target = os.path.join(own, snapshot.digest)
         if os.path.isdir(target):
             return target
         fs, root = self._remote()
-        os.makedirs(self.location, exist_ok=True)
-        partial = tempfile.mkdtemp(prefix=".partial-", dir=self.location)
+        partial = tempfile.mkdtemp(prefix=".partial-", dir=own)
         try:
             for rel, _, _ in snapshot.files:
                 dest = os.path.join(partial, rel)
@@ -148,10 +161,16 @@ class ModelSource:
         return target
 
     def discard_except(self, keep: str) -> None:
-        """Remove copies of older versions (remote URLs only)."""
-        if self.local_path is not None or not os.path.isdir(self.location):
+        """Remove this source's copies of other versions (remote URLs only)."""
+        if self.local_path is not None or self._own is None or not os.path.isdir(self._own):
             return
-        for name in os.listdir(self.location):
-            path = os.path.join(self.location, name)
+        for name in os.listdir(self._own):
+            path = os.path.join(self._own, name)
             if path != keep and os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
+
+    def close(self) -> None:
+        """Remove every copy this source made (at exit: the models are in memory by then)."""
+        own, self._own = self._own, None
+        if own is not None:
+            shutil.rmtree(own, ignore_errors=True)

@@ -66,3 +66,4 @@ class ModelRegistry:
         self.executor.shutdown(wait=False, cancel_futures=True)
         for service in self.services.values():
             service.close_logs()
+            service.source.close()  # the copies of a remote model belong to this process alone

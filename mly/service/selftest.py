@@ -11,7 +11,10 @@ start instead of serving errors.
 
 from __future__ import annotations
 
+import logging
+import os
 import random
+import signal
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -20,12 +23,33 @@ import orjson
 from mly.config.load import parse_test_block
 from mly.config.schema import ModelConfig
 
-__all__ = ["STARTUP_ERROR_FILE_ENV", "SelfTestError", "run_self_test", "self_test_bodies"]
+__all__ = ["STARTUP_ERROR_FILE_ENV", "SelfTestError", "report_startup_failure", "run_self_test", "self_test_bodies"]
 
 #: Set by ``mly-fast serve --workers``: where a worker reports why it could not start.
 STARTUP_ERROR_FILE_ENV = "MLY_STARTUP_ERROR_FILE"
 
+log = logging.getLogger("mly.selftest")
+
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+
+
+def report_startup_failure(reason: str) -> bool:
+    """In a ``--workers`` worker: write why it could not start and stop the supervisor.
+
+    uvicorn's supervisor replaces a worker that died, so one that can never start
+    would be started again and again; the supervisor stops every worker instead,
+    and ``mly-fast serve`` prints ``reason`` and exits 3. ``False`` outside a worker.
+    """
+    error_file = os.environ.get(STARTUP_ERROR_FILE_ENV)
+    if not error_file:
+        return False
+    try:
+        with open(error_file, "w", encoding="utf-8") as f:
+            f.write(reason)
+    except OSError:  # the supervisor must stop all the same (it then gives a reason of its own)
+        log.error("%s", reason)
+    os.kill(os.getppid(), signal.SIGTERM)
+    return True
 
 
 class SelfTestError(Exception):

@@ -113,6 +113,21 @@ def test_check_refuses_invalid_config(tmp_path: Path) -> None:
     assert "Models[0].Inputs[0].Precision: must be >= 0" in out
 
 
+@pytest.mark.parametrize("command", ["check", "serve"])
+def test_a_value_that_would_fail_later_is_refused_naming_the_key(tmp_path: Path, command: str) -> None:
+    """``Timeout.Total: 0`` used to pass validation, then crash building the cache (status 1, a traceback)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "Models": [{"ID": "m", "URL": str(tmp_path / "none"), "DataStore": "d"}],
+        "Connections": [{"ID": "c", "Hostnames": "127.0.0.1", "Kind": "redis", "Timeout": {"Total": 0}}],
+        "Datastores": [{"ID": "d", "Connection": "c", "Dataset": "x"}],
+    }))
+    result = CliRunner().invoke(main, [command, str(path), "--port", str(free_port())] if command == "serve"
+                                else [command, str(path)])
+    assert result.exit_code == STARTUP_FAILURE, (result.output, result.exception)
+    assert "Connections[0].Timeout.Total: must be 1..2147483647 ms, got 0" in result.output
+
+
 def test_serve_starts_answers_and_stops_on_sigint(model_dirs: dict[str, str], tmp_path: Path) -> None:
     config = go_style_config(model_dirs, tmp_path / "config.yaml")
     with ServeProcess(config) as served:

@@ -13,34 +13,18 @@ from pathlib import Path
 
 import orjson
 import pytest
-from live_server import LiveServer, free_port
+from live_server import LiveServer
 from model_builders import build_changed_vocab_model
+from s3_server import s3_server
 
 s3fs = pytest.importorskip("s3fs", reason="pip install 'mly[s3]'")
-moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]'")
+pytest.importorskip("moto.server", reason="pip install 'moto[server]'")
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    import fsspec
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    fsspec.config.conf["s3"] = {"endpoint_url": endpoint}  # what FSSPEC_S3_ENDPOINT_URL sets
-    try:
+    with s3_server() as endpoint:
         yield endpoint
-    finally:
-        fsspec.config.conf.pop("s3", None)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
 
 
 def upload(fs: object, local: str, remote: str) -> None:

@@ -117,6 +117,20 @@ def test_bad_endpoint_values_name_the_key(key: str, value: object, message: str)
     assert f"Endpoint.{key}" in str(err.value)
 
 
+def test_the_largest_accepted_limits_still_serve_http2() -> None:
+    """The upper bounds are real: at them every h2c connection still works (one more is refused at
+    load, see tests/config/test_ranges.py; past 32 bits the server's SETTINGS frame could not be sent)."""
+    config = parse_config({"Models": [{"ID": "m", "URL": "/m"}], "Endpoint": {
+        "HTTP2MaxConcurrentStreams": 2**32 - 1, "MaxHeaderBytes": 2**32 - 1 - 2048}})
+    for port in serve(h2_settings(config.endpoint)):
+        client = RawH2(port)
+        try:
+            status, body = client.response(client.request("GET", "/at-the-limits"))
+            assert status == 200 and body == b"2 GET /at-the-limits"
+        finally:
+            client.close()
+
+
 def test_settings_from_the_endpoint() -> None:
     config = parse_config({"Models": [{"ID": "m", "URL": "/m"}], "Endpoint": {
         "HTTP2MaxConcurrentStreams": 32, "HTTP2StreamWindow": 70000, "HTTP2ConnectionWindow": 80000,

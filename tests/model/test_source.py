@@ -116,3 +116,34 @@ def test_a_model_that_takes_one_row_per_call_still_loads(tmp_path: Path) -> None
     loaded = load_model(config, caching=False)
     out = loaded.runner.run({"x": np.array([1.5], dtype=np.float32)})  # type: ignore[attr-defined]
     assert float(np.asarray(out["y"]).reshape(-1)[0]) == 3.0
+
+
+def test_two_copies_of_one_remote_model_never_touch_each_others_files(tmp_path: Path) -> None:
+    """Two sources of one URL and ``Location`` (worker processes, or two servers on one host) each copy
+    into a folder of their own: a reload of one discards none of the other's files, and ``close``
+    removes only its own. fsspec's in-memory filesystem stands in for the object store."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    url = f"memory://{tmp_path.name}/model"
+    fs.pipe({f"{url}/saved_model.pb": b"v1", f"{url}/variables/variables.index": b"i1"})
+    location = str(tmp_path / "copies")
+    first, second = (ModelSource(url, model_id="m", location=location) for _ in range(2))
+    try:
+        first_v1 = first.materialize(first.snapshot())
+        second_v1 = second.materialize(second.snapshot())
+        assert first_v1 != second_v1  # one shared target: a rename onto a copy already there failed
+
+        fs.pipe(f"{url}/saved_model.pb", b"v2 is longer")
+        first_v2 = first.materialize(first.snapshot())
+        first.discard_except(first_v2)  # what a reload does once the new version serves
+        assert not os.path.exists(first_v1)
+        assert Path(second_v1, "variables", "variables.index").read_bytes() == b"i1"
+
+        first.close()
+        assert not os.path.exists(first_v2) and os.path.isdir(second_v1)
+    finally:
+        first.close()
+        second.close()
+        fs.rm(f"memory://{tmp_path.name}", recursive=True)
+    assert os.listdir(location) == []  # nothing left behind at exit
