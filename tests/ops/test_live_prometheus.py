@@ -1,10 +1,13 @@
 """A real Prometheus scraping a real ``mly-fast serve --workers 2`` (with a Redis-backed cache):
-what its HTTP API answers after known traffic, and the alert rules evaluated against the live
-series. Scrapes and rule evaluations run every second, so the whole module takes seconds."""
+what its HTTP API answers after known traffic, the alert rules evaluated against the live series,
+and the Grafana dashboard's queries checked against the server's live ``/metrics``. Scrapes and
+rule evaluations run every second, so the traffic takes seconds."""
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 import orjson
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_server import DEPLOY, PrometheusServer
 from promql import problems
 from redis_server import RedisServer
@@ -21,6 +25,9 @@ from mly.metrics.histogram import LATENCY_BUCKETS_S
 from mly.metrics.model import PERF_KEYS
 
 RULES = DEPLOY / "prometheus" / "mly-alerts.yml"
+DASHBOARD = DEPLOY / "grafana" / "mly.json"
+#: Panels with nothing to show without 5xx or 429 answers (their numerator has no series).
+EMPTY_WITHOUT_ERRORS = {"5xx and 429 share of eval requests"}
 NUM_OK = 30
 NUM_INVALID = 5
 CACHE_ROWS = 10
@@ -165,3 +172,40 @@ def test_alert_rules_evaluate_against_the_live_series(ops: Ops) -> None:
     assert sorted(evaluated) == sorted(found)
     for name, rule in evaluated.items():
         assert rule["health"] == "ok", (name, rule.get("lastError"))
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, expression) of every query of every panel."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+def scraped_series(ops: Ops) -> list[dict[str, str]]:
+    """The series of one scrape of ``/metrics``, with the labels Prometheus adds to each."""
+    with ops.served.client() as client:
+        text = client.get("/metrics").text
+    target = {"job": "mly", "instance": f"127.0.0.1:{ops.served.port}"}
+    return [{"__name__": sample.name, **sample.labels, **target}
+            for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def test_dashboard_uses_only_exported_names_and_labels(ops: Ops) -> None:
+    series = scraped_series(ops)
+    queries = dashboard_queries()
+    assert len(queries) >= 15
+    found = {f"{title}: {expr}": problems(expr, series, CODE_VALUES) for title, expr in queries}
+    assert {query: p for query, p in found.items() if p} == {}
+    variables = [v for v in json.loads(DASHBOARD.read_text())["templating"]["list"] if v["type"] == "query"]
+    assert {v["name"] for v in variables} == {"instance", "model", "datastore"}
+    for variable in variables:
+        match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
+        assert match, variable["query"]
+        assert problems(f"count by ({match[2]}) ({match[1]})", series) == [], variable["name"]
+
+
+def test_dashboard_queries_answer_in_prometheus(ops: Ops) -> None:
+    """With every variable at "All", each query runs and shows the traffic (a 1 m rate window)."""
+    for title, expr in dashboard_queries():
+        concrete = re.sub(r"\$\w+", ".*", expr.replace("$__rate_interval", "1m"))
+        result = ops.prometheus.api("query", query=concrete, time=f"{ops.at:.3f}")["result"]
+        assert bool(result) != (title in EMPTY_WITHOUT_ERRORS), (title, concrete, result)
