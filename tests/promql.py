@@ -84,10 +84,12 @@ def names_in(expr: str) -> tuple[list[Selector], set[str]]:
     return selectors, grouping
 
 
-def problems(expr: str, series: Iterable[dict[str, str]], values: dict[str, Iterable[str]] | None = None) -> list[str]:
+def problems(expr: str, series: Iterable[dict[str, str]],
+             values: dict[tuple[str, str], Iterable[str]] | None = None) -> list[str]:
     """What in ``expr`` no live series has: a metric name, a label of that metric, a label value
-    compared with ``=`` (``values`` adds values the code defines that the traffic did not produce),
-    a grouping label. ``series`` are label sets with ``__name__``, as Prometheus's series API gives."""
+    compared with ``=`` (``values``, by metric and label, adds values the code defines that the
+    traffic did not produce), a grouping label. ``series`` are label sets with ``__name__``, as
+    Prometheus's series API gives."""
     labels_of: dict[str, set[str]] = {}
     seen: dict[tuple[str, str], set[str]] = {}
     for one in series:
@@ -106,7 +108,7 @@ def problems(expr: str, series: Iterable[dict[str, str]], values: dict[str, Iter
         for label, (op, value) in selector.matchers.items():
             if label not in labels_of[selector.name]:
                 found.append(f"{selector.name} has no label {label!r}")
-            elif op == "=" and value not in seen[(selector.name, label)] | set((values or {}).get(label, ())):
+            elif op == "=" and value not in seen[(selector.name, label)] | set((values or {}).get((selector.name, label), ())):
                 found.append(f"{selector.name} never has {label}={value!r}")
     found += [f"no series of {expr!r} has the label {label!r}" for label in sorted(grouping - available)]
     return found

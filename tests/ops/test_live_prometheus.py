@@ -16,7 +16,7 @@ import orjson
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_server import DEPLOY, PrometheusServer
+from prometheus_server import DEPLOY, PrometheusServer, require_binary
 from promql import problems
 from redis_server import RedisServer
 from serve_process import ServeProcess
@@ -33,7 +33,7 @@ NUM_INVALID = 5
 CACHE_ROWS = 10
 CACHE_REPEATS = 2
 #: Label values the code defines that this traffic does not produce (no 5xx, no 429 here).
-CODE_VALUES = {"outcome": PERF_KEYS}
+CODE_VALUES = {("mly_requests_total", "outcome"): PERF_KEYS}
 
 
 @dataclass
@@ -78,6 +78,7 @@ def settled(prometheus: PrometheusServer, expr: str, expected: float) -> None:
 @pytest.fixture(scope="module")
 def ops(model_dirs: dict[str, str], redis_servers: dict[str, RedisServer],
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
+    require_binary("prometheus", "prometheus")  # before the server's start, not after
     redis = redis_servers["l1"]
     redis.ensure_up()
     redis.flush()
