@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs that pip cannot: redis-server (the Redis tests start their
-# own instances on free loopback ports) and h2load from nghttp2-client (the HTTP/2 smoke test).
+# own instances on free loopback ports), h2load from nghttp2-client (the HTTP/2 smoke test) and
+# prometheus with promtool (the operations tests: deploy/prometheus checked by promtool, a real
+# Prometheus scraping a server) and systemd-analyze from systemd (the service unit).
 # Aerospike needs nothing here: the tests start a server themselves when the Aerospike tools folder
 # is next to the repository (see README). Run by `make test` (and so by CI); safe to run again: it
 # does nothing when all is there.
@@ -9,6 +11,8 @@ set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ]; then
     SUDO=""

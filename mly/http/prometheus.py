@@ -17,7 +17,15 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -161,9 +169,8 @@ class _MultiProcessMirror:
         elif family.type == "histogram":
             metric = Histogram(family.name, family.documentation, labelnames, registry=registry,
                                buckets=buckets or [float("inf")])
-        else:  # summary: sum and count as two counters
-            metric = (Counter(f"{family.name}_sum", family.documentation, labelnames, registry=registry),
-                      Counter(f"{family.name}_count", family.documentation, labelnames, registry=registry))
+        else:  # summary: count and sum only (no quantiles), the names a single process exports
+            metric = Summary(family.name, family.documentation, labelnames, registry=registry)
         self.metrics[family.name] = metric
         return metric
 
@@ -207,11 +214,10 @@ class _MultiProcessMirror:
                     child._buckets[i].inc(delta)  # per-bucket counts: what observe() would have added
             child._sum.inc(self._delta((name, values, "sum"), samples[f"{name}_sum"].value))
         elif family.type == "summary":
-            total, count = self._metric(family, labelnames, None)
-            (total.labels(*values) if labelnames else total).inc(
-                self._delta((name, values, "sum"), samples[f"{name}_sum"].value))
-            (count.labels(*values) if labelnames else count).inc(
-                self._delta((name, values, "count"), samples[f"{name}_count"].value))
+            metric = self._metric(family, labelnames, None)
+            child = metric.labels(*values) if labelnames else metric
+            child._sum.inc(self._delta((name, values, "sum"), samples[f"{name}_sum"].value))
+            child._count.inc(self._delta((name, values, "count"), samples[f"{name}_count"].value))
 
 
 class PrometheusExporter:

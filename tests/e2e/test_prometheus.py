@@ -70,7 +70,7 @@ def test_idletime_buckets_come_from_the_config() -> None:
         parse_config({"Models": [{"ID": "m", "URL": "/m"}], "Metrics": {"Prometheus": {"Buckets": [1]}}})
 
 
-def test_one_scrape_sums_every_worker(model_dirs: dict[str, str], tmp_path: Path) -> None:
+def test_one_scrape_sums_every_worker(model_dirs: dict[str, str], tmp_path: Path, server: LiveServer) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"Models": [{"ID": "num", "URL": model_dirs["numeric"], "UseDict": False}]}))
     with ServeProcess(config, "--workers", "2", "--log-level", "warning") as served:
@@ -80,12 +80,13 @@ def test_one_scrape_sums_every_worker(model_dirs: dict[str, str], tmp_path: Path
                 response = client.post("/v1/api/model/num/eval", json={"x1": i, "x2": 0.5})
                 assert response.status_code == 200, response.text
         time.sleep(2.5)  # every worker copies its counters to the shared files each second
-        totals, per_worker, healthy = [], [], set()
+        totals, per_worker, healthy, names = [], [], set(), set()
         for _ in range(10):
             with served.client() as client:
                 data = samples(client.get("/v1/prometheus").text)
             totals.append(value(data, "mly_requests_total", model="num", route="eval", outcome="eval"))
             healthy.add(value(data, "mly_model_healthy", model="num"))
+            names.update(name for name, _ in data)
             with served.client() as client:  # gmetric JSON is per worker
                 per_worker.append(client.get("/v1/api/metric/operation/numPerf/cumulative/eval").json())
         assert served.stop() == 0
@@ -93,3 +94,7 @@ def test_one_scrape_sums_every_worker(model_dirs: dict[str, str], tmp_path: Path
     assert healthy == {1.0}
     # The requests were spread over both workers, so the sum really came from both.
     assert min(per_worker) < requests, per_worker
+    # Dashboards and alert rules name series: a worker must export the names one process does.
+    with server.client() as client:
+        one_process = {name for name, _ in samples(client.get("/metrics").text)}
+    assert names <= one_process, sorted(names - one_process)
