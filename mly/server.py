@@ -157,6 +157,10 @@ def uvicorn_options(config: Config, *, http2: bool | None = None) -> dict[str, A
         # deadline), then the lifespan flushes the write-behind queues (bounded) and stops.
         timeout_graceful_shutdown=config.endpoint.deadline_ms / 1000 + 1,
         access_log=False,
+        # Forwarded headers name the client only when the config trusts the peer that sends them:
+        # uvicorn's default trusts 127.0.0.1, which would let anyone on the host pass AllowedSubnet.
+        proxy_headers=bool(config.endpoint.forwarded_allow_ips),
+        forwarded_allow_ips=list(config.endpoint.forwarded_allow_ips) or None,
         alpn=("h2", "http/1.1") if settings.enabled else ("http/1.1",),
     )
     if config.tls.cert_file:

@@ -277,6 +277,9 @@ class EndpointConfig:
     """NDJSON streaming eval: request lines of one stream evaluated at once; more waits (reading pauses)."""
     access_log: bool = setting("AccessLog", False, omitempty=True)
     """One log line per eval request (model, rows, cache outcome, status, latency); ``--access-log`` too."""
+    forwarded_allow_ips: tuple[str, ...] = setting("ForwardedAllowIPs", (), omitempty=True)
+    """Peers (addresses or networks, ``*`` for any) whose ``X-Forwarded-For``/``X-Forwarded-Proto`` are
+    believed: the client address ``AllowedSubnet`` checks. Empty (the default): the socket's peer, as Go."""
 
     @property
     def idle_timeout_s(self) -> float:
