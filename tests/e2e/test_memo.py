@@ -99,6 +99,21 @@ def test_get_and_post_share_no_key_and_both_are_memoised(memo_server: LiveServer
     assert first["data"] == second["data"] == posted["data"]
 
 
+@pytest.mark.parametrize("closing", [(), ("Connection: close",)], ids=["by-connection", "asgi"])
+def test_a_body_spelling_a_get_key_is_not_answered_from_the_get_entry(
+    memo_server: LiveServer, closing: tuple[str, ...]
+) -> None:
+    """A GET's memo key can never equal any POST body's: here a body of NUL and the query string."""
+    query = f"sa=c&sl=a&i1=20&fl=3.5{len(closing)}"
+    with memo_server.client() as client:
+        for _ in range(2):  # the second one is a memo hit
+            assert client.get(f"{EVAL}?{query}").status_code == 200
+    with raw_connect(memo_server.url) as sock:
+        sock.sendall(post_request(EVAL, b"\0" + query.encode(), *closing))
+        status, _, answer = split(read_response(sock))
+    assert status == 400 and "data" not in answer, answer
+
+
 def test_errors_and_large_bodies_are_not_memoised(memo_server: LiveServer) -> None:
     big = orjson.dumps(ROW) + b" " * 300  # valid JSON, longer than MaxBodyBytes
     with memo_server.client() as client:
