@@ -113,7 +113,9 @@ class MlyHttpProtocol(HttpToolsProtocol):
             if cycle.more_body:
                 self.deferred = (cycle, app)
                 return
-            if self.answer(cycle):
+            # A pipelined request's body may have arrived whole while it waited: one past the
+            # limit goes to the ASGI path, which answers 413 as for the same body alone.
+            if len(cycle.body) <= self.front.front_body_limit and self.answer(cycle):
                 return
         super()._start_asgi_task(cycle, app)
 
