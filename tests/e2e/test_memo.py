@@ -192,6 +192,25 @@ def test_pipelined_hits_misses_and_errors_answer_in_order(memo_server: LiveServe
     assert "i1" in answers[3][2]["error"]
 
 
+def test_a_head_answer_leaves_before_the_memo_hit_pipelined_behind_it(memo_server: LiveServer) -> None:
+    hit = warmed(memo_server, {**ROW, "fl": 5.25})
+    head = b"HEAD /v1/api/model/m/meta/config HTTP/1.1\r\nHost: t\r\n\r\n"
+    with connect(memo_server) as sock:
+        sock.sendall(head + post_request(EVAL, hit))
+        received = bytearray()
+        # Both answers are in once there are two heads and the POST's body (wherever it is).
+        while received.count(b"\r\n\r\n") < 2 or not (
+                received.endswith(b"}") or (received.endswith(b"\r\n\r\n") and b'"data"' in received)):
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {bytes(received)!r}"
+            received += chunk
+    first_head, _, rest = bytes(received).partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in first_head.lower()
+    # The HEAD's answer has no body: the POST's answer follows its head at once.
+    assert rest.startswith(b"HTTP/1.1 200 "), received
+    assert split(rest)[2]["status"] == "ok"
+
+
 def test_a_hit_by_the_connection_has_the_normal_answers_headers(memo_server: LiveServer) -> None:
     body = warmed(memo_server, {**ROW, "fl": 4.75})
     with connect(memo_server) as sock:
