@@ -146,12 +146,12 @@ def check_tls(config: Config) -> None:
 
 def uvicorn_options(config: Config, *, http2: bool | None = None) -> dict[str, Any]:
     """The ``MlyUvicornConfig`` keywords every server shares: the connection protocol, timeouts, TLS."""
-    from mly.http.protocol import h2_settings, protocol_class
+    from mly.http.protocol import h1_limits, h2_settings, protocol_class
 
     settings = h2_settings(config.endpoint, enabled=http2)
     options: dict[str, Any] = dict(
         loop="uvloop",
-        http=protocol_class(settings),
+        http=protocol_class(settings, h1_limits(config.endpoint)),
         timeout_keep_alive=config.endpoint.idle_timeout_s,
         # On SIGTERM/SIGINT: stop accepting, let requests in flight finish (none outlives its
         # deadline), then the lifespan flushes the write-behind queues (bounded) and stops.

@@ -211,6 +211,33 @@ def test_a_head_answer_leaves_before_the_memo_hit_pipelined_behind_it(memo_serve
     assert split(rest)[2]["status"] == "ok"
 
 
+def _read_until(sock: socket.socket, received: bytearray, wanted: bytes) -> None:
+    while wanted not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before {wanted!r}, after {bytes(received)!r}"
+        received += chunk
+
+
+def test_a_request_read_with_a_hit_is_not_under_the_keep_alive_timer(memo_server: LiveServer) -> None:
+    """A memo hit arms the keep-alive timer when answered; an NDJSON PUT parsed from the same read
+    is a request in progress, so a line sent after the keep-alive timeout is still answered."""
+    idle = memo_server.config.endpoint.idle_timeout_s
+    hit = warmed(memo_server, {**ROW, "fl": 5.5})
+    line = orjson.dumps(ROW) + b"\n"
+    chunk = b"%x\r\n%s\r\n" % (len(line), line)
+    put = (f"PUT {EVAL} HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-ndjson\r\n"
+           "Transfer-Encoding: chunked\r\n\r\n").encode()
+    with connect(memo_server) as sock:
+        sock.settimeout(idle + 10)
+        sock.sendall(post_request(EVAL, hit) + put + chunk)
+        received = bytearray()
+        _read_until(sock, received, b'"index":0')
+        time.sleep(idle + 1)
+        sock.sendall(chunk + b"0\r\n\r\n")
+        _read_until(sock, received, b'"index":1')
+        _read_until(sock, received, b"\r\n0\r\n\r\n")
+
+
 def test_a_hit_by_the_connection_has_the_normal_answers_headers(memo_server: LiveServer) -> None:
     body = warmed(memo_server, {**ROW, "fl": 4.75})
     with connect(memo_server) as sock:
