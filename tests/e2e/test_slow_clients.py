@@ -178,6 +178,9 @@ def test_slow_connections_are_closed_while_the_server_answers(slow_server: LiveS
     """The issue's attack at a tenth of its size (200 connections instead of 2,000, to keep CI fast):
     each sends a request head and 1 byte of its 100-byte body, then nothing."""
     before = COUNTERS.read_timeout
+    with slow_server.client() as client:
+        scraped = client.get("/v1/prometheus").text
+    assert f'mly_http_connections_ended_total{{reason="read_timeout"}} {float(before)}' in scraped
     head = f"POST {EVAL} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
     started = time.monotonic()
     socks = [connect(slow_server.url) for _ in range(200)]
@@ -202,6 +205,9 @@ def test_slow_connections_are_closed_while_the_server_answers(slow_server: LiveS
     assert all(split(a)[0] == 408 for a in answers.values())
     assert closed_in_time < 5.0, closed_in_time  # ReadTimeoutMs 1000 plus the check's period
     assert COUNTERS.read_timeout >= before + 200
+    with slow_server.client() as client:
+        scraped = client.get("/v1/prometheus").text
+    assert f'mly_http_connections_ended_total{{reason="read_timeout"}} {float(COUNTERS.read_timeout)}' in scraped
 
 
 # --- open connections -------------------------------------------------------------------------
