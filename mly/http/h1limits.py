@@ -48,11 +48,15 @@ class H1Limits:
     max_pipeline: int = MAX_PIPELINE
 
 
+#: What ``MaxHeaderBytes: 0`` means (Go's ``http.DefaultMaxHeaderBytes``).
+DEFAULT_MAX_HEADER_BYTES = 1 << 20
+
+
 def h1_limits(endpoint: Any) -> H1Limits:
-    """From an ``EndpointConfig``."""
-    return H1Limits(read_timeout=max(0, endpoint.read_timeout_ms) / 1000,
-                    max_head_bytes=endpoint.max_header_bytes + HEAD_SLACK,
-                    max_connections=max(0, endpoint.max_connections))
+    """From an ``EndpointConfig`` (validated: no negative values); ``ReadTimeoutMs: 0`` is no deadline."""
+    return H1Limits(read_timeout=endpoint.read_timeout_ms / 1000,
+                    max_head_bytes=(endpoint.max_header_bytes or DEFAULT_MAX_HEADER_BYTES) + HEAD_SLACK,
+                    max_connections=endpoint.max_connections)
 
 
 class ConnectionCounters:

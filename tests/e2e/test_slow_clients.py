@@ -16,7 +16,9 @@ import pytest
 from live_server import LiveServer
 from raw_http import connect, post_request, read_response, split
 
-from mly.http.h1limits import COUNTERS
+from mly.config import parse_config
+from mly.errors import ConfigError
+from mly.http.h1limits import COUNTERS, H1Limits, h1_limits
 
 T = TypeVar("T")
 EVAL = "/v1/api/model/sli/eval"
@@ -67,6 +69,24 @@ def read_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
     except ConnectionResetError:
         pass
     return bytes(received)
+
+
+# --- config -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", ["ReadTimeoutMs", "MaxHeaderBytes", "MaxConnections"])
+def test_negative_limits_name_the_key(key: str) -> None:
+    with pytest.raises(ConfigError, match="must be >= 0") as err:
+        parse_config({"Models": [{"ID": "m", "URL": "/m"}], "Endpoint": {key: -1}})
+    assert f"Endpoint.{key}" in str(err.value)
+
+
+def test_limits_from_the_endpoint() -> None:
+    def limits(**endpoint: int) -> H1Limits:
+        return h1_limits(parse_config({"Models": [{"ID": "m", "URL": "/m"}], "Endpoint": endpoint}).endpoint)
+
+    assert limits() == H1Limits(read_timeout=5.0, max_head_bytes=8192 + 4096, max_connections=10_000)
+    assert limits(ReadTimeoutMs=0, MaxHeaderBytes=0, MaxConnections=0) == H1Limits(
+        read_timeout=0.0, max_head_bytes=(1 << 20) + 4096, max_connections=0)  # 0: Go's 1 MiB
 
 
 # --- MaxHeaderBytes -------------------------------------------------------------------------
