@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import orjson
 import pytest
+from http2.h2client import RawH2
 from live_server import LiveServer
 from raw_http import connect, post_request, read_response, split
 
@@ -237,10 +238,12 @@ def test_connections_past_max_connections_are_closed_at_once(
 ) -> None:
     live = LiveServer(config(model_dirs, MaxConnections=3, ReadTimeoutMs=30_000), tmp_path).start()
     try:
-        held = [connect(live.url) for _ in range(3)]
+        held = [connect(live.url) for _ in range(2)]
         for sock in held:
             sock.sendall(b"GET /v1/api/health HTTP/1.1\r\nHost: t\r\n\r\n")
             assert split(read_response(sock))[0] == 200
+        h2c = RawH2(live.port)  # HTTP/2 connections count too
+        assert h2c.response(h2c.request("GET", "/v1/api/health"))[0] == 200
         before = COUNTERS.refused
         with connect(live.url) as extra:
             assert read_until_closed(extra, timeout=5) == b""
@@ -255,6 +258,7 @@ def test_connections_past_max_connections_are_closed_at_once(
             assert split(read_response(sock))[0] == 200
         for sock in held:
             sock.close()
+        h2c.close()
     finally:
         live.stop()
 
