@@ -8,7 +8,9 @@ The decision is made once per connection, never per request:
 - Anything else stays uvicorn's ``HttpToolsProtocol`` (the measured fast path),
   with each response's head and body written together (``coalesce.CoalescingCycle``).
   Once the first request's head is parsed, the transport is pointed straight at
-  the parent class's ``data_received``, so later requests pay nothing for this.
+  ``feed`` (uvicorn's ``data_received`` plus the head-size bound), so later
+  requests pay nothing for this. The HTTP/1.1 limits (read deadline, head size,
+  open connections, reading paused for unsent answers) are ``h1limits``'s.
 - ``Upgrade: h2c`` on HTTP/1.1 (what ``curl --http2`` sends on cleartext) is
   declined, which RFC 9110 allows and RFC 9113 §3.1 recommends (it deprecates
   the upgrade): the request is served as plain HTTP/1.1 with its body intact.
@@ -335,7 +337,8 @@ def h2_settings(endpoint: EndpointConfig, *, enabled: bool | None = None) -> H2S
 
 #: Set to ``httptools`` to serve with uvicorn's plain protocol (HTTP/1.1 only): the A/B switch
 #: for measuring what the first-bytes check costs (docs/performance.md). Not for production:
-#: it brings back uvicorn's loss of ``Upgrade: h2c`` request bodies.
+#: it brings back uvicorn's loss of ``Upgrade: h2c`` request bodies and drops every HTTP/1.1
+#: limit of ``mly.http.h1limits`` (read deadline, head size, open connections, unsent answers).
 PROTOCOL_ENV = "MLY_HTTP_PROTOCOL"
 
 
