@@ -192,17 +192,21 @@ def check_tls(config: Config) -> None:
 
 def uvicorn_options(config: Config, *, http2: bool | None = None) -> dict[str, Any]:
     """The ``MlyUvicornConfig`` keywords every server shares: the connection protocol, timeouts, TLS."""
-    from mly.http.protocol import h2_settings, protocol_class
+    from mly.http.protocol import h1_limits, h2_settings, protocol_class
 
     settings = h2_settings(config.endpoint, enabled=http2)
     options: dict[str, Any] = dict(
         loop="uvloop",
-        http=protocol_class(settings),
+        http=protocol_class(settings, h1_limits(config.endpoint)),
         timeout_keep_alive=config.endpoint.idle_timeout_s,
         # On SIGTERM/SIGINT: stop accepting, let requests in flight finish (none outlives its
         # deadline), then the lifespan flushes the write-behind queues (bounded) and stops.
         timeout_graceful_shutdown=config.endpoint.deadline_ms / 1000 + 1,
         access_log=False,
+        # Forwarded headers name the client only when the config trusts the peer that sends them:
+        # uvicorn's default trusts 127.0.0.1, which would let anyone on the host pass AllowedSubnet.
+        proxy_headers=bool(config.endpoint.forwarded_allow_ips),
+        forwarded_allow_ips=list(config.endpoint.forwarded_allow_ips) or None,
         alpn=("h2", "http/1.1") if settings.enabled else ("http/1.1",),
     )
     if config.tls.cert_file:

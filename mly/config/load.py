@@ -371,6 +371,10 @@ def validate(config: Config) -> None:
             raise ConfigError(f"Endpoint.{key}", f"must be 65535..2147483647, got {value}")
     if ep.idle_timeout_ms < 0:
         raise ConfigError("Endpoint.IdleTimeoutMs", f"must be >= 0, got {ep.idle_timeout_ms}")
+    for key, value in (("ReadTimeoutMs", ep.read_timeout_ms), ("MaxHeaderBytes", ep.max_header_bytes),
+                       ("MaxConnections", ep.max_connections)):
+        if value < 0:
+            raise ConfigError(f"Endpoint.{key}", f"must be >= 0, got {value}")
     if ep.stream_max_in_flight < 1:
         raise ConfigError("Endpoint.StreamMaxInFlight", f"must be >= 1, got {ep.stream_max_in_flight}")
     validate_store_sharing(config)

@@ -299,6 +299,11 @@ class EndpointConfig:
     """NDJSON streaming eval: request lines of one stream evaluated at once; more waits (reading pauses)."""
     access_log: bool = setting("AccessLog", False, omitempty=True)
     """One log line per eval request (model, rows, cache outcome, status, latency); ``--access-log`` too."""
+    max_connections: int = setting("MaxConnections", 10_000)
+    """Open connections (HTTP/1.1 and HTTP/2) past which a new one is closed at once; 0 = no bound. Not in Go."""
+    forwarded_allow_ips: tuple[str, ...] = setting("ForwardedAllowIPs", (), omitempty=True)
+    """Peers (addresses or networks, ``*`` for any) whose ``X-Forwarded-For``/``X-Forwarded-Proto`` are
+    believed: the client address ``AllowedSubnet`` checks. Empty (the default): the socket's peer, as Go."""
 
     @property
     def idle_timeout_s(self) -> float:

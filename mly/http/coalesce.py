@@ -9,9 +9,11 @@ and sends both in one, so a small answer costs one system call.
 
 Nothing else of uvicorn's cycle changes: it still validates the headers, decides
 on keep-alive, content length and chunking, and writes later body chunks of a
-streamed answer (NDJSON) as they come. A head with no body to follow (HEAD, a
-204, a client that went away) is written before the connection closes or when
-the body message ends without data.
+streamed answer (NDJSON) as they come. A HEAD answer's head is written as soon
+as its body message comes (uvicorn writes no body for it and at once starts the
+next pipelined request, whose answer must not overtake it). A head with no body
+to follow (a 204, a client that went away) is written before the connection
+closes or when the body message ends without data.
 """
 
 from __future__ import annotations
@@ -87,6 +89,13 @@ class CoalescingCycle(RequestResponseCycle):
             return
         self.held_head = b""
         transport = self.transport
+        if self.scope["method"] == "HEAD":
+            # No body bytes will be written, and uvicorn completes the response (which may start
+            # and answer the next pipelined request) before ``send`` returns: the head goes first.
+            if not self.disconnected and not transport.is_closing():
+                transport.write(head)
+            await super().send(message)
+            return
         first = _HeadFirst(transport, head)
         self.transport = first  # type: ignore[assignment]  # forwards everything else
         try:

@@ -122,7 +122,7 @@ class EvalFastPath:
             return None
         assert service is not None and generation is not None
         started = time.perf_counter_ns()
-        hit = memo.get(body.decode("latin-1"), count_miss=False)
+        hit = memo.get(body.decode("latin-1"), count_miss=False)  # memo_key("POST", body), inlined
         if hit is None:
             return None
         service.metrics.request_started(started)

@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mly.http.h1limits import COUNTERS
 from mly.metrics.histogram import Histogram as LocalHistogram
 from mly.service.registry import ModelRegistry
 
@@ -65,6 +66,16 @@ class MlyCollector:
     def collect(self) -> Iterator[Metric]:
         yield from self._models()
         yield from self._caches()
+        yield self._connections()
+
+    def _connections(self) -> Metric:
+        ended = CounterMetricFamily("mly_http_connections_ended",
+                                    "HTTP/1.1 connections closed by a limit: refused (MaxConnections), "
+                                    "read_timeout (ReadTimeoutMs), header_too_large (MaxHeaderBytes)",
+                                    labels=["reason"])
+        for reason, n in COUNTERS.as_dict().items():
+            ended.add_metric([reason], n)
+        return ended
 
     def _models(self) -> Iterator[Metric]:
         latency = HistogramMetricFamily("mly_request_duration_seconds", "Request latency by model and route",

@@ -8,7 +8,9 @@ The decision is made once per connection, never per request:
 - Anything else stays uvicorn's ``HttpToolsProtocol`` (the measured fast path),
   with each response's head and body written together (``coalesce.CoalescingCycle``).
   Once the first request's head is parsed, the transport is pointed straight at
-  the parent class's ``data_received``, so later requests pay nothing for this.
+  ``feed`` (uvicorn's ``data_received`` plus the head-size bound), so later
+  requests pay nothing for this. The HTTP/1.1 limits (read deadline, head size,
+  open connections, reading paused for unsent answers) are ``h1limits``'s.
 - ``Upgrade: h2c`` on HTTP/1.1 (what ``curl --http2`` sends on cleartext) is
   declined, which RFC 9110 allows and RFC 9113 §3.1 recommends (it deprecates
   the upgrade): the request is served as plain HTTP/1.1 with its body intact.
@@ -35,9 +37,12 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from mly.config.schema import EndpointConfig
 from mly.http.coalesce import CoalescingCycle
 from mly.http.fast import EvalFastPath, eval_model_id
+from mly.http.h1limits import COUNTERS, GatedFlow, H1Limits, LimitedConnection, h1_limits, read_deadlines
 from mly.http.h2limits import PREFACE, H2Settings, h2_available
+from mly.http.stream import is_ndjson
 
-__all__ = ["PROTOCOL_ENV", "TLS12_CIPHERS", "MlyHttpProtocol", "MlyUvicornConfig", "h2_settings", "protocol_class"]
+__all__ = ["PROTOCOL_ENV", "TLS12_CIPHERS", "MlyHttpProtocol", "MlyUvicornConfig", "h1_limits", "h2_settings",
+           "protocol_class"]
 
 log = logging.getLogger("mly.http")
 
@@ -48,15 +53,27 @@ _CLOSE = b"connection: close\r\n"
 _JSON_LENGTH = b"content-type: application/json\r\ncontent-length: "
 
 
-class MlyHttpProtocol(HttpToolsProtocol):
+class MlyHttpProtocol(LimitedConnection, HttpToolsProtocol):
     """Pass as ``uvicorn.Config(http=functools.partial(MlyHttpProtocol, h2=settings))``."""
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None, *, h2: H2Settings | None = None) -> None:
+                 _loop: asyncio.AbstractEventLoop | None = None, *, h2: H2Settings | None = None,
+                 h1: H1Limits | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.h2_settings = h2 if h2 is not None else H2Settings()
+        self.limits = h1 if h1 is not None else H1Limits()
+        # Reading a request (``mly.http.h1limits``): since when (loop time; 0.0 = not reading one),
+        # whether its head is unfinished, and how many bytes that head may have so far.
+        self.read_since = 0.0
+        self.head_open = False
+        self.head_fresh = False  # the head began in the bytes being parsed now
+        self.head_upper = 0  # at most this many bytes of head so far (the reads it spans)
+        self.head_grown = 0  # bytes of head read after the read it began in
+        self.fed = 0  # bytes of the read being parsed
+        self.line_deadline = False  # an NDJSON stream: the read deadline is per line
         self.opening = b""  # the first bytes, while they could still be the HTTP/2 preface
         self.sniffed = False
+        self.settled = False  # the first request's head is parsed: ``feed`` takes every read
         # Eval POSTs are answered here only when nothing but uvicorn's proxy-headers rewrite
         # (which eval does not read) stands before mly's app: middleware someone wrapped
         # around it must see every request.
@@ -85,13 +102,46 @@ class MlyHttpProtocol(HttpToolsProtocol):
             self.settle()
 
     def settle(self) -> None:
-        """From now on the transport calls the parent's ``data_received`` directly."""
-        self.data_received = super().data_received  # type: ignore[method-assign]
+        """From now on the transport calls ``feed`` directly."""
+        self.settled = True
+        self.data_received = self.feed  # type: ignore[method-assign]
         if not self.transport.is_closing():
             self.transport.set_protocol(self)  # uvloop caches the bound method when the protocol is set
 
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        limits = self.limits
+        full = limits.max_connections and len(self.connections) >= limits.max_connections
+        super().connection_made(transport)
+        if full:
+            COUNTERS.refused += 1
+            self.connections.discard(self)
+            transport.close()
+            return
+        self.flow = GatedFlow(transport, self.pipeline, limits.max_pipeline, self)
+        if limits.read_timeout:
+            self.read_since = self.loop.time()  # as Go: the first request's time runs from the accept
+            read_deadlines(self.server_state, self.loop, limits.read_timeout)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        # A request is in progress: no keep-alive timer (one answered from the same read armed it).
+        self._unset_keepalive_if_required()
+        if not self.read_since and self.limits.read_timeout:
+            self.read_since = self.loop.time()
+        self.head_open = self.head_fresh = True
+        self.head_upper = self.fed
+        self.head_grown = 0
+        self.line_deadline = False
+
     def on_headers_complete(self) -> None:
+        if self.head_upper > self.limits.max_head_bytes and self.head_size() > self.limits.max_head_bytes:
+            self.refuse_head()
+            raise _HeadRefused
+        self.head_open = False
         super().on_headers_complete()
+        if self.scope["method"] == "PUT" and is_ndjson(self.headers):
+            self.line_deadline = True
+            self.read_since = 0.0  # until a line begins
         cycle = self.cycle
         if cycle is not None and type(cycle) is RequestResponseCycle:
             # The new cycle's task has not run yet: it will send through the subclass.
@@ -113,18 +163,26 @@ class MlyHttpProtocol(HttpToolsProtocol):
             if cycle.more_body:
                 self.deferred = (cycle, app)
                 return
-            if self.answer(cycle):
+            # A pipelined request's body may have arrived whole while it waited: one past the
+            # limit goes to the ASGI path, which answers 413 as for the same body alone.
+            if len(cycle.body) <= self.front.front_body_limit and self.answer(cycle):
                 return
         super()._start_asgi_task(cycle, app)
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
+        if self.line_deadline and self.limits.read_timeout:
+            if body[-1:] == b"\n":
+                self.read_since = 0.0  # no line begun
+            elif not self.read_since or b"\n" in body:
+                self.read_since = self.loop.time()  # a line began in this chunk
         deferred = self.deferred
         if deferred is not None and len(deferred[0].body) > self.front.front_body_limit:  # type: ignore[union-attr]
             self.deferred = None
             super()._start_asgi_task(*deferred)
 
     def on_message_complete(self) -> None:
+        self.read_since = 0.0
         super().on_message_complete()
         deferred = self.deferred
         if deferred is not None:
@@ -137,10 +195,11 @@ class MlyHttpProtocol(HttpToolsProtocol):
         assert self.front is not None
         if not cycle.keep_alive:  # the server began stopping: uvicorn's path closes the connection after
             return False
-        body = self.front.answer_from_memo(cycle.scope["path"], cycle.body)
-        if body is not None:
-            self.write_answer(cycle, 200, body)
-            return True
+        if not self.flow.write_paused:  # else the client is not reading: the task waits for it
+            body = self.front.answer_from_memo(cycle.scope["path"], cycle.body)
+            if body is not None:
+                self.write_answer(cycle, 200, body)
+                return True
         task = self.loop.create_task(self.answer_post(cycle))
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
@@ -178,24 +237,40 @@ class MlyHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.deferred = None
+        self.read_since = 0.0
         super().connection_lost(exc)
         self.__dict__.pop("data_received", None)  # the bound method ``settle`` stored is a reference cycle
 
     def feed(self, data: bytes) -> None:
+        """uvicorn's ``data_received``, with the head-size bound and the h2c upgrade declined."""
         self._unset_keepalive_if_required()
+        self.fed = len(data)
+        if self.head_open:
+            self.head_upper += self.fed
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
+            if self.transport.is_closing():  # a limit answered it (``_HeadRefused``)
+                return
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self.send_400_response(msg)
+            return
         except httptools.HttpParserUpgrade as exc:
-            if self._get_upgrade() == b"h2c":
+            if not self.settled and self._get_upgrade() == b"h2c":
                 self.decline_upgrade(data[exc.args[0]:] if exc.args else b"")
             elif self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
+            return
+        if self.head_open:
+            if self.head_fresh:
+                self.head_fresh = False
+            else:
+                self.head_grown += self.fed
+                if self.head_grown > self.limits.max_head_bytes:
+                    self.refuse_head()
 
     def decline_upgrade(self, rest: bytes) -> None:
         """Parse the request again without its upgrade offer, followed by its body and what came after."""
@@ -238,6 +313,10 @@ class MlyHttpProtocol(HttpToolsProtocol):
         protocol.data_received(data)
 
 
+class _HeadRefused(Exception):
+    """Raised in a parser callback to stop parsing a connection a limit has just closed."""
+
+
 def h2_settings(endpoint: EndpointConfig, *, enabled: bool | None = None) -> H2Settings:
     """The HTTP/2 limits from ``Endpoint`` (``enabled`` overrides ``Endpoint.HTTP2``, e.g. ``--no-http2``)."""
     write_ms = endpoint.write_timeout // 1_000_000 if endpoint.write_timeout > 0 else endpoint.write_timeout_ms
@@ -258,15 +337,16 @@ def h2_settings(endpoint: EndpointConfig, *, enabled: bool | None = None) -> H2S
 
 #: Set to ``httptools`` to serve with uvicorn's plain protocol (HTTP/1.1 only): the A/B switch
 #: for measuring what the first-bytes check costs (docs/performance.md). Not for production:
-#: it brings back uvicorn's loss of ``Upgrade: h2c`` request bodies.
+#: it brings back uvicorn's loss of ``Upgrade: h2c`` request bodies and drops every HTTP/1.1
+#: limit of ``mly.http.h1limits`` (read deadline, head size, open connections, unsent answers).
 PROTOCOL_ENV = "MLY_HTTP_PROTOCOL"
 
 
-def protocol_class(settings: H2Settings) -> Any:
+def protocol_class(settings: H2Settings, limits: H1Limits | None = None) -> Any:
     """What ``uvicorn.Config(http=...)`` takes: a picklable callable (``--workers`` spawns)."""
     if os.environ.get(PROTOCOL_ENV) == "httptools":
         return "httptools"
-    return functools.partial(MlyHttpProtocol, h2=settings)
+    return functools.partial(MlyHttpProtocol, h2=settings, h1=limits)
 
 
 class MlyUvicornConfig(uvicorn.Config):

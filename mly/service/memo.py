@@ -21,20 +21,26 @@ from __future__ import annotations
 from mly._native.mru import MRUCache
 from mly.config.schema import ResponseMemoConfig
 
-__all__ = ["ResponseMemo", "memo_key"]
+__all__ = ["GET_KEY_PREFIX", "ResponseMemo", "memo_key"]
 
 _ROWS = 4  # bytes of the row count stored in front of each entry (for the access log)
+
+
+#: The first character of every GET key. latin-1 decodes bytes to U+0000..U+00FF only, so
+#: no body, however malformed, decodes to a string holding it: a body's key and a query
+#: string's key differ by construction, before anything is parsed (the memo is looked up
+#: first). A NUL would not do: a body may start with any byte.
+GET_KEY_PREFIX = "\u0100"
 
 
 def memo_key(method: str, raw: bytes | bytearray) -> str:
     """The memo key of a request: its body (POST/PUT) or its query string (GET).
 
-    latin-1 maps bytes to code points one to one, so two keys are equal exactly when
-    the bytes are. A GET key starts with NUL, which no JSON body can, so a query
-    string and a body never share a key.
+    latin-1 maps bytes to code points one to one, so two keys of one kind are equal
+    exactly when the bytes are; see ``GET_KEY_PREFIX`` for the two kinds.
     """
     text = raw.decode("latin-1")
-    return "\0" + text if method == "GET" else text
+    return GET_KEY_PREFIX + text if method == "GET" else text
 
 
 class ResponseMemo:

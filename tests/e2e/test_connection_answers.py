@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from live_server import LiveServer
+from live_server import BUFFER_SIZE, LiveServer
 from raw_http import connect, post_request, read_response, split
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
@@ -155,3 +155,17 @@ def test_middleware_wrapped_around_the_app_sees_every_eval_post(
         assert seen == ["POST", "POST"]
     finally:
         live.stop()
+
+
+@pytest.mark.parametrize("size", [BUFFER_SIZE + 1000, 10 * BUFFER_SIZE])
+def test_a_body_over_buffer_size_is_refused_alone_and_pipelined(server: LiveServer, size: int) -> None:
+    """A body that arrived while its request waited behind another gets the same 413."""
+    path = "/v1/api/model/sli/eval"
+    big = orjson.dumps(ROW) + b" " * size  # valid JSON: answered 200 if the size goes unchecked
+    chunked = (f"POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+               f"{len(big):x}\r\n").encode() + big + b"\r\n0\r\n\r\n"
+    small = post_request(path, orjson.dumps(ROW))
+    for request in (post_request(path, big), chunked):
+        [(alone, _, _)] = ask(server, request)
+        behind = ask(server, small, request, small)
+        assert (alone, [a[0] for a in behind]) == (413, [200, 413, 200])

@@ -99,6 +99,21 @@ def test_get_and_post_share_no_key_and_both_are_memoised(memo_server: LiveServer
     assert first["data"] == second["data"] == posted["data"]
 
 
+@pytest.mark.parametrize("closing", [(), ("Connection: close",)], ids=["by-connection", "asgi"])
+def test_a_body_spelling_a_get_key_is_not_answered_from_the_get_entry(
+    memo_server: LiveServer, closing: tuple[str, ...]
+) -> None:
+    """A GET's memo key can never equal any POST body's: here a body of NUL and the query string."""
+    query = f"sa=c&sl=a&i1=20&fl=3.5{len(closing)}"
+    with memo_server.client() as client:
+        for _ in range(2):  # the second one is a memo hit
+            assert client.get(f"{EVAL}?{query}").status_code == 200
+    with raw_connect(memo_server.url) as sock:
+        sock.sendall(post_request(EVAL, b"\0" + query.encode(), *closing))
+        status, _, answer = split(read_response(sock))
+    assert status == 400 and "data" not in answer, answer
+
+
 def test_errors_and_large_bodies_are_not_memoised(memo_server: LiveServer) -> None:
     big = orjson.dumps(ROW) + b" " * 300  # valid JSON, longer than MaxBodyBytes
     with memo_server.client() as client:
@@ -175,6 +190,52 @@ def test_pipelined_hits_misses_and_errors_answer_in_order(memo_server: LiveServe
     assert [a[0] for a in answers] == [200, 200, 200, 400, 200]
     assert answers[0][2]["data"] == answers[2][2]["data"] == answers[4][2]["data"]
     assert "i1" in answers[3][2]["error"]
+
+
+def test_a_head_answer_leaves_before_the_memo_hit_pipelined_behind_it(memo_server: LiveServer) -> None:
+    hit = warmed(memo_server, {**ROW, "fl": 5.25})
+    head = b"HEAD /v1/api/model/m/meta/config HTTP/1.1\r\nHost: t\r\n\r\n"
+    with connect(memo_server) as sock:
+        sock.sendall(head + post_request(EVAL, hit))
+        received = bytearray()
+        # Both answers are in once there are two heads and the POST's body (wherever it is).
+        while received.count(b"\r\n\r\n") < 2 or not (
+                received.endswith(b"}") or (received.endswith(b"\r\n\r\n") and b'"data"' in received)):
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {bytes(received)!r}"
+            received += chunk
+    first_head, _, rest = bytes(received).partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in first_head.lower()
+    # The HEAD's answer has no body: the POST's answer follows its head at once.
+    assert rest.startswith(b"HTTP/1.1 200 "), received
+    assert split(rest)[2]["status"] == "ok"
+
+
+def _read_until(sock: socket.socket, received: bytearray, wanted: bytes) -> None:
+    while wanted not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before {wanted!r}, after {bytes(received)!r}"
+        received += chunk
+
+
+def test_a_request_read_with_a_hit_is_not_under_the_keep_alive_timer(memo_server: LiveServer) -> None:
+    """A memo hit arms the keep-alive timer when answered; an NDJSON PUT parsed from the same read
+    is a request in progress, so a line sent after the keep-alive timeout is still answered."""
+    idle = memo_server.config.endpoint.idle_timeout_s
+    hit = warmed(memo_server, {**ROW, "fl": 5.5})
+    line = orjson.dumps(ROW) + b"\n"
+    chunk = b"%x\r\n%s\r\n" % (len(line), line)
+    put = (f"PUT {EVAL} HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-ndjson\r\n"
+           "Transfer-Encoding: chunked\r\n\r\n").encode()
+    with connect(memo_server) as sock:
+        sock.settimeout(idle + 10)
+        sock.sendall(post_request(EVAL, hit) + put + chunk)
+        received = bytearray()
+        _read_until(sock, received, b'"index":0')
+        time.sleep(idle + 1)
+        sock.sendall(chunk + b"0\r\n\r\n")
+        _read_until(sock, received, b'"index":1')
+        _read_until(sock, received, b"\r\n0\r\n\r\n")
 
 
 def test_a_hit_by_the_connection_has_the_normal_answers_headers(memo_server: LiveServer) -> None:
