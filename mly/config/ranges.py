@@ -119,6 +119,7 @@ RANGES: dict[tuple[type, str], Range] = {
     (EndpointConfig, "HTTP2StreamWindow"): Range(65535, INT32_MAX),  # RFC 9113 §6.5.2
     (EndpointConfig, "HTTP2ConnectionWindow"): Range(65535, INT32_MAX),  # RFC 9113 §6.9.1
     (EndpointConfig, "IdleTimeoutMs"): Range(0, DURATION_MS_MAX),
+    (EndpointConfig, "MaxConnections"): Range(0, INT32_MAX),  # 0: no bound; more than any process has fds
     (EndpointConfig, "StreamMaxInFlight"): Range(1, INT64_MAX),
 }
 
