@@ -53,7 +53,8 @@ class _Stream:
     """One request/response exchange; the ASGI ``receive``/``send`` pair of its app call."""
 
     __slots__ = (
-        "body", "complete", "conn", "drained", "ended", "event", "id", "reset", "scope", "started", "window",
+        "body", "complete", "conn", "drained", "ended", "event", "id", "reset", "scope", "started", "waited",
+        "window",
     )
 
     def __init__(self, conn: H2Protocol, stream_id: int, scope: dict[str, Any]) -> None:
@@ -68,13 +69,17 @@ class _Stream:
         self.complete = False
         self.event = asyncio.Event()  # request data, END_STREAM or reset
         self.window = asyncio.Event()  # send window opened (or the stream is gone)
+        self.waited = 0.0  # seconds the app has waited for the peer's body since the last full line
 
     async def receive(self) -> dict[str, Any]:
         while not self.body and not self.ended and not self.reset:
             self.event.clear()
-            await self.event.wait()
+            if not await self.conn.wait_for_body(self):
+                break
         if self.body:
             data, flow_len = self.body.popleft()
+            if b"\n" in data:  # a line is complete: the next one has a read timeout of its own
+                self.waited = 0.0
             self.conn.consumed(self.id, flow_len)
             more = bool(self.body) or not self.ended
             self.drained = not more
@@ -456,6 +461,31 @@ class H2Protocol(asyncio.Protocol):
             view = view[size:]
             if last:
                 return
+
+    async def wait_for_body(self, stream: _Stream) -> bool:
+        """Wait for more of the request; False when the stream was reset for a stalled body.
+
+        Go's ``ReadTimeout`` bounds the time to read a whole request. Here it bounds the time
+        the app waits on the peer for one line of it (the whole body, unless it is NDJSON), so
+        a streaming PUT may run for as long as its lines keep coming; time the peer spends
+        waiting on the server (flow control while the app is busy) does not count.
+        """
+        limit = self.settings.read_timeout
+        if limit <= 0:
+            await stream.event.wait()
+            return True
+        started = self.loop.time()
+        try:
+            async with asyncio.timeout(limit - stream.waited):
+                await stream.event.wait()
+        except TimeoutError:
+            log.info("HTTP/2 stream %d: the peer sent no more of its request for %.1f s; resetting it",
+                     stream.id, limit)
+            self.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+            return False
+        finally:
+            stream.waited += self.loop.time() - started
+        return True
 
     async def wait(self, event: asyncio.Event, stream: _Stream) -> bool:
         """Wait for ``event`` up to the write timeout; False when it never came."""
