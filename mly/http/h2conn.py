@@ -2,8 +2,9 @@
 one connection per client process (as Go's client does).
 
 - A malformed request is a stream error (RFC 9113 §8.1.1): ``h2`` turns a body that does
-  not match its ``content-length`` into a connection error, losing every other stream.
-  Here the stream is reset with PROTOCOL_ERROR and the connection goes on.
+  not match its ``content-length``, or a ``content-length`` that is not one number, into a
+  connection error, losing every other stream. Here the stream is reset with PROTOCOL_ERROR
+  (the second by ``h2request.parse_request``) and the connection goes on.
 - A header block over ``SETTINGS_MAX_HEADER_LIST_SIZE`` is decoded in full (the HPACK
   table must stay in step with the peer's) and left for the server to answer 431, as Go
   does; ``h2`` would end the connection. Only a block over ``hard_header_limit`` (an HPACK
@@ -23,6 +24,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.stream
 
 __all__ = ["H2_CONFIG", "ServerConnection"]
 
@@ -43,6 +45,16 @@ H2_CONFIG = h2.config.H2Configuration(
 _HARD_HEADER_FLOOR = 1 << 20
 
 
+class _ServerStream(h2.stream.H2Stream):
+    """``H2Stream`` that leaves a ``content-length`` it cannot read to ``h2request`` (a stream error)."""
+
+    def _initialize_content_length(self, headers: Any) -> None:
+        try:
+            super()._initialize_content_length(headers)
+        except h2.exceptions.ProtocolError:
+            self._expected_content_length = None
+
+
 class ServerConnection(h2.connection.H2Connection):
     """``H2Connection`` for the server side with stream errors where RFC 9113 allows them."""
 
@@ -56,6 +68,11 @@ class ServerConnection(h2.connection.H2Connection):
         changes = super()._local_settings_acked()
         self.decoder.max_header_list_size = self.hard_header_limit
         return changes
+
+    def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> Any:
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        stream.__class__ = _ServerStream  # h2 names its stream class inside this method
+        return stream
 
     def _receive_data_frame(self, frame: Any) -> Any:
         try:

@@ -25,7 +25,7 @@ class RequestHead(NamedTuple):
     method: bytes
     path: bytes
     headers: list[tuple[bytes, bytes]]
-    #: The ``content-length`` value, if any (``h2`` has checked it is one number).
+    #: The ``content-length`` value, if any (digits only).
     content_length: bytes | None
 
 
@@ -59,6 +59,8 @@ def parse_request(fields: Iterable[tuple[bytes, bytes]]) -> RequestHead | str:
             elif name != name.lower():
                 problem = f"upper-case field name {name!r}"
             elif name == b"content-length":
+                if not value.isdigit() or (content_length is not None and value != content_length):
+                    problem = "content-length not one number"
                 content_length = value
             has_host = has_host or name == b"host"
             headers.append((name, value))

@@ -53,6 +53,18 @@ def test_content_length_on_a_request_without_body_resets_its_stream(h2server: Li
         client.close()
 
 
+@pytest.mark.parametrize("values", [(b"ten",), (b"-1",), (b"45", b"46")])
+def test_content_length_that_is_not_one_number_resets_its_stream(h2server: LiveServer,
+                                                                   values: tuple[bytes, ...]) -> None:
+    client = RawH2(h2server.port)
+    try:
+        fields = (JSON, *((b"content-length", value) for value in values))
+        reset_with_protocol_error(client, client.request("POST", EVAL, BODY, headers=fields))
+        still_serves(client)
+    finally:
+        client.close()
+
+
 def test_oversized_header_block_is_answered_431(h2server: LiveServer) -> None:
     """Over SETTINGS_MAX_HEADER_LIST_SIZE (MaxHeaderBytes + 2048): 431, as Go answers. The block
     also adds a field to the HPACK table that the next request refers to by index, so the
