@@ -476,9 +476,8 @@ class H2Protocol(asyncio.Protocol):
             return True
         started = self.loop.time()
         try:
-            async with asyncio.timeout(limit - stream.waited):
-                await stream.event.wait()
-        except TimeoutError:
+            await asyncio.wait_for(stream.event.wait(), limit - stream.waited)
+        except asyncio.TimeoutError:
             log.info("HTTP/2 stream %d: the peer sent no more of its request for %.1f s; resetting it",
                      stream.id, limit)
             self.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
