@@ -20,6 +20,10 @@ turns streams into ASGI requests and keeps memory bounded:
   at the limit the connection is not read until one finishes, and a burst that
   arrived in one read is refused (REFUSED_STREAM) past twice the limit, so "rapid
   reset" cannot pile up work. Clients that do not reset streams never meet this.
+- A stream whose app waits on the peer for ``read_timeout`` seconds for one line of
+  its request body is reset (CANCEL); the other streams go on.
+- A malformed request is a stream error (RFC 9113 §8.1.1), never the connection's
+  (``h2conn``, ``h2request``).
 - A connection without open streams for ``idle_timeout`` seconds gets GOAWAY.
 """
 
@@ -28,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from typing import Any
 from urllib.parse import unquote
 
@@ -41,81 +44,13 @@ from hyperframe.frame import GoAwayFrame
 from mly.http.h2conn import ServerConnection
 from mly.http.h2limits import H2Settings
 from mly.http.h2request import HOP_BY_HOP, RequestHead, header_list_size, parse_request, trailers_problem
+from mly.http.h2stream import Stream
 
 __all__ = ["H2Protocol"]
 
 log = logging.getLogger("mly.http")
 
 _DEFAULT_WINDOW = 65535
-
-
-class _Stream:
-    """One request/response exchange; the ASGI ``receive``/``send`` pair of its app call."""
-
-    __slots__ = (
-        "body", "complete", "conn", "drained", "ended", "event", "id", "reset", "scope", "started", "waited",
-        "window",
-    )
-
-    def __init__(self, conn: H2Protocol, stream_id: int, scope: dict[str, Any]) -> None:
-        self.conn = conn
-        self.id = stream_id
-        self.scope = scope
-        self.body: deque[tuple[bytes, int]] = deque()
-        self.ended = False  # the peer sent END_STREAM
-        self.drained = False  # the app has read the whole request body
-        self.reset = False  # either side reset the stream, or the connection is gone
-        self.started = False
-        self.complete = False
-        self.event = asyncio.Event()  # request data, END_STREAM or reset
-        self.window = asyncio.Event()  # send window opened (or the stream is gone)
-        self.waited = 0.0  # seconds the app has waited for the peer's body since the last full line
-
-    async def receive(self) -> dict[str, Any]:
-        while not self.body and not self.ended and not self.reset:
-            self.event.clear()
-            if not await self.conn.wait_for_body(self):
-                break
-        if self.body:
-            data, flow_len = self.body.popleft()
-            if b"\n" in data:  # a line is complete: the next one has a read timeout of its own
-                self.waited = 0.0
-            self.conn.consumed(self.id, flow_len)
-            more = bool(self.body) or not self.ended
-            self.drained = not more
-            return {"type": "http.request", "body": data, "more_body": more}
-        if self.ended and not self.reset and not self.complete and not self.drained:
-            self.drained = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        while not self.reset and not self.complete:  # the body was read: wait for the end
-            self.event.clear()
-            await self.event.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if self.reset:
-            return
-        if not self.started:
-            if kind != "http.response.start":
-                raise RuntimeError(f"expected ASGI message 'http.response.start', got {kind!r}")
-            self.started = True
-            self.conn.send_headers(self, message["status"], message.get("headers", ()))
-            return
-        if self.complete:
-            raise RuntimeError(f"unexpected ASGI message {kind!r} after the response completed")
-        if kind != "http.response.body":
-            raise RuntimeError(f"expected ASGI message 'http.response.body', got {kind!r}")
-        more = bool(message.get("more_body", False))
-        body = message.get("body", b"") if self.scope["method"] != "HEAD" else b""  # RFC 9110 §9.3.2
-        await self.conn.send_data(self, body, end=not more)
-        if not more:
-            self.complete = True
-            self.event.set()
-
-    def wake(self) -> None:
-        self.event.set()
-        self.window.set()
 
 
 class H2Protocol(asyncio.Protocol):
@@ -131,7 +66,7 @@ class H2Protocol(asyncio.Protocol):
         self.root_path = root_path
         self.loop = asyncio.get_event_loop()
         self.conn = ServerConnection(settings.max_header_list_size)
-        self.streams: dict[int, _Stream] = {}
+        self.streams: dict[int, Stream] = {}
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.scheme = "http"
         self.server: tuple[str, int] | None = None
@@ -322,7 +257,7 @@ class H2Protocol(asyncio.Protocol):
             "client": self.client,
             "state": self.app_state.copy(),
         }
-        stream = _Stream(self, sid, scope)
+        stream = Stream(self, sid, scope)
         if event.stream_ended is not None:
             stream.ended = True
         self.streams[sid] = stream
@@ -352,7 +287,7 @@ class H2Protocol(asyncio.Protocol):
             if not ended:  # the answer is complete but the request is not: the peer may stop sending
                 self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
 
-    async def run_app(self, stream: _Stream) -> None:
+    async def run_app(self, stream: Stream) -> None:
         try:
             await self.call_app(stream)
         finally:
@@ -360,7 +295,7 @@ class H2Protocol(asyncio.Protocol):
             if "apps" in self.read_paused and self.orphans < self.settings.max_concurrent_streams:
                 self.resume_reading("apps")
 
-    async def call_app(self, stream: _Stream) -> None:
+    async def call_app(self, stream: Stream) -> None:
         try:
             await self.app(stream.scope, stream.receive, stream.send)
         except Exception:
@@ -378,14 +313,14 @@ class H2Protocol(asyncio.Protocol):
         finally:
             self.stream_done(stream)
 
-    async def send_500(self, stream: _Stream) -> None:
+    async def send_500(self, stream: Stream) -> None:
         body = b"Internal Server Error"
         await stream.send({"type": "http.response.start", "status": 500,
                            "headers": [(b"content-type", b"text/plain; charset=utf-8"),
                                        (b"content-length", str(len(body)).encode())]})
         await stream.send({"type": "http.response.body", "body": body})
 
-    def stream_done(self, stream: _Stream) -> None:
+    def stream_done(self, stream: Stream) -> None:
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
             if not stream.reset and not stream.ended:
@@ -398,13 +333,13 @@ class H2Protocol(asyncio.Protocol):
         else:
             self.arm_idle()
 
-    def release(self, stream: _Stream) -> None:
+    def release(self, stream: Stream) -> None:
         """Hand back the connection window that request data nobody will read still holds."""
         for _, flow_len in stream.body:
             self.consumed(stream.id, flow_len)
         stream.body.clear()
 
-    def reset_stream(self, stream: _Stream, code: h2.errors.ErrorCodes) -> None:
+    def reset_stream(self, stream: Stream, code: h2.errors.ErrorCodes) -> None:
         stream.reset = True
         stream.wake()
         with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
@@ -418,7 +353,7 @@ class H2Protocol(asyncio.Protocol):
                 self.conn.acknowledge_received_data(flow_len, stream_id)
             self.schedule_flush()
 
-    def send_headers(self, stream: _Stream, status: int, headers: Any) -> None:
+    def send_headers(self, stream: Stream, status: int, headers: Any) -> None:
         fields: list[tuple[bytes, bytes]] = [(b":status", str(status).encode())]
         fields.extend(self.server_state.default_headers)
         for name, value in headers:
@@ -432,7 +367,7 @@ class H2Protocol(asyncio.Protocol):
             return
         self.schedule_flush()
 
-    async def send_data(self, stream: _Stream, data: bytes, *, end: bool) -> None:
+    async def send_data(self, stream: Stream, data: bytes, *, end: bool) -> None:
         if not data and not end:
             return
         view = memoryview(data)
@@ -462,7 +397,7 @@ class H2Protocol(asyncio.Protocol):
             if last:
                 return
 
-    async def wait_for_body(self, stream: _Stream) -> bool:
+    async def wait_for_body(self, stream: Stream) -> bool:
         """Wait for more of the request; False when the stream was reset for a stalled body.
 
         Go's ``ReadTimeout`` bounds the time to read a whole request. Here it bounds the time
@@ -486,7 +421,7 @@ class H2Protocol(asyncio.Protocol):
             stream.waited += self.loop.time() - started
         return True
 
-    async def wait(self, event: asyncio.Event, stream: _Stream) -> bool:
+    async def wait(self, event: asyncio.Event, stream: Stream) -> bool:
         """Wait for ``event`` up to the write timeout; False when it never came."""
         try:
             await asyncio.wait_for(event.wait(), self.settings.write_timeout)
