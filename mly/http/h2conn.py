@@ -2,9 +2,10 @@
 one connection per client process (as Go's client does).
 
 - A malformed request is a stream error (RFC 9113 §8.1.1): ``h2`` turns a body that does
-  not match its ``content-length``, or a ``content-length`` that is not one number, into a
-  connection error, losing every other stream. Here the stream is reset with PROTOCOL_ERROR
-  (the second by ``h2request.parse_request``) and the connection goes on.
+  not match its ``content-length``, a ``content-length`` that is not one number, or
+  trailers without END_STREAM into a connection error, losing every other stream. Here
+  the stream is reset with PROTOCOL_ERROR (the second by ``h2request.parse_request``) and
+  the connection goes on, as in Go.
 - A header block over ``SETTINGS_MAX_HEADER_LIST_SIZE`` is decoded in full (the HPACK
   table must stay in step with the peer's) and left for the server to answer 431, as Go
   does; ``h2`` would end the connection. Only a block over ``hard_header_limit`` (an HPACK
@@ -46,7 +47,22 @@ _HARD_HEADER_FLOOR = 1 << 20
 
 
 class _ServerStream(h2.stream.H2Stream):
-    """``H2Stream`` that leaves a ``content-length`` it cannot read to ``h2request`` (a stream error)."""
+    """``H2Stream`` that leaves a ``content-length`` it cannot read to ``h2request``, and resets
+    itself for trailers without END_STREAM: stream errors where ``h2`` has connection errors."""
+
+    def receive_headers(self, headers: Any, end_stream: bool, header_encoding: Any) -> Any:
+        try:
+            return super().receive_headers(headers, end_stream, header_encoding)
+        except h2.exceptions.ProtocolError:
+            if end_stream or not self.state_machine.trailers_received:
+                raise
+            # h2 took the frame as trailers (state and event), then refused them for the missing
+            # END_STREAM. The trailers event comes first: h2 hangs a PRIORITY update on it.
+            trailers = h2.events.TrailersReceived(stream_id=self.stream_id)
+            trailers.headers = list(headers)
+            code = h2.errors.ErrorCodes.PROTOCOL_ERROR
+            return self.reset_stream(code), [trailers, h2.events.StreamReset(stream_id=self.stream_id,
+                                                                             error_code=code, remote_reset=False)]
 
     def _initialize_content_length(self, headers: Any) -> None:
         try:

@@ -9,6 +9,7 @@ import orjson
 import pytest
 from http2.h2_setup import ROW
 from http2.h2client import RawH2
+from hyperframe.frame import HeadersFrame
 from live_server import LiveServer
 
 EVAL = "/v1/api/model/sli/eval"
@@ -99,6 +100,19 @@ def test_pseudo_header_in_trailers_resets_its_stream(h2server: LiveServer) -> No
         sid = client.request("POST", EVAL, BODY, end=False, headers=(JSON,))
         client.conn.send_headers(sid, [(b":path", EVAL.encode())], end_stream=True)
         client.flush()
+        reset_with_protocol_error(client, sid)
+        still_serves(client)
+    finally:
+        client.close()
+
+
+def test_trailers_without_end_stream_reset_their_stream(h2server: LiveServer) -> None:
+    client = RawH2(h2server.port)
+    try:
+        sid = client.request("POST", EVAL, BODY, end=False, headers=(JSON,))
+        # h2's client refuses to send these: the frame by hand, encoded with its HPACK state.
+        frame = HeadersFrame(sid, data=client.conn.encoder.encode([(b"x-checksum", b"0")]), flags=["END_HEADERS"])
+        client.sock.sendall(frame.serialize())
         reset_with_protocol_error(client, sid)
         still_serves(client)
     finally:
