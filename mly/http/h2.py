@@ -20,6 +20,10 @@ turns streams into ASGI requests and keeps memory bounded:
   at the limit the connection is not read until one finishes, and a burst that
   arrived in one read is refused (REFUSED_STREAM) past twice the limit, so "rapid
   reset" cannot pile up work. Clients that do not reset streams never meet this.
+- A stream whose app waits on the peer for ``read_timeout`` seconds for one line of
+  its request body is reset (CANCEL); the other streams go on.
+- A malformed request is a stream error (RFC 9113 §8.1.1), never the connection's
+  (``h2conn``, ``h2request``).
 - A connection without open streams for ``idle_timeout`` seconds gets GOAWAY.
 """
 
@@ -28,109 +32,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-from collections import deque
-from itertools import chain
 from typing import Any
 from urllib.parse import unquote
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
 from hyperframe.frame import GoAwayFrame
 
+from mly.http.h2conn import ServerConnection
 from mly.http.h2limits import H2Settings
+from mly.http.h2request import HOP_BY_HOP, RequestHead, header_list_size, parse_request, trailers_problem
+from mly.http.h2stream import Stream
 
 __all__ = ["H2Protocol"]
 
 log = logging.getLogger("mly.http")
 
-#: Connection-specific fields that HTTP/2 forbids (RFC 9113 §8.2.2); dropped from app responses.
-_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _DEFAULT_WINDOW = 65535
-#: The request pseudo-header fields (RFC 9113 §8.3.1); anything else starting with ``:`` is malformed.
-_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
-_FORBIDDEN = re.compile(rb"[\0\r\n]")
-
-#: ``h2``'s own header checks cost ~70 us per request (measured, docs/performance.md): more than
-#: the eval of a cached row. ``_malformed`` does the checks RFC 9113 §8.2 requires in one pass
-#: over the fields the request is built from anyway; outbound fields are the app's own.
-_H2_CONFIG = h2.config.H2Configuration(
-    client_side=False,
-    header_encoding=None,
-    validate_inbound_headers=False,
-    normalize_inbound_headers=False,
-    validate_outbound_headers=False,
-    normalize_outbound_headers=False,
-    split_outbound_cookies=False,
-)
-
-
-class _Stream:
-    """One request/response exchange; the ASGI ``receive``/``send`` pair of its app call."""
-
-    __slots__ = (
-        "body", "complete", "conn", "drained", "ended", "event", "id", "reset", "scope", "started", "window",
-    )
-
-    def __init__(self, conn: H2Protocol, stream_id: int, scope: dict[str, Any]) -> None:
-        self.conn = conn
-        self.id = stream_id
-        self.scope = scope
-        self.body: deque[tuple[bytes, int]] = deque()
-        self.ended = False  # the peer sent END_STREAM
-        self.drained = False  # the app has read the whole request body
-        self.reset = False  # either side reset the stream, or the connection is gone
-        self.started = False
-        self.complete = False
-        self.event = asyncio.Event()  # request data, END_STREAM or reset
-        self.window = asyncio.Event()  # send window opened (or the stream is gone)
-
-    async def receive(self) -> dict[str, Any]:
-        while not self.body and not self.ended and not self.reset:
-            self.event.clear()
-            await self.event.wait()
-        if self.body:
-            data, flow_len = self.body.popleft()
-            self.conn.consumed(self.id, flow_len)
-            more = bool(self.body) or not self.ended
-            self.drained = not more
-            return {"type": "http.request", "body": data, "more_body": more}
-        if self.ended and not self.reset and not self.complete and not self.drained:
-            self.drained = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        while not self.reset and not self.complete:  # the body was read: wait for the end
-            self.event.clear()
-            await self.event.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if self.reset:
-            return
-        if not self.started:
-            if kind != "http.response.start":
-                raise RuntimeError(f"expected ASGI message 'http.response.start', got {kind!r}")
-            self.started = True
-            self.conn.send_headers(self, message["status"], message.get("headers", ()))
-            return
-        if self.complete:
-            raise RuntimeError(f"unexpected ASGI message {kind!r} after the response completed")
-        if kind != "http.response.body":
-            raise RuntimeError(f"expected ASGI message 'http.response.body', got {kind!r}")
-        more = bool(message.get("more_body", False))
-        body = message.get("body", b"") if self.scope["method"] != "HEAD" else b""  # RFC 9110 §9.3.2
-        await self.conn.send_data(self, body, end=not more)
-        if not more:
-            self.complete = True
-            self.event.set()
-
-    def wake(self) -> None:
-        self.event.set()
-        self.window.set()
 
 
 class H2Protocol(asyncio.Protocol):
@@ -145,8 +65,8 @@ class H2Protocol(asyncio.Protocol):
         self.settings = settings
         self.root_path = root_path
         self.loop = asyncio.get_event_loop()
-        self.conn = h2.connection.H2Connection(_H2_CONFIG)
-        self.streams: dict[int, _Stream] = {}
+        self.conn = ServerConnection(settings.max_header_list_size)
+        self.streams: dict[int, Stream] = {}
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.scheme = "http"
         self.server: tuple[str, int] | None = None
@@ -211,6 +131,7 @@ class H2Protocol(asyncio.Protocol):
                 stream = self.streams.pop(event.stream_id, None)
                 if stream is not None:
                     stream.reset = True
+                    self.release(stream)
                     if self.orphans >= self.settings.max_concurrent_streams:
                         # A stream the peer resets is closed for h2 at once, but its app call runs
                         # on: opening and resetting streams ("rapid reset") could start unbounded
@@ -227,12 +148,17 @@ class H2Protocol(asyncio.Protocol):
             elif isinstance(event, h2.events.RemoteSettingsChanged):
                 for stream in self.streams.values():
                     stream.window.set()
+            elif isinstance(event, h2.events.TrailersReceived):
+                if problem := trailers_problem(event.headers or ()):  # type: ignore[arg-type]
+                    log.info("HTTP/2 stream %d from %s: malformed request: %s", event.stream_id, self.client, problem)
+                    if (stream := self.streams.get(event.stream_id)) is not None:
+                        self.reset_stream(stream, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+                    else:
+                        self.refuse(event.stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             elif isinstance(event, h2.events.ConnectionTerminated):
-                self.closing = True
-                for stream in self.streams.values():
-                    if stream.id > (event.last_stream_id or 0) and not stream.started:
-                        stream.reset = True
-                        stream.wake()
+                # The client opens no more streams but still reads the answers to its open ones
+                # (Go's ClientConn.Shutdown): answer them, then close, as Go's server does.
+                self.shutdown()
         self.flush()
 
     def eof_received(self) -> bool | None:
@@ -298,43 +224,22 @@ class H2Protocol(asyncio.Protocol):
             # below): not processed, so the peer may retry them (Go's client does).
             self.refuse(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
-        method = path = scheme = b""
-        authority = None
-        headers: list[tuple[bytes, bytes]] = []
-        has_host = False
-        problem = ""
-        for name, value in event.headers or ():
-            assert isinstance(name, bytes) and isinstance(value, bytes)
-            if name[:1] == b":":
-                if headers or name not in _REQUEST_PSEUDO:
-                    problem = f"pseudo-header {name!r} misplaced or unknown"
-                elif name == b":method":
-                    problem = problem or ("repeated :method" if method else "")
-                    method = value
-                elif name == b":path":
-                    problem = problem or ("repeated :path" if path else "")
-                    path = value
-                elif name == b":scheme":
-                    scheme = value
-                else:
-                    authority = value
-            else:
-                if name in _HOP_BY_HOP or (name == b"te" and value != b"trailers"):
-                    problem = f"connection-specific field {name!r}"
-                elif name != name.lower():
-                    problem = f"upper-case field name {name!r}"
-                has_host = has_host or name == b"host"
-                headers.append((name, value))
-        if _FORBIDDEN.search(b"".join(chain.from_iterable(event.headers or ()))):  # type: ignore[arg-type]
-            problem = problem or "NUL, CR or LF in a field"
-        if not problem and (not method or not scheme or (path[:1] != b"/" and path != b"*")):
-            problem = "missing or invalid :method, :scheme or :path"
-        if problem:  # a malformed request is a stream error (RFC 9113 §8.1.1)
-            log.info("HTTP/2 stream %d from %s: malformed request: %s", sid, self.client, problem)
+        fields = event.headers or ()
+        if header_list_size(fields) > self.settings.max_header_list_size:  # type: ignore[arg-type]
+            # Decoded in full by ServerConnection; answered as Go does, the connection goes on.
+            log.info("HTTP/2 stream %d from %s: header block over %d bytes", sid, self.client,
+                     self.settings.max_header_list_size)
+            self.answer_early(sid, 431, ended=event.stream_ended is not None)
+            return
+        head = parse_request(fields)  # type: ignore[arg-type]
+        if (isinstance(head, RequestHead) and event.stream_ended is not None
+                and head.content_length is not None and int(head.content_length) != 0):
+            head = "content-length without a body"  # h2 checks it against DATA frames only
+        if not isinstance(head, RequestHead):  # a malformed request is a stream error (RFC 9113 §8.1.1)
+            log.info("HTTP/2 stream %d from %s: malformed request: %s", sid, self.client, head)
             self.refuse(sid, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             return
-        if authority is not None and not has_host:
-            headers.insert(0, (b"host", authority))
+        method, path, headers = head.method, head.path, head.headers
         raw_path, _, query = path.partition(b"?")
         text_path = raw_path.decode("latin-1")
         scope = {
@@ -352,7 +257,7 @@ class H2Protocol(asyncio.Protocol):
             "client": self.client,
             "state": self.app_state.copy(),
         }
-        stream = _Stream(self, sid, scope)
+        stream = Stream(self, sid, scope)
         if event.stream_ended is not None:
             stream.ended = True
         self.streams[sid] = stream
@@ -374,7 +279,15 @@ class H2Protocol(asyncio.Protocol):
         with contextlib.suppress(h2.exceptions.StreamClosedError):
             self.conn.reset_stream(stream_id, code)
 
-    async def run_app(self, stream: _Stream) -> None:
+    def answer_early(self, stream_id: int, status: int, *, ended: bool) -> None:
+        """Answer a request the app never sees with an empty ``status`` response."""
+        fields = [(b":status", str(status).encode()), *self.server_state.default_headers, (b"content-length", b"0")]
+        with contextlib.suppress(h2.exceptions.StreamClosedError):
+            self.conn.send_headers(stream_id, fields, end_stream=True)
+            if not ended:  # the answer is complete but the request is not: the peer may stop sending
+                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+
+    async def run_app(self, stream: Stream) -> None:
         try:
             await self.call_app(stream)
         finally:
@@ -382,7 +295,7 @@ class H2Protocol(asyncio.Protocol):
             if "apps" in self.read_paused and self.orphans < self.settings.max_concurrent_streams:
                 self.resume_reading("apps")
 
-    async def call_app(self, stream: _Stream) -> None:
+    async def call_app(self, stream: Stream) -> None:
         try:
             await self.app(stream.scope, stream.receive, stream.send)
         except Exception:
@@ -400,29 +313,33 @@ class H2Protocol(asyncio.Protocol):
         finally:
             self.stream_done(stream)
 
-    async def send_500(self, stream: _Stream) -> None:
+    async def send_500(self, stream: Stream) -> None:
         body = b"Internal Server Error"
         await stream.send({"type": "http.response.start", "status": 500,
                            "headers": [(b"content-type", b"text/plain; charset=utf-8"),
                                        (b"content-length", str(len(body)).encode())]})
         await stream.send({"type": "http.response.body", "body": body})
 
-    def stream_done(self, stream: _Stream) -> None:
+    def stream_done(self, stream: Stream) -> None:
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
             if not stream.reset and not stream.ended:
                 # The answer is complete but the request is not: tell the peer to stop sending.
                 self.reset_stream(stream, h2.errors.ErrorCodes.NO_ERROR)
-            for _, flow_len in stream.body:  # unread request data still holds connection window
-                self.consumed(stream.id, flow_len)
-            stream.body.clear()
+            self.release(stream)
         if self.closing and not self.streams:
             self.flush()
             self.transport.close()
         else:
             self.arm_idle()
 
-    def reset_stream(self, stream: _Stream, code: h2.errors.ErrorCodes) -> None:
+    def release(self, stream: Stream) -> None:
+        """Hand back the connection window that request data nobody will read still holds."""
+        for _, flow_len in stream.body:
+            self.consumed(stream.id, flow_len)
+        stream.body.clear()
+
+    def reset_stream(self, stream: Stream, code: h2.errors.ErrorCodes) -> None:
         stream.reset = True
         stream.wake()
         with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
@@ -436,21 +353,21 @@ class H2Protocol(asyncio.Protocol):
                 self.conn.acknowledge_received_data(flow_len, stream_id)
             self.schedule_flush()
 
-    def send_headers(self, stream: _Stream, status: int, headers: Any) -> None:
+    def send_headers(self, stream: Stream, status: int, headers: Any) -> None:
         fields: list[tuple[bytes, bytes]] = [(b":status", str(status).encode())]
         fields.extend(self.server_state.default_headers)
         for name, value in headers:
             name = name.lower()
-            if name not in _HOP_BY_HOP:
+            if name not in HOP_BY_HOP:
                 fields.append((name, value))
         try:
             self.conn.send_headers(stream.id, fields)
-        except h2.exceptions.StreamClosedError:  # the peer reset it a moment ago
+        except h2.exceptions.ProtocolError:  # the peer reset it a moment ago, or the connection failed
             stream.reset = True
             return
         self.schedule_flush()
 
-    async def send_data(self, stream: _Stream, data: bytes, *, end: bool) -> None:
+    async def send_data(self, stream: Stream, data: bytes, *, end: bool) -> None:
         if not data and not end:
             return
         view = memoryview(data)
@@ -472,7 +389,7 @@ class H2Protocol(asyncio.Protocol):
                 last = size == len(view)
                 self.conn.send_data(stream.id, data if last and size == len(data) else bytes(view[:size]),
                                     end_stream=end and last)
-            except h2.exceptions.StreamClosedError:  # reset by the peer while this waited
+            except h2.exceptions.ProtocolError:  # reset by the peer while this waited, or the connection failed
                 stream.reset = True
                 return
             self.schedule_flush()
@@ -480,7 +397,31 @@ class H2Protocol(asyncio.Protocol):
             if last:
                 return
 
-    async def wait(self, event: asyncio.Event, stream: _Stream) -> bool:
+    async def wait_for_body(self, stream: Stream) -> bool:
+        """Wait for more of the request; False when the stream was reset for a stalled body.
+
+        Go's ``ReadTimeout`` bounds the time to read a whole request. Here it bounds the time
+        the app waits on the peer for one line of it (the whole body, unless it is NDJSON), so
+        a streaming PUT may run for as long as its lines keep coming; time the peer spends
+        waiting on the server (flow control while the app is busy) does not count.
+        """
+        limit = self.settings.read_timeout
+        if limit <= 0:
+            await stream.event.wait()
+            return True
+        started = self.loop.time()
+        try:
+            await asyncio.wait_for(stream.event.wait(), limit - stream.waited)
+        except asyncio.TimeoutError:
+            log.info("HTTP/2 stream %d: the peer sent no more of its request for %.1f s; resetting it",
+                     stream.id, limit)
+            self.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+            return False
+        finally:
+            stream.waited += self.loop.time() - started
+        return True
+
+    async def wait(self, event: asyncio.Event, stream: Stream) -> bool:
         """Wait for ``event`` up to the write timeout; False when it never came."""
         try:
             await asyncio.wait_for(event.wait(), self.settings.write_timeout)

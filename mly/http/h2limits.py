@@ -30,4 +30,6 @@ class H2Settings:
     connection_window: int = 1 << 20
     idle_timeout: float = 5.0
     write_timeout: float = 5.0
+    #: Seconds a stream may wait for the next line of its request body (``ReadTimeoutMs``); 0 = no limit.
+    read_timeout: float = 5.0
     max_header_list_size: int = 8192 + 2048

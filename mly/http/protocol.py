@@ -331,6 +331,7 @@ def h2_settings(endpoint: EndpointConfig, *, enabled: bool | None = None) -> H2S
         connection_window=endpoint.http2_connection_window,
         idle_timeout=endpoint.idle_timeout_s,
         write_timeout=max(1.0, write_ms / 1000),
+        read_timeout=max(0, endpoint.read_timeout_ms) / 1000,
         max_header_list_size=endpoint.max_header_bytes + 2048,  # HPACK counts 32 bytes more per field
     )
 

@@ -4,12 +4,26 @@ never reading, tiny windows, reading the server's SETTINGS and GOAWAY."""
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass, field
 from typing import Any
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+from h2.frame_buffer import FrameBuffer
+from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame
+
+
+@dataclass
+class Answers:
+    """What ``RawH2.read_frames_until_closed`` saw, per stream."""
+
+    status: dict[int, int] = field(default_factory=dict)
+    data: dict[int, bytes] = field(default_factory=dict)
+    ended: set[int] = field(default_factory=set)
+    reset: dict[int, int] = field(default_factory=dict)
+    goaway: GoAwayFrame | None = None
 
 
 class RawH2:
@@ -94,6 +108,28 @@ class RawH2:
         self.read_until(lambda: sid in self.ended or sid in self.reset)
         assert sid not in self.reset, f"stream {sid} was reset ({self.reset[sid]})"
         return int(self.headers[sid][b":status"]), bytes(self.data.get(sid, b""))
+
+    def read_frames_until_closed(self) -> Answers:
+        """Read frame by frame until the server closes: after a GOAWAY, h2's client state machine
+        refuses every frame, but a client (Go's) still reads the answers to its open streams."""
+        frames = FrameBuffer(server=False)
+        frames.max_frame_size = 1 << 24
+        seen = Answers()
+        while chunk := self.sock.recv(65536):
+            frames.add_data(chunk)
+            for frame in frames:
+                if isinstance(frame, HeadersFrame):
+                    seen.status[frame.stream_id] = int(dict(self.conn.decoder.decode(frame.data, raw=True))[b":status"])
+                elif isinstance(frame, DataFrame):
+                    seen.data[frame.stream_id] = seen.data.get(frame.stream_id, b"") + frame.data
+                elif isinstance(frame, RstStreamFrame):
+                    seen.reset[frame.stream_id] = frame.error_code
+                elif isinstance(frame, GoAwayFrame):
+                    seen.goaway = frame
+                if "END_STREAM" in frame.flags:
+                    seen.ended.add(frame.stream_id)
+        self.closed = True
+        return seen
 
     def close(self) -> None:
         self.sock.close()

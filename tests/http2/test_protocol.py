@@ -134,14 +134,15 @@ def test_the_largest_accepted_limits_still_serve_http2() -> None:
 def test_settings_from_the_endpoint() -> None:
     config = parse_config({"Models": [{"ID": "m", "URL": "/m"}], "Endpoint": {
         "HTTP2MaxConcurrentStreams": 32, "HTTP2StreamWindow": 70000, "HTTP2ConnectionWindow": 80000,
-        "IdleTimeoutMs": 2500, "WriteTimeoutMs": 3000, "MaxHeaderBytes": 4096}})
+        "IdleTimeoutMs": 2500, "WriteTimeoutMs": 3000, "MaxHeaderBytes": 4096, "ReadTimeoutMs": 1200}})
     settings = h2_settings(config.endpoint)
     assert settings == H2Settings(enabled=True, max_concurrent_streams=32, stream_window=70000,
                                   connection_window=80000, idle_timeout=2.5, write_timeout=3.0,
-                                  max_header_list_size=4096 + 2048)
+                                  read_timeout=1.2, max_header_list_size=4096 + 2048)
     assert h2_settings(config.endpoint, enabled=False).enabled is False
     defaults = h2_settings(parse_config({"Models": [{"ID": "m", "URL": "/m"}]}).endpoint)
-    assert (defaults.max_concurrent_streams, defaults.idle_timeout, defaults.write_timeout) == (250, 5.0, 5.0)
+    assert (defaults.max_concurrent_streams, defaults.idle_timeout, defaults.write_timeout,
+            defaults.read_timeout) == (250, 5.0, 5.0, 5.0)
 
 
 def test_without_h2_the_server_serves_http1_and_says_why(monkeypatch: pytest.MonkeyPatch,
