@@ -115,8 +115,9 @@ def _cluster_options(connection: Connection, cluster_module: Any) -> dict[str, A
     options = redis_client_options(connection)
     del options["host"], options["port"], options["db"]
     options["startup_nodes"] = [cluster_module.ClusterNode(host, port) for host, port in connection.seeds]
-    # A slot whose master died has no owner until its replica is promoted: let the other
-    # slots answer meanwhile (the breaker counts what fails). Retries follow ``retry``.
+    # A slot whose master died has no owner until its replica is promoted: lookups of other
+    # slots keep answering (a pipeline that touches it fails as a whole: the breaker counts it).
+    # Retries follow ``retry``.
     options["require_full_coverage"] = False
     return options
 

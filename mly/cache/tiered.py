@@ -62,6 +62,7 @@ _SKIPPED: Any = object()
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 DEFAULT_WRITE_BATCH = 256
 DEFAULT_CLOSE_TIMEOUT_S = 5.0
+WRITE_TIME_SLACK_S = 1.0
 
 
 @dataclass(slots=True)
@@ -140,6 +141,20 @@ class TieredCache:
         self._loop_thread = 0
         self._in_flight = 0
         self._closed = False
+        self._valid_from = 0.0
+        """Wall-clock time before which external entries are not served (``forget_older_entries``)."""
+
+    def forget_older_entries(self) -> None:
+        """Serve no entry written before now: the model changed but its dictionary hash did not.
+
+        The memory tier is cleared. External entries cannot be deleted (other servers,
+        other keys), but each says how long it has left, so its write time is known
+        (``ttl_ms`` minus what is left); one written before now, or within
+        ``WRITE_TIME_SLACK_S`` after it (Aerospike counts whole seconds), is a miss.
+        """
+        if self.memory is not None:
+            self.memory.clear()
+        self._valid_from = time.time() + WRITE_TIME_SLACK_S
 
     # ------------------------------------------------------------------ reads
 
@@ -220,10 +235,13 @@ class TieredCache:
             return None
         found: list[tuple[int, StoredRow]] = []
         counters = self.counters
+        valid_from = self._valid_from
+        now = time.time() if valid_from else 0.0
         for i, stored in zip(pending, rows, strict=True):
             if stored is None:
                 continue
-            if stored.dict_hash != dict_hash:
+            if stored.dict_hash != dict_hash or (valid_from and (
+                    stored.ttl_ms is None or now - (self.ttl_ms - stored.ttl_ms) / 1000 < valid_from)):
                 counters.stale += 1
                 continue
             try:

@@ -167,12 +167,10 @@ class ModelService:
         self.metrics.reload.record((time.perf_counter_ns() - started) // 1000)
         old = self._install(generation)
         self.reloads += 1
-        memory = self.cache.memory if self.cache is not None else None
-        if old is not None and old.dict_hash == generation.dict_hash and memory is not None:
-            # Same vocabulary, new weights: the hash cannot tell the versions apart,
-            # so drop this process's memory tier. External tiers keep such entries
-            # until their TTL (docs/differences-from-go.md, "Known limits").
-            memory.clear()
+        if old is not None and old.dict_hash == generation.dict_hash and self.cache is not None:
+            # Same vocabulary, new weights: the hash cannot tell the versions apart, so
+            # this process serves no entry written before now, from any tier.
+            self.cache.forget_older_entries()
         log.info("model %s: reloaded (dictHash %d)", self.id, generation.dict_hash)
         if old is not None:
             # Requests that already hold the old generation finish on it; none can

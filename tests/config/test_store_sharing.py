@@ -42,6 +42,36 @@ def test_two_datastores_on_one_dataset_are_refused() -> None:
     assert "model 'ctr'" in str(info.value) and "give model 'ctr_b' its own Dataset" in str(info.value)
 
 
+@pytest.mark.parametrize(("first", "second"), [
+    # One server spelled two ways: a name and its address, upper case, a single Redis's unused seeds.
+    ({"Hostnames": "127.0.0.1"}, {"Hostnames": "localhost"}),
+    ({"Hostnames": "LocalHost"}, {"Hostnames": "localhost"}),
+    ({"Hostnames": "127.0.0.1,10.0.0.9"}, {"Hostnames": "127.0.0.1"}),
+])
+def test_one_redis_spelled_two_ways_is_one_place(first: dict[str, str], second: dict[str, str]) -> None:
+    raw = config(
+        [{"ID": "ctr", "URL": "/m/a", "DataStore": "a"}, {"ID": "ctr_b", "URL": "/m/b", "DataStore": "b"}],
+        [{"ID": "a", "Connection": "r", "Dataset": "rows"}, {"ID": "b", "Connection": "r2", "Dataset": "rows"}],
+        [{**REDIS, **first}, {**REDIS, "ID": "r2", **second}],
+    )
+    with pytest.raises(ConfigError, match="give model 'ctr_b' its own Dataset"):
+        parse_config(raw)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ({"Namespace": "x:y", "Dataset": "rows"}, {"Namespace": "x", "Dataset": "y:rows"}),  # both x:y:rows:<key>
+    ({"Namespace": "", "Dataset": "x"}, {"Namespace": "x", "Dataset": "y"}),  # x:<key "y:..."> meets x:y:<key>
+])
+def test_redis_prefixes_that_meet_are_one_place(a: dict[str, str], b: dict[str, str]) -> None:
+    raw = config(
+        [{"ID": "ctr", "URL": "/m/a", "DataStore": "a"}, {"ID": "ctr_b", "URL": "/m/b", "DataStore": "b"}],
+        [{"ID": "a", "Connection": "r", **a}, {"ID": "b", "Connection": "r", **b}],
+        [REDIS],
+    )
+    with pytest.raises(ConfigError, match="holds the same keys"):
+        parse_config(raw)
+
+
 def test_an_l2_that_is_another_models_l1_is_refused() -> None:
     raw = config(
         [{"ID": "ctr", "URL": "/m/a", "DataStore": "a"}, {"ID": "ctr_b", "URL": "/m/b", "DataStore": "b"}],

@@ -243,3 +243,43 @@ def test_rows_of_a_replaced_version_are_answered_but_never_stored(
         assert service.rows_evaluated == evaluated + 1
     finally:
         server.stop()
+
+
+def test_entries_of_the_replaced_version_in_redis_are_not_served(
+    versions: dict[str, Path], tmp_path: Path, redis_servers: dict
+) -> None:
+    """Same dictionary hash, new weights: the old version's rows in the L1 (Redis) must not
+    come back, neither as L1 hits nor copied into the memory tier the reload cleared."""
+    redis = redis_servers["l1"]
+    redis.ensure_up()
+    redis.flush()
+    point(versions["link"], versions["v1"])
+    config = {
+        "Models": [{"ID": "r", "URL": str(versions["link"]), "DataStore": "mem", "ReloadIntervalSec": POLL_S,
+                    "Inputs": [{"Name": "fl", "Precision": 2}]}],
+        "Connections": [{"ID": "l1", "Kind": "redis", "Hostnames": "127.0.0.1", "Port": redis.port}],
+        "Datastores": [{"ID": "mem", "Cache": {"SizeMb": 4}, "Connection": "l1", "Dataset": "reload"}],
+    }
+    server = LiveServer(config, tmp_path).start()
+    try:
+        service = server.registry.get("r")
+        cache = server.registry.caches["mem"]
+        row = {"sa": "b", "sl": "c", "i1": 30, "fl": 2.0}
+        old_score = float(expected_keras_lookup(["b"], ["c"], [30], [2.0])["score"][0, 0])
+        with server.client() as client:
+            assert post(client, row).json()["data"]["score"] == pytest.approx(old_score)
+            wait_until(lambda: cache.counters.writes >= 1, "the row to reach Redis")
+            point(versions["link"], versions["reweighted"])
+            wait_until(lambda: service.reloads >= 1, "the reload")
+            time.sleep(1.1)  # rows written within a second of the reload are not trusted either
+            evaluated = service.rows_evaluated
+            again = post(client, row).json()
+            assert again["data"]["score"] == pytest.approx(old_score + 1000.0)  # not the L1 entry
+            assert service.rows_evaluated == evaluated + 1
+            assert cache.counters.stale >= 1
+            wait_until(lambda: cache.counters.writes >= 2, "the new row to reach Redis")
+            cache.memory.clear()  # the new version's entry is served from L1
+            assert post(client, row).json()["data"]["score"] == pytest.approx(old_score + 1000.0)
+            assert service.rows_evaluated == evaluated + 1
+    finally:
+        server.stop()

@@ -92,12 +92,12 @@ def test_workers_copy_a_remote_model_into_folders_of_their_own(model_dirs: dict[
     location = tmp_path / "copies"
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"Models": [{
-        "ID": "num", "URL": "s3://models/num", "Location": str(location), "UseDict": False,
+        "ID": "num", "URL": "s3://worker-models/num", "Location": str(location), "UseDict": False,
         "ReloadIntervalSec": 0}]}))
     with s3_server() as endpoint:
         fs = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
-        fs.mkdir("models")
-        fs.put(model_dirs["numeric"].rstrip("/") + "/", "models/num", recursive=True)
+        fs.mkdir("worker-models")  # moto keeps buckets per test process: a name no other test uses
+        fs.put(model_dirs["numeric"].rstrip("/") + "/", "worker-models/num", recursive=True)
         with ServeProcess(config, "--workers", "2", env=cli_env(**child_env(endpoint))) as served:
             deadline = time.monotonic() + STOP_WITHIN_S
             while len(copies(location)) < 2 or not all(copies(location).values()):
