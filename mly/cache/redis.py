@@ -96,10 +96,11 @@ def redis_client_options(connection: Connection) -> dict[str, Any]:
         "decode_responses": False,
         "client_name": "mly",
     }
-    if connection.password:
+    if connection.username:  # an ACL user; one with ``nopass`` takes any password, "" included
+        options["username"] = connection.username
         options["password"] = connection.password
-        if connection.username:
-            options["username"] = connection.username
+    elif connection.password:
+        options["password"] = connection.password
     if connection.tls:
         options["ssl"] = True
         if connection.tls_ca_file:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from mly.common.dictionary import Dictionary
@@ -56,7 +56,7 @@ class ClientOptions:
     of building one from ``meta/config``; the client does not close it."""
     shared_stores: SharedStores | None = None
     """Share Redis/Aerospike connections with the other clients given the same object."""
-    store_passwords: Mapping[str, str] | None = None
+    store_passwords: Mapping[str, str] | None = field(default=None, repr=False)
     """Connection ID -> password of a secured Redis in the model's datastore: ``meta/config``
     never carries secrets (its ``Username`` and ``TLS`` do come from the server)."""
     write_back_remote: bool = False

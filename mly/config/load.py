@@ -205,7 +205,7 @@ def _convert_dataclass(value: Any, cls: type[T], path: str) -> T:
 
 
 def _resolve_urls(config: Config, base_dir: Path) -> Config:
-    """Relative model paths are relative to the config file, not the working directory."""
+    """Relative model paths (and ``TLSCAFile``) are relative to the config file, not the working directory."""
     import dataclasses
 
     models = []
@@ -219,7 +219,12 @@ def _resolve_urls(config: Config, base_dir: Path) -> Config:
             if "://" not in path:
                 stream = dataclasses.replace(stream, url=str((base_dir / path).resolve()))
         models.append(dataclasses.replace(model, url=url, stream=stream))
-    return dataclasses.replace(config, models=tuple(models))
+    connections = tuple(
+        dataclasses.replace(c, tls_ca_file=str((base_dir / c.tls_ca_file).resolve()))
+        if c.tls_ca_file and not os.path.isabs(c.tls_ca_file) else c
+        for c in config.connections
+    )
+    return dataclasses.replace(config, models=tuple(models), connections=connections)
 
 
 def _validate_stream(stream: StreamConfig, where: str) -> None:

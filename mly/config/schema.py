@@ -58,8 +58,8 @@ def setting(go: str, default: Any = MISSING, *, factory: Any = MISSING, omitempt
     """
     meta = {"go": go, "omitempty": omitempty, "secret": secret}
     if factory is not MISSING:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+        return field(default_factory=factory, metadata=meta, repr=not secret)
+    return field(default=default, metadata=meta, repr=not secret)
 
 
 def go_name(f: Any) -> str:

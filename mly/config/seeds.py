@@ -12,7 +12,7 @@ __all__ = ["parse_seeds"]
 
 
 def _port(text: str, entry: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= 65535:
         raise ValueError(f"{entry!r}: port must be 1..65535, got {text!r}")
     return int(text)
 
@@ -24,6 +24,8 @@ def parse_seeds(hostnames: str, default_port: int) -> list[tuple[str, int]]:
         entry = raw.strip()
         if not entry:
             continue
+        if "/" in entry or any(c.isspace() for c in entry):
+            raise ValueError(f"{entry!r}: expected host, host:port or [v6]:port (no scheme, path or spaces)")
         if entry.startswith("["):
             host, sep, rest = entry[1:].partition("]")
             if not sep or not host:

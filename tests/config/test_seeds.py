@@ -26,6 +26,9 @@ def test_ipv6_entries() -> None:
     (":3000", "the host is missing"),
     ("[::1", "needs its closing ']'"),
     ("[::1]3000", "expected ']:port'"),
+    ("h:\uff16\uff13\uff18\uff10", "port must be 1..65535"),  # full-width digits
+    ("redis://h:6379", "no scheme, path or spaces"),
+    ("h :6379", "no scheme, path or spaces"),
 ])
 def test_a_malformed_entry_is_a_config_error_naming_it(hostnames: str, message: str) -> None:
     raw = {"Models": [{"ID": "m", "URL": "/m", "DataStore": "d"}],
@@ -35,3 +38,21 @@ def test_a_malformed_entry_is_a_config_error_naming_it(hostnames: str, message: 
         parse_config(raw)
     assert info.value.key == "Connections[0].Hostnames"
     assert message in str(info.value) and repr(hostnames.strip()) in str(info.value)
+
+
+def test_a_password_is_never_in_a_repr() -> None:
+    from mly.client import ClientOptions
+    from mly.config.schema import Connection
+
+    assert "Zq9-secret" not in repr(Connection(id="c", kind="redis", hostnames="h", password="Zq9-secret"))
+    assert "Zq9-secret" not in repr(ClientOptions(store_passwords={"c": "Zq9-secret"}))
+
+
+def test_tls_ca_file_is_relative_to_the_config_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from mly.config import load_config
+
+    (tmp_path / "config.yaml").write_text(
+        "Models: [{ID: m, URL: model, DataStore: d}]\n"
+        "Datastores: [{ID: d, Connection: c, Dataset: x}]\n"
+        "Connections: [{ID: c, Kind: redis, Hostnames: h, TLS: true, TLSCAFile: ca.pem}]\n")
+    assert load_config(tmp_path / "config.yaml").connections[0].tls_ca_file == str(tmp_path / "ca.pem")
