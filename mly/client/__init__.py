@@ -14,7 +14,7 @@ Starlette.
 from __future__ import annotations
 
 from mly.client._async import AsyncClient
-from mly.client._stores import SharedStores
+from mly.client._shared import SharedStores
 from mly.client._sync import Client
 from mly.client.errors import (
     InputError,
