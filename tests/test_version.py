@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 from click.testing import CliRunner
 from packaging.version import Version
 
