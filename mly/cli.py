@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from mly._version import __version__
 from mly.errors import MlyError
 
 __all__ = ["main"]
@@ -59,7 +60,7 @@ def _import_modules(modules: tuple[str, ...]) -> None:
 
 
 @click.group(context_settings={"auto_envvar_prefix": "MLY", "help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="mly")
+@click.version_option(__version__, prog_name="mly-fast")
 def main() -> None:
     """Serve TensorFlow SavedModels over the viant/mly HTTP API with a prediction cache."""
 

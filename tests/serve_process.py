@@ -38,11 +38,14 @@ class ServeProcess:
     ``/v1/api/ready`` answers 200; ``stop()`` sends a signal and returns the exit status."""
 
     def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, command: list[str] | None = None, cwd: Path | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.args = [*mly_fast(), "serve", str(config), "--host", "127.0.0.1", "--port", str(self.port), *args]
+        self.args = [*(command or mly_fast()), "serve", str(config), "--host", "127.0.0.1", "--port", str(self.port),
+                     *args]
+        """``command``: another ``mly-fast`` (an installed wheel's); ``cwd``: where it runs."""
         self.env = env if env is not None else cli_env()
+        self.cwd = cwd
         self.proc: subprocess.Popen[str] | None = None
         self.signalled = False
         self.log_path = log_path
@@ -51,7 +54,8 @@ class ServeProcess:
     def start(self, timeout_s: float = 240) -> ServeProcess:
         out = open(self.log_path, "w") if self.log_path is not None else subprocess.PIPE  # noqa: SIM115
         try:
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, text=True, env=self.env)
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, text=True, env=self.env,
+                                         cwd=self.cwd)
         finally:
             if self.log_path is not None:
                 out.close()  # type: ignore[union-attr]

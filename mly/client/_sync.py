@@ -1,9 +1,8 @@
 """``Client``: the blocking driver of ``ClientCore`` (httpx.Client).
 
 The local tier is read on the caller's thread. Redis and Aerospike tiers are
-the server's async stores; a sync client runs them on one private event loop
-thread per process (``background_loop``), so the tier logic (breakers,
-timeouts, upward copies, write-behind) is the server's, not a second copy.
+the server's async stores, run on the process's private event loop thread
+(``_loop.background_loop``).
 
 A ``Client`` inherited by a forked child (a pre-fork server's workers) notices
 the new process on its first call that needs the network: the parent's loop
@@ -13,19 +12,19 @@ parent, so the child gets its own (``Client._after_fork``).
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import os
 import threading
 import time
-from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import httpx
 
 from mly.cache.tiered import TieredCache
 from mly.client._core import ClientCore, parse_dictionary, parse_meta
+from mly.client._loop import BackgroundLoop, background_loop, run_inline
 from mly.client._stores import build_cache, start_cache
 from mly.client.errors import error_from_response
 from mly.client.hosts import Host, HostPool, exhausted
@@ -35,65 +34,24 @@ from mly.client.response import Response
 from mly.common.dictionary import Dictionary
 from mly.common.meta import ModelMeta
 
-__all__ = ["BackgroundLoop", "Client", "background_loop"]
+__all__ = ["Client"]
 
 log = logging.getLogger("mly.client")
 
-_T = TypeVar("_T")
 _JSON = {"Content-Type": "application/json"}
 
 
-class BackgroundLoop:
-    """An event loop in a daemon thread, for the async store clients of sync callers."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="mly-client-stores", daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, _T], *, timeout_s: float | None = None) -> _T:
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result(timeout_s)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise
-
-
-_LOOP: BackgroundLoop | None = None
-_LOOP_LOCK = threading.Lock()
 _FORK_LOCK = threading.Lock()
 
 
-def _new_locks_in_child() -> None:
+def _new_lock_in_child() -> None:
     """A lock some parent thread held at the fork would stay held in the child for ever."""
-    global _LOOP_LOCK, _FORK_LOCK
-    _LOOP_LOCK = threading.Lock()
+    global _FORK_LOCK
     _FORK_LOCK = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_locks_in_child)
-
-
-def background_loop() -> BackgroundLoop:
-    """The process's store loop, started on first use (and again in a forked child)."""
-    global _LOOP
-    with _LOOP_LOCK:
-        if _LOOP is None or _LOOP.pid != os.getpid():
-            _LOOP = BackgroundLoop()
-        return _LOOP
-
-
-def run_inline(coro: Coroutine[Any, Any, _T]) -> _T:
-    """Run a coroutine that never suspends (a memory-only ``TieredCache.get_many``) on this thread."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    coro.close()
-    raise RuntimeError("run_inline: the coroutine suspended")
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 class Client:

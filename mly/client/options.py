@@ -21,7 +21,7 @@ from mly.common.meta import ModelMeta
 
 if TYPE_CHECKING:
     from mly.cache.tiered import TieredCache
-    from mly.client._stores import SharedStores
+    from mly.client._shared import SharedStores
 
 __all__ = ["CacheScope", "ClientOptions"]
 
