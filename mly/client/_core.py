@@ -94,7 +94,9 @@ class ModelState:
     """``None`` when the model's answers are not cacheable."""
     dict_hash: int
     rounded: frozenset[str]
-    """Float inputs with ``Precision``: sent rounded, exactly as keyed (as Go's client does)."""
+    """Float inputs with ``Precision`` (sent rounded, as Go's client does) or ``Wildcard``: sent
+    as their encoded column, exactly the value keyed (a ``np.float32`` given for a float64
+    input is keyed as its float64 value, so that is what the server must evaluate)."""
 
     @classmethod
     def build(cls, meta: ModelMeta, dictionary: Dictionary | None) -> ModelState:
@@ -118,7 +120,8 @@ class ModelState:
             encoders=encoders_for(names, dtypes, precisions),
             schema=schema,
             dict_hash=dictionary.hash if dictionary is not None else 0,
-            rounded=frozenset(f.name for f in meta.inputs if f.precision > 0 and dtypes[f.name] in _FLOATS),
+            rounded=frozenset(f.name for f in meta.inputs
+                              if (f.precision > 0 or f.wildcard) and dtypes[f.name] in _FLOATS),
         )
 
 
