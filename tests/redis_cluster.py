@@ -52,6 +52,11 @@ class ClusterNode(RedisServer):
             info = r.info("replication")
         return info.get("role") == "master" or info.get("master_link_status") == "up"
 
+    def slot_map(self) -> frozenset[tuple[int, int, int]]:
+        """(first slot, last slot, master port) as this node sees the cluster."""
+        with self.client() as r:
+            return frozenset((int(s[0]), int(s[1]), int(s[2][1])) for s in r.execute_command("CLUSTER", "SLOTS"))
+
     def role(self) -> str:
         with self.client() as r:
             return str(r.execute_command("ROLE")[0].decode())
@@ -71,10 +76,12 @@ class RedisCluster:
         return self
 
     def wait_ok(self, timeout_s: float = 30.0) -> None:
-        """Until every running node says the cluster is ok (every slot served) and every
-        replica is in sync with its master (a replica that never synced cannot take over)."""
+        """Until every running node says the cluster is ok (every slot served), every replica
+        is in sync with its master (a replica that never synced cannot take over) and every
+        node sees the same slot map (a restarted node learns the new masters by gossip)."""
         deadline = time.monotonic() + timeout_s
-        while not all(n.info().get("cluster_state") == "ok" and n.replicating() for n in self.nodes if n.running):
+        while not (all(n.info().get("cluster_state") == "ok" and n.replicating() for n in self.nodes if n.running)
+                   and len({n.slot_map() for n in self.nodes if n.running}) == 1):
             assert time.monotonic() < deadline, "the Redis Cluster did not become ok"
             time.sleep(0.1)
 

@@ -313,9 +313,12 @@ class AerospikeStore:
         self.read_only = store.read_only
         self._executor = ThreadPoolExecutor(max_workers=max_workers + 1, thread_name_prefix=f"mly-{store.name}")
         total_ms = store.config.get("policies", {}).get("batch", {}).get("total_timeout", 0)
+        self.queue_wait_s = total_ms / 2000 if total_ms > 0 else 0.0
+        """Longest wait for a read thread (then a miss, not a failure). The client bounds the time
+        on the wire by ``Timeout.Total`` itself, so a lookup's deadline may be this much longer."""
         self.reader = CoalescingReader(store.get_many, self._executor, slots=max_workers,
                                        max_batch_keys=max_batch_keys, max_queued_keys=max_queued_keys,
-                                       max_wait_s=total_ms / 2000 if total_ms > 0 else None, name=store.name)
+                                       max_wait_s=self.queue_wait_s or None, name=store.name)
 
     @classmethod
     def from_connection(

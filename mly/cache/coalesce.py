@@ -13,10 +13,9 @@ The wait is bounded too: a lookup that would bring more than
 ``max_queued_keys`` keys into the queue is answered as a miss at once, without
 I/O, and one still waiting for a slot after ``max_wait_s`` is answered as a
 miss then. A busy store is not a failed one: only time on the wire may end in
-a timeout, so only a slow store trips its breaker. (The tiered cache's lookup
-deadline starts before the wait; ``max_wait_s`` is half the store's
-``Timeout.Total`` so that a lookup answered by a read started after a wait
-still has time for it.)
+a timeout, so only a slow store trips its breaker. (The store tells the tiered
+cache its ``queue_wait_s``, which extends that lookup's deadline by the wait:
+the read itself still gets the whole ``Timeout.Total``.)
 
 The merged read fails or times out as a whole, and every lookup in it gets that
 error (the breaker counts a cohort of failures once). Use from one event loop.

@@ -6,10 +6,11 @@ import asyncio
 import time
 from typing import Any
 
+import orjson
 import pytest
 
 from mly.cache.base import StoredRow
-from mly.cache.redis import RedisStore, SyncRedisStore, entry_key
+from mly.cache.redis import RedisStore, SyncRedisStore, entry_key, sync_redis_client
 from mly.config import parse_config
 from mly.errors import ConfigError
 
@@ -39,9 +40,12 @@ async def test_a_batch_spans_every_master_in_one_call(cluster: Any) -> None:
         assert all(row is not None and 0 < (row.ttl_ms or 0) <= 60_000 for row in got[:-1])
         per_master = [node.client().dbsize() for node in cluster.masters()]
         assert len(per_master) == 3 and all(n > 20 for n in per_master)  # spread over the slots
-        with cluster.masters()[0].client() as r:  # the single-Redis layout, key for key
-            key = next(k for k, _ in items if r.exists(entry_key("ns", "ds", k)))
-            assert r.hget(entry_key("ns", "ds", key), "dictHash") == str(H).encode()
+        routed = sync_redis_client(cluster.connection(seeds=6))  # the single-Redis layout, key for key
+        try:
+            assert routed.hget(entry_key("ns", "ds", "k7"), "dictHash") == str(H).encode()
+            assert orjson.loads(routed.hget(entry_key("ns", "ds", "k7"), "s")) == "v7"
+        finally:
+            routed.close()
     finally:
         await store.aclose()
 
