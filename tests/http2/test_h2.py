@@ -13,7 +13,7 @@ import h2.settings
 import httpx
 import orjson
 from h2.frame_buffer import FrameBuffer
-from http2.h2_setup import IDLE_TIMEOUT_MS, MAX_STREAMS, ROW, STREAM_WINDOW, h2_config
+from http2.h2_setup import IDLE_TIMEOUT_MS, MAX_STREAMS, ROW, STREAM_WINDOW, engine_env, h2_config
 from http2.h2client import RawH2
 from hyperframe.frame import DataFrame, HeadersFrame
 from live_server import LiveServer
@@ -131,10 +131,12 @@ def test_idle_connection_gets_goaway_and_is_closed(h2server: LiveServer) -> None
         client.close()
 
 
-def test_graceful_stop_sends_goaway_and_finishes_open_streams(model_dirs: dict[str, str], tmp_path: Path) -> None:
+def test_graceful_stop_sends_goaway_and_finishes_open_streams(engine: str, model_dirs: dict[str, str],
+                                                              tmp_path: Path) -> None:
     """uvicorn's stop: an idle HTTP/2 connection gets GOAWAY and is closed; a stream still
     sending its request is answered first; the server stops without waiting for a timeout."""
-    live = LiveServer(h2_config(model_dirs), tmp_path, protocol="mly").start()
+    with engine_env(engine):
+        live = LiveServer(h2_config(model_dirs), tmp_path, protocol="mly").start()
     idle, busy = RawH2(live.port), RawH2(live.port)
     try:
         assert idle.response(idle.request("GET", "/v1/api/health"))[0] == 200

@@ -8,17 +8,12 @@ import time
 import h2.errors
 import h2.settings
 import orjson
-from http2.h2_setup import MAX_STREAMS, ROW, WRITE_TIMEOUT_MS
+from http2.h2_setup import MAX_STREAMS, ROW, WRITE_TIMEOUT_MS, h2_connections
 from http2.h2client import RawH2
 from live_server import LiveServer
 
-from mly.http.h2 import H2Protocol
-
 EVAL = "/v1/api/model/sli/eval"
-
-
-def server_side(server: LiveServer) -> list[H2Protocol]:
-    return [c for c in server._server.server_state.connections if isinstance(c, H2Protocol)]
+server_side = h2_connections
 
 
 def test_streams_a_client_never_reads_are_reset_after_the_write_timeout(h2server: LiveServer) -> None:
@@ -58,10 +53,11 @@ def test_more_streams_than_advertised_closes_the_connection(h2server: LiveServer
         client.close()
 
 
-def test_a_flood_without_reading_stops_the_server_reading(h2server: LiveServer) -> None:
+def test_a_flood_without_reading_stops_the_server_reading(h2server: LiveServer, engine: str) -> None:
     """PINGs make the server write (PING ACKs). A client that floods them and never reads
     fills the socket; the server then stops reading, so its own output queue stays bounded
-    and the client's sends block instead of the server's memory growing."""
+    and the client's sends block instead of the server's memory growing. nghttp2 may instead
+    close the connection first: more than 1000 answers queued within one read is a flood to it."""
     client = RawH2(h2server.port, rcvbuf=4096, timeout=2)
     try:
         client.read_until(lambda: len(client.events) > 0)
@@ -76,6 +72,10 @@ def test_a_flood_without_reading_stops_the_server_reading(h2server: LiveServer) 
                 client.sock.sendall(burst)
                 sent += len(burst)
             except TimeoutError:
+                blocked = True
+                break
+            except (ConnectionResetError, BrokenPipeError):
+                assert engine == "nghttp2", "the h2 engine closed the connection"
                 blocked = True
                 break
         assert blocked, f"the server kept reading {sent} bytes of PINGs it could not answer"
