@@ -323,8 +323,7 @@ cdef class Session:
     def consume(self, int32_t stream_id, size_t size) -> None:
         """The app took ``size`` bytes of request body: the peer may send that much more."""
         if size:
-            if nghttp2_session_consume(self.session, stream_id, size) != 0:
-                nghttp2_session_consume_connection(self.session, size)  # the stream is closed by now
+            nghttp2_session_consume(self.session, stream_id, size)  # a closed stream: the connection's part only
 
     def goaway(self, uint32_t code) -> None:
         """GOAWAY naming the last stream processed: the open streams still finish (RFC 9113 §6.8)."""

@@ -170,6 +170,7 @@ class NativeH2Protocol(asyncio.Protocol):
         self.watched: set[int] = set()  # streams whose answer may still wait for a window
         self.stalls: dict[int, asyncio.TimerHandle] = {}
         self.idle_handle: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self.write_handle: asyncio.TimerHandle | None = None
         self.orphans = 0  # app calls still running for streams that are closed (reset by the peer)
         self.read_paused: set[str] = set()  # why reading is paused: "write" (socket full), "apps"
@@ -194,6 +195,10 @@ class NativeH2Protocol(asyncio.Protocol):
             self.flush()
             self.transport.close()
             return
+        except Exception:
+            log.exception("HTTP/2 connection from %s: closed after an internal error", self.client)
+            self.transport.close()
+            return
         finally:
             self.receiving = False
         self.flush()
@@ -207,8 +212,8 @@ class NativeH2Protocol(asyncio.Protocol):
         self.writable = True
         for stream in self.streams.values():
             stream.reset = True
-            if stream.app_running:
-                self.orphans += 1
+            if stream.app_running and not stream.front:
+                self.orphans += 1  # balanced by ``app_done``
             stream.wake()
         self.streams.clear()
         for handle in (self.idle_handle, self.write_handle, *self.stalls.values()):
@@ -310,9 +315,6 @@ class NativeH2Protocol(asyncio.Protocol):
         }
         stream = _Stream(self, sid, scope, end)
         self.streams[sid] = stream
-        if self.idle_handle is not None:
-            self.idle_handle.cancel()
-            self.idle_handle = None
         if self.front is not None and not end and method == b"POST" and eval_model_id(full_path):
             stream.front = True  # answered by ``answer`` once the body is in
             stream.app_running = True
@@ -356,7 +358,7 @@ class NativeH2Protocol(asyncio.Protocol):
         if not stream.complete:
             stream.reset = True
             stream.wake()
-        if stream.app_running:
+        if stream.app_running and not stream.front:  # a body still being collected has no app call yet
             self.orphans += 1
             if self.orphans >= self.settings.max_concurrent_streams:
                 # Opening and resetting streams ("rapid reset") could start unbounded work: read
@@ -525,19 +527,26 @@ class NativeH2Protocol(asyncio.Protocol):
         self.schedule_flush()
 
     def arm_idle(self) -> None:
+        """The connection has no open stream from now: GOAWAY after ``idle_timeout`` unless one opens.
+        One timer per idle period at most, not one per request: ``idle`` looks again when it fires."""
         if self.streams or self.closing or self.settings.idle_timeout <= 0:
             return
-        if self.idle_handle is not None:
-            self.idle_handle.cancel()
-        self.idle_handle = self.loop.call_later(self.settings.idle_timeout, self.idle)
+        self.idle_since = self.loop.time()
+        if self.idle_handle is None:
+            self.idle_handle = self.loop.call_later(self.settings.idle_timeout, self.idle)
 
     def idle(self) -> None:
         self.idle_handle = None
-        if not self.streams and not self.transport.is_closing():
-            self.closing = True
-            self.session.terminate(NO_ERROR)
-            self.flush()
-            self.transport.close()
+        if self.streams or self.closing or self.transport.is_closing():
+            return  # a stream closing later arms the timer again
+        left = self.idle_since + self.settings.idle_timeout - self.loop.time()
+        if left > 0:
+            self.idle_handle = self.loop.call_later(left, self.idle)
+            return
+        self.closing = True
+        self.session.terminate(NO_ERROR)
+        self.flush()
+        self.transport.close()
 
 
 def _address(value: Any) -> tuple[str, int] | None:

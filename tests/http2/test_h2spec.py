@@ -1,7 +1,7 @@
 """h2spec, the HTTP/2 conformance suite, against the server over h2c and TLS, for each engine.
 
-The binary lives in the shared tools folder next to the repository (``tools/h2spec/h2spec``,
-see the README); without it these tests skip (in CI they fail). One case is left out: on a
+The binary lives in the ``shared`` folder beside the repository (``shared/tools/h2spec/h2spec``);
+without it these tests skip (in CI they fail). One case is left out: on a
 port that serves HTTP/1.1 and HTTP/2, an invalid connection preface (http2/3.5/2) is HTTP/1.1
 by design, and gets an HTTP/1.1 answer rather than a GOAWAY.
 """

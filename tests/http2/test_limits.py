@@ -148,3 +148,25 @@ def test_rapid_reset_cannot_pile_up_work(h2server: LiveServer) -> None:
     # (a REFUSED_STREAM for a stream it reset in the same read is not sent: h2 has closed it).
     ran = perf.total.count - calls_before
     assert 0 < ran < 400, f"{ran} of the 400 reset streams ran: none was refused"
+
+
+def test_streams_reset_before_their_body_is_in_leave_no_work_behind(h2server: LiveServer) -> None:
+    """A client that gives up on a request resets its stream, often before the body is complete
+    (Go's client does on a timeout). Such a stream has no app call yet, so resetting many of them
+    is no work in flight: the connection must go on serving, not stop reading or refuse streams."""
+    client = RawH2(h2server.port, timeout=0.5)
+    try:
+        for _ in range(3 * MAX_STREAMS):
+            sid = client.request("POST", EVAL, orjson.dumps(ROW)[:5], end=False)
+            client.conn.reset_stream(sid)
+            client.flush()
+        for _ in range(20):  # a refused stream may be retried (see the rapid-reset test)
+            sid = client.request("POST", EVAL, orjson.dumps(ROW))
+            client.read_until(lambda: sid in client.ended or sid in client.reset or client.closed, limit=20)  # noqa: B023
+            if sid in client.ended:
+                break
+            assert client.reset[sid] == h2.errors.ErrorCodes.REFUSED_STREAM
+            time.sleep(0.05)
+        assert sid in client.ended and client.headers[sid][b":status"] == b"200"
+    finally:
+        client.close()
