@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from mly.errors import ConfigError
+from mly.http.h2limits import h2_available
 
 __all__ = ["ENGINES", "ENGINE_ENV", "connection_class", "h2_engine", "native_available"]
 
@@ -36,7 +37,11 @@ def h2_engine() -> str:
     if wanted and wanted not in ENGINES:
         raise ConfigError(ENGINE_ENV, f"must be one of {', '.join(ENGINES)}, got {wanted!r}")
     if wanted == "h2":
-        return "h2"
+        if h2_available() or not native_available():
+            return "h2"
+        log.warning("%s=h2 but the h2 package is not installed (pip install 'mly[http2]'): HTTP/2 is served "
+                    "by the nghttp2 engine", ENGINE_ENV)
+        return "nghttp2"
     if native_available():
         return "nghttp2"
     if wanted == "nghttp2":

@@ -43,3 +43,15 @@ def test_an_unknown_engine_is_an_error_naming_the_variable() -> None:
     with engine_env("fast"), pytest.raises(ConfigError, match="must be one of nghttp2, h2") as err:
         h2_engine()
     assert err.value.key == ENGINE_ENV
+
+
+def test_asking_for_h2_without_the_package_keeps_nghttp2_and_says_so(monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import mly.http.h2engine as h2engine
+
+    if not native_available():
+        pytest.skip("the nghttp2 engine is not built")
+    monkeypatch.setattr(h2engine, "h2_available", lambda: False)  # stands in for an install without h2
+    with engine_env("h2"), caplog.at_level("WARNING", logger="mly.http"):
+        assert h2_engine() == "nghttp2"
+    assert "pip install 'mly[http2]'" in caplog.text
