@@ -8,7 +8,8 @@ flow control in C, Python called once per event that matters to the app.
 - ``on_request(stream_id, headers, end_stream)``: a request's header block,
   already checked by nghttp2 against RFC 9113 §8 (pseudo-header fields,
   connection-specific fields, lower-case names); a malformed one never gets here
-  (the stream is reset with PROTOCOL_ERROR);
+  (the stream is reset with PROTOCOL_ERROR); ``headers`` is None when the block is
+  larger than the advertised SETTINGS_MAX_HEADER_LIST_SIZE;
 - ``on_data(stream_id, data)``: request body bytes. The receive window is not
   handed back until the handler calls ``consume``, so a peer can have at most a
   window of unread body in the server;
@@ -31,6 +32,10 @@ from libc.string cimport memcpy
 from mly._native.nghttp2_api cimport *
 
 __all__ = ["Session", "SessionError"]
+
+
+#: Stands for the fields of a header block larger than SETTINGS_MAX_HEADER_LIST_SIZE.
+cdef object _OVERSIZED = object()
 
 
 class SessionError(Exception):
@@ -105,14 +110,14 @@ cdef int _header(nghttp2_session *session, const nghttp2_frame *frame, const uin
     if frame.hd.type != NGHTTP2_HEADERS or frame.headers.cat != NGHTTP2_HCAT_REQUEST:
         return 0  # trailers: accepted and ignored, as the ASGI path ignores them
     fields = self.fields.get(frame.hd.stream_id)
-    if fields is None:
+    if fields is None or fields is _OVERSIZED:
         return 0
     self.field_bytes += namelen + valuelen + 32  # RFC 9113 §6.5.2's measure
     if self.field_bytes > self.max_field_bytes:
-        # Larger than the advertised SETTINGS_MAX_HEADER_LIST_SIZE: the stream is reset
-        # (INTERNAL_ERROR) and the rest of the block is only decoded, so HPACK stays in step.
-        del self.fields[frame.hd.stream_id]
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
+        # Larger than the advertised SETTINGS_MAX_HEADER_LIST_SIZE: the rest of the block is only
+        # decoded (HPACK stays in step) and the handler gets ``None`` for the fields (a 431, as Go).
+        self.fields[frame.hd.stream_id] = _OVERSIZED
+        return 0
     try:
         (<list>fields).append((PyBytes_FromStringAndSize(<char *>name, namelen),
                                PyBytes_FromStringAndSize(<char *>value, valuelen)))
@@ -130,7 +135,7 @@ cdef int _frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void 
             if frame.headers.cat == NGHTTP2_HCAT_REQUEST:
                 fields = self.fields.pop(sid, None)
                 if fields is not None:
-                    self.on_request(sid, fields, end)
+                    self.on_request(sid, None if fields is _OVERSIZED else fields, end)
             elif end:
                 self.on_end(sid)
         elif frame.hd.type == NGHTTP2_DATA:

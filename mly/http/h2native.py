@@ -268,11 +268,17 @@ class NativeH2Protocol(asyncio.Protocol):
 
     # -- Session callbacks -----------------------------------------------------------------------
 
-    def on_request(self, sid: int, fields: list[tuple[bytes, bytes]], end: bool) -> None:
+    def on_request(self, sid: int, fields: list[tuple[bytes, bytes]] | None, end: bool) -> None:
         if self.closing or self.orphans >= 2 * self.settings.max_concurrent_streams:
             # Shutting down, or a burst of streams the peer opened and reset within one read:
             # not processed, so the peer may retry them (Go's client does).
             self.session.reset(sid, REFUSED_STREAM)
+            return
+        if fields is None:  # more header bytes than advertised: Go's server answers 431 too
+            log.info("HTTP/2 stream %d from %s: header fields over %d bytes", sid, self.client,
+                     self.settings.max_header_list_size)
+            stream = self.streams[sid] = _Stream(self, sid, {"method": ""}, end)
+            self.respond(stream, 431, b"Request Header Fields Too Large", b"text/plain; charset=utf-8")
             return
         method = path = b""
         authority = None
