@@ -3,6 +3,10 @@ native one when it was built), and every HTTP/2 connection of that server is ser
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
+import httpx
 import pytest
 from http2.h2_setup import engine_env, h2_connections
 from http2.h2client import RawH2
@@ -20,6 +24,17 @@ def test_the_server_serves_http2_with_its_engine(h2server: LiveServer, engine: s
         assert served and {type(c) for c in served} == {connection_class(engine)}
     finally:
         client.close()
+
+
+def test_tls_with_alpn_h2_goes_through_the_same_engine(tls_server: LiveServer, certificate: tuple[Path, Path],
+                                                       engine: str) -> None:
+    with httpx.Client(base_url=tls_server.url, verify=ssl.create_default_context(cafile=str(certificate[0])),
+                      http1=False, http2=True, timeout=30) as client:
+        response = client.get("/v1/api/health")
+        assert response.status_code == 200 and response.http_version == "HTTP/2"
+        served = h2_connections(tls_server)
+        assert served and {type(c) for c in served} == {connection_class(engine)}
+        assert {c.scheme for c in served} == {"https"}
 
 
 def test_the_native_engine_is_the_default_when_built(monkeypatch: pytest.MonkeyPatch) -> None:
