@@ -29,114 +29,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from typing import Any
-from urllib.parse import unquote
 
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mly._native.nghttp2 import Session, SessionError
 from mly.http.fast import EvalFastPath, eval_model_id
 from mly.http.h2limits import H2Settings
+from mly.http.h2stream import DRAIN_MARK, H2Stream, request_scope
 
 __all__ = ["NativeH2Protocol"]
 
 log = logging.getLogger("mly.http")
 
-_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 #: RFC 9113 §7 error codes.
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, REFUSED_STREAM, CANCEL = 0x0, 0x1, 0x2, 0x7, 0x8
-#: A streaming answer's ``send`` waits while more than this is queued but not yet framed.
-_DRAIN_MARK = 1 << 16
 _JSON = (b"content-type", b"application/json")
-
-
-class _Stream:
-    """One request/response exchange; the ASGI ``receive``/``send`` pair of its app call."""
-
-    __slots__ = ("app_running", "body", "complete", "conn", "drained", "ended", "front", "front_size", "head", "id",
-                 "reset", "scope", "started", "waiter")
-
-    def __init__(self, conn: NativeH2Protocol, stream_id: int, scope: dict[str, Any], ended: bool) -> None:
-        self.conn = conn
-        self.id = stream_id
-        self.scope = scope
-        self.body: deque[bytes] = deque()
-        self.ended = ended  # the peer sent END_STREAM
-        self.drained = False  # the app has read the whole request body
-        self.reset = False  # either side reset the stream, or the connection is gone
-        self.started = False
-        self.complete = False
-        self.app_running = False
-        self.front = False  # the body is being collected for the connection's eval answer
-        self.front_size = 0
-        self.head: list[tuple[bytes, bytes]] | None = None  # response fields not submitted yet
-        self.waiter: asyncio.Future[None] | None = None
-
-    async def wait(self) -> None:
-        self.waiter = self.conn.loop.create_future()
-        try:
-            await self.waiter
-        finally:
-            self.waiter = None
-
-    def wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    async def receive(self) -> dict[str, Any]:
-        while not self.body and not self.ended and not self.reset:
-            await self.wait()
-        if self.body:
-            data = self.body.popleft()
-            self.conn.consume(self.id, len(data))
-            more = bool(self.body) or not self.ended
-            self.drained = not more
-            return {"type": "http.request", "body": data, "more_body": more}
-        if self.ended and not self.reset and not self.complete and not self.drained:
-            self.drained = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        while not self.reset and not self.complete:  # the body was read: wait for the end
-            await self.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if self.reset:
-            return
-        if not self.started:
-            if kind != "http.response.start":
-                raise RuntimeError(f"expected ASGI message 'http.response.start', got {kind!r}")
-            self.started = True
-            head = [(b":status", b"%d" % message["status"]), *self.conn.server_state.default_headers]
-            for name, value in message.get("headers", ()):
-                name = name.lower()
-                if name not in _HOP_BY_HOP:
-                    head.append((name, value))
-            self.head = head
-            return
-        if self.complete:
-            raise RuntimeError(f"unexpected ASGI message {kind!r} after the response completed")
-        if kind != "http.response.body":
-            raise RuntimeError(f"expected ASGI message 'http.response.body', got {kind!r}")
-        more = bool(message.get("more_body", False))
-        body = bytes(message.get("body", b"")) if self.scope["method"] != "HEAD" else b""  # RFC 9110 §9.3.2
-        conn = self.conn
-        if self.head is not None:
-            head, self.head = self.head, None
-            sent = conn.session.respond(self.id, head, body, not more)
-        else:
-            sent = conn.session.send_data(self.id, body, not more)
-        if not sent:  # the peer reset the stream a moment ago
-            self.reset = True
-            return
-        conn.output(self.id)
-        if not more:
-            self.complete = True
-            self.wake()
-        else:
-            while not self.reset and (unsent := conn.session.unsent(self.id)) is not None and unsent[0] > _DRAIN_MARK:
-                await self.wait()  # woken as frames go out, or by a reset
 
 
 class NativeH2Protocol(asyncio.Protocol):
@@ -158,7 +66,7 @@ class NativeH2Protocol(asyncio.Protocol):
         self.session = Session(self, max_concurrent_streams=settings.max_concurrent_streams,
                                stream_window=settings.stream_window, connection_window=settings.connection_window,
                                max_header_list_size=settings.max_header_list_size)
-        self.streams: dict[int, _Stream] = {}
+        self.streams: dict[int, H2Stream] = {}
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.scheme = "http"
         self.server: tuple[str, int] | None = None
@@ -277,51 +185,17 @@ class NativeH2Protocol(asyncio.Protocol):
         if fields is None:  # more header bytes than advertised: Go's server answers 431 too
             log.info("HTTP/2 stream %d from %s: header fields over %d bytes", sid, self.client,
                      self.settings.max_header_list_size)
-            stream = self.streams[sid] = _Stream(self, sid, {"method": ""}, end)
+            stream = self.streams[sid] = H2Stream(self, sid, {"method": ""}, end)
             self.respond(stream, 431, b"Request Header Fields Too Large", b"text/plain; charset=utf-8")
             return
-        method = path = b""
-        authority = None
-        headers: list[tuple[bytes, bytes]] = []
-        has_host = False
-        for name, value in fields:  # nghttp2 has checked them (RFC 9113 §8.3): pseudo-fields first
-            if name[0] == 58:  # b":"
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-            else:
-                has_host = has_host or name == b"host"
-                headers.append((name, value))
-        if not path:  # CONNECT: nothing here tunnels
+        scope = request_scope(fields, self.scheme, self.server, self.client, self.root_path, self.app_state)
+        if scope is None:  # CONNECT: nothing here tunnels
             log.info("HTTP/2 stream %d from %s: CONNECT refused", sid, self.client)
             self.session.reset(sid, PROTOCOL_ERROR)
             return
-        if authority is not None and not has_host:
-            headers.insert(0, (b"host", authority))
-        raw_path, _, query = path.partition(b"?")
-        text_path = raw_path.decode("latin-1")
-        full_path = self.root_path + (unquote(text_path) if "%" in text_path else text_path)
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "2",
-            "method": method.decode("latin-1"),
-            "scheme": self.scheme,
-            "path": full_path,
-            "raw_path": self.root_path.encode("latin-1") + raw_path,
-            "query_string": query,
-            "root_path": self.root_path,
-            "headers": headers,
-            "server": self.server,
-            "client": self.client,
-            "state": self.app_state.copy(),
-        }
-        stream = _Stream(self, sid, scope, end)
+        stream = H2Stream(self, sid, scope, end)
         self.streams[sid] = stream
-        if self.front is not None and not end and method == b"POST" and eval_model_id(full_path):
+        if self.front is not None and not end and scope["method"] == "POST" and eval_model_id(scope["path"]):
             stream.front = True  # answered by ``answer`` once the body is in
             stream.app_running = True
             return
@@ -385,7 +259,7 @@ class NativeH2Protocol(asyncio.Protocol):
 
     # -- app calls -------------------------------------------------------------------------------
 
-    def start_app(self, stream: _Stream) -> None:
+    def start_app(self, stream: H2Stream) -> None:
         stream.app_running = True
         self.track(self.loop.create_task(self.run_app(stream)))
 
@@ -393,7 +267,7 @@ class NativeH2Protocol(asyncio.Protocol):
         self.server_state.tasks.add(task)
         task.add_done_callback(self.server_state.tasks.discard)
 
-    async def run_app(self, stream: _Stream) -> None:
+    async def run_app(self, stream: H2Stream) -> None:
         try:
             await self.app(stream.scope, stream.receive, stream.send)
         except Exception:
@@ -411,7 +285,7 @@ class NativeH2Protocol(asyncio.Protocol):
         finally:
             self.app_done(stream)
 
-    def answer(self, stream: _Stream) -> None:
+    def answer(self, stream: H2Stream) -> None:
         """An eval POST whose whole body is in: from the memo now, else in a small task."""
         body = b"".join(stream.body)
         stream.body.clear()
@@ -424,7 +298,7 @@ class NativeH2Protocol(asyncio.Protocol):
             return
         self.track(self.loop.create_task(self.answer_post(stream, path, body)))
 
-    async def answer_post(self, stream: _Stream, path: str, body: bytes) -> None:
+    async def answer_post(self, stream: H2Stream, path: str, body: bytes) -> None:
         try:
             status, answer = await self.front.answer_post(path, body)  # type: ignore[union-attr]
             if not stream.reset:
@@ -432,7 +306,7 @@ class NativeH2Protocol(asyncio.Protocol):
         finally:
             self.app_done(stream)
 
-    def app_done(self, stream: _Stream) -> None:
+    def app_done(self, stream: H2Stream) -> None:
         stream.app_running = False
         if self.streams.get(stream.id) is stream:
             unread = sum(map(len, stream.body))  # the answer is out: nobody reads the rest
@@ -443,7 +317,7 @@ class NativeH2Protocol(asyncio.Protocol):
             if "apps" in self.read_paused and self.orphans < self.settings.max_concurrent_streams:
                 self.resume_reading("apps")
 
-    def respond(self, stream: _Stream, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
+    def respond(self, stream: H2Stream, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
         """A whole answer written by the connection (no ASGI messages)."""
         head = [(b":status", b"%d" % status), *self.server_state.default_headers,
                 _JSON if content_type == b"application/json" else (b"content-type", content_type),
@@ -456,7 +330,7 @@ class NativeH2Protocol(asyncio.Protocol):
             stream.reset = True
         stream.wake()
 
-    def reset(self, stream: _Stream, code: int) -> None:
+    def reset(self, stream: H2Stream, code: int) -> None:
         stream.reset = True
         stream.wake()
         self.session.reset(stream.id, code)
@@ -511,7 +385,7 @@ class NativeH2Protocol(asyncio.Protocol):
                     self.session.reset(sid, NO_ERROR)
                     self.schedule_flush()
                 continue
-            if stream is not None and unsent[0] <= _DRAIN_MARK:
+            if stream is not None and unsent[0] <= DRAIN_MARK:
                 stream.wake()
             if sid not in self.stalls:
                 self.stalls[sid] = self.loop.call_later(self.settings.write_timeout, self.stalled, sid, unsent[1])
