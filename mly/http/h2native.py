@@ -37,6 +37,7 @@ from mly._native.nghttp2 import Session, SessionError
 from mly.http.fast import EvalFastPath, eval_model_id
 from mly.http.h2limits import H2Settings
 from mly.http.h2stream import DRAIN_MARK, H2Stream, request_scope
+from mly.http.responses import error_body
 
 __all__ = ["NativeH2Protocol"]
 
@@ -301,6 +302,10 @@ class NativeH2Protocol(asyncio.Protocol):
     async def answer_post(self, stream: H2Stream, path: str, body: bytes) -> None:
         try:
             status, answer = await self.front.answer_post(path, body)  # type: ignore[union-attr]
+        except Exception:  # answer_post turns every request error into an answer: this is a bug
+            log.exception("HTTP/2 stream %d: the eval answer failed", stream.id)
+            status, answer = 500, error_body("internal error")
+        try:
             if not stream.reset:
                 self.respond(stream, status, answer)
         finally:

@@ -12,6 +12,7 @@ import h2.events
 import h2.settings
 import httpx
 import orjson
+import pytest
 from h2.frame_buffer import FrameBuffer
 from http2.h2_setup import IDLE_TIMEOUT_MS, MAX_STREAMS, ROW, STREAM_WINDOW, engine_env, h2_config
 from http2.h2client import RawH2
@@ -193,5 +194,30 @@ def test_header_fields_over_the_advertised_size_are_refused(h2server: LiveServer
         assert sid in client.ended and client.headers[sid][b":status"] == b"431"
         status, data = client.response(client.request("GET", "/v1/api/health"))
         assert status == 200 and orjson.loads(data) == {"sli": 1}
+    finally:
+        client.close()
+
+
+def test_an_eval_answer_that_fails_is_a_500_and_the_connection_goes_on(h2server: LiveServer, engine: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nghttp2 engine answers eval POSTs through ``EvalFastPath.answer_post``, which turns every
+    request error into an answer; a bug there must still answer the stream. The fault is made with a
+    stand-in ``answer_post`` (nothing a client sends can cause it)."""
+    if engine != "nghttp2":
+        pytest.skip("the h2 engine sends eval POSTs through the ASGI app")
+    from mly.http.fast import EvalFastPath
+
+    async def failing(self: EvalFastPath, path: str, body: bytes) -> tuple[int, bytes]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(EvalFastPath, "answer_post", failing)
+    client = RawH2(h2server.port, timeout=1)
+    try:
+        sid = client.request("POST", EVAL, orjson.dumps({**ROW, "i1": 987}))
+        client.read_until(lambda: sid in client.ended or sid in client.reset, limit=10)  # unanswered: fails in 10 s
+        status, data = client.response(sid)
+        assert status == 500 and orjson.loads(data)["status"] == "error"
+        monkeypatch.undo()
+        assert client.response(client.request("GET", "/v1/api/health"))[0] == 200
     finally:
         client.close()
