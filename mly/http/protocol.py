@@ -244,7 +244,8 @@ def h2_settings(endpoint: EndpointConfig, *, enabled: bool | None = None) -> H2S
     write_ms = endpoint.write_timeout // 1_000_000 if endpoint.write_timeout > 0 else endpoint.write_timeout_ms
     wanted = endpoint.http2 if enabled is None else enabled
     if wanted and not h2_available() and not native_available():
-        log.warning("HTTP/2 needs the h2 package (pip install 'mly[http2]'); serving HTTP/1.1 only")
+        log.warning("HTTP/2 needs the h2 package (pip install 'mly[http2]') or mly built with libnghttp2; "
+                    "serving HTTP/1.1 only")
         wanted = False
     return H2Settings(
         enabled=wanted,
