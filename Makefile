@@ -20,6 +20,7 @@ BENCH_EXTRAS := server,redis,dev,bench
 # make bench BENCH_ARGS="--quick" (or --rounds 5, --no-triton, --publish): passed to bench/run.py
 BENCH_ARGS ?=
 define pip_install
+	@bash scripts/build-deps.sh
 	@echo "installing mly[$(1)] into $(VENV) (pip log: $(PIP_LOG))"
 	@$(PIP) install --quiet -e '.[$(1)]' >$(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
 	@touch $@

@@ -8,6 +8,7 @@ with its reason instead of serving 503s.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import importlib
 import logging
@@ -214,6 +215,15 @@ def uvicorn_options(config: Config, *, http2: bool | None = None) -> dict[str, A
     return options
 
 
+def http2_description(options: dict[str, Any]) -> str:
+    """What serves HTTP/2 under ``options`` (``uvicorn_options``), for the start-up log."""
+    http = options["http"]
+    if "h2" not in options["alpn"] or not isinstance(http, functools.partial):
+        return "off"
+    engine = http.keywords.get("h2_engine", "h2")
+    return f"{engine} engine" + ("" if engine == "nghttp2" else " (pure Python)")
+
+
 def run(config_path: str, *, host: str = "0.0.0.0", port: int | None = None, workers: int = 1,
         log_level: str = "info", http2: bool | None = None, access_log: bool = False,
         log_format: str = "text", imports: Sequence[str] = ()) -> None:
@@ -238,6 +248,7 @@ def run(config_path: str, *, host: str = "0.0.0.0", port: int | None = None, wor
     )
     if log_format == "json":
         options["log_config"] = None
+    log.info("HTTP/2: %s", http2_description(options))
     try:
         check_tls(config)
         if workers > 1:

@@ -8,6 +8,7 @@
 # does nothing when all is there.
 set -euo pipefail
 
+bash "$(dirname "$0")/build-deps.sh"  # libnghttp2-dev: the native HTTP/2 engine the tests cover
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)

@@ -38,6 +38,7 @@ from mly.config.schema import EndpointConfig
 from mly.http.coalesce import CoalescingCycle
 from mly.http.fast import EvalFastPath, eval_model_id
 from mly.http.h1limits import COUNTERS, GatedFlow, H1Limits, LimitedConnection, h1_limits, read_deadlines
+from mly.http.h2engine import connection_class, h2_engine, native_available
 from mly.http.h2limits import PREFACE, H2Settings, h2_available
 from mly.http.stream import is_ndjson
 
@@ -58,9 +59,10 @@ class MlyHttpProtocol(LimitedConnection, HttpToolsProtocol):
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None, *, h2: H2Settings | None = None,
-                 h1: H1Limits | None = None) -> None:
+                 h1: H1Limits | None = None, h2_engine: str = "h2") -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.h2_settings = h2 if h2 is not None else H2Settings()
+        self.h2_engine = h2_engine
         self.limits = h1 if h1 is not None else H1Limits()
         # Reading a request (``mly.http.h1limits``): since when (loop time; 0.0 = not reading one),
         # whether its head is unfinished, and how many bytes that head may have so far.
@@ -303,10 +305,8 @@ class MlyHttpProtocol(LimitedConnection, HttpToolsProtocol):
         super().handle_websocket_upgrade()
 
     def switch_to_h2(self, data: bytes) -> None:
-        from mly.http.h2 import H2Protocol
-
         self.connections.discard(self)
-        protocol = H2Protocol(self.app, self.server_state, self.app_state, self.h2_settings,
+        protocol = connection_class(self.h2_engine)(self.app, self.server_state, self.app_state, self.h2_settings,
                               root_path=self.root_path)
         protocol.connection_made(self.transport)
         self.transport.set_protocol(protocol)
@@ -321,8 +321,9 @@ def h2_settings(endpoint: EndpointConfig, *, enabled: bool | None = None) -> H2S
     """The HTTP/2 limits from ``Endpoint`` (``enabled`` overrides ``Endpoint.HTTP2``, e.g. ``--no-http2``)."""
     write_ms = endpoint.write_timeout // 1_000_000 if endpoint.write_timeout > 0 else endpoint.write_timeout_ms
     wanted = endpoint.http2 if enabled is None else enabled
-    if wanted and not h2_available():
-        log.warning("HTTP/2 needs the h2 package (pip install 'mly[http2]'); serving HTTP/1.1 only")
+    if wanted and not h2_available() and not native_available():
+        log.warning("HTTP/2 needs the h2 package (pip install 'mly[http2]') or mly built with libnghttp2; "
+                    "serving HTTP/1.1 only")
         wanted = False
     return H2Settings(
         enabled=wanted,
@@ -347,7 +348,7 @@ def protocol_class(settings: H2Settings, limits: H1Limits | None = None) -> Any:
     """What ``uvicorn.Config(http=...)`` takes: a picklable callable (``--workers`` spawns)."""
     if os.environ.get(PROTOCOL_ENV) == "httptools":
         return "httptools"
-    return functools.partial(MlyHttpProtocol, h2=settings, h1=limits)
+    return functools.partial(MlyHttpProtocol, h2=settings, h1=limits, h2_engine=h2_engine())
 
 
 class MlyUvicornConfig(uvicorn.Config):

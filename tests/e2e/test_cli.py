@@ -15,6 +15,7 @@ from live_server import free_port
 from serve_process import ServeProcess, cli_env, mly_fast
 
 from mly.cli import STARTUP_FAILURE, main
+from mly.http.h2engine import native_available
 
 
 def go_style_config(model_dirs: dict[str, str], path: Path) -> Path:
@@ -196,9 +197,12 @@ def test_serve_no_http2_flag_turns_http2_off(model_dirs: dict[str, str], tmp_pat
             s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000"))  # preface + SETTINGS
             return s.recv(64)
 
+    engine = "nghttp2" if native_available() else "h2"
     with ServeProcess(config) as served:
         assert first_bytes_after_preface(served.port)[3:4] == b"\x04"  # HTTP/2: the server's SETTINGS frame
         served.stop()
+        assert f"HTTP/2: {engine} engine" in served.output()  # the start-up log says which engine serves it
     with ServeProcess(config, "--no-http2") as served:
         assert first_bytes_after_preface(served.port).startswith(b"HTTP/1.1 400")
         served.stop()
+        assert "HTTP/2: off" in served.output()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from http2.h2_setup import h2_config
+from http2.h2_setup import ENGINES, engine_env, h2_config
 from live_server import LiveServer
 from tls_cert import self_signed_certificate
 
@@ -18,9 +18,16 @@ if importlib.util.find_spec("h2") is None:  # the http2 extra
     collect_ignore_glob = ["test_*.py"]
 
 
+@pytest.fixture(scope="package", params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every HTTP/2 test runs against each engine (``h2``, and ``nghttp2`` when built)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="package")
-def h2server(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer(h2_config(model_dirs), tmp_path_factory.mktemp("h2server"), protocol="mly").start()
+def h2server(engine: str, model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with engine_env(engine):
+        live = LiveServer(h2_config(model_dirs), tmp_path_factory.mktemp("h2server"), protocol="mly").start()
     yield live
     live.stop()
 
@@ -32,10 +39,11 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="package")
-def tls_server(model_dirs: dict[str, str], certificate: tuple[Path, Path],
+def tls_server(engine: str, model_dirs: dict[str, str], certificate: tuple[Path, Path],
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     cert, key = certificate
     config = h2_config(model_dirs, TLS={"CertFile": str(cert), "KeyFile": str(key)})
-    live = LiveServer(config, tmp_path_factory.mktemp("tls_server"), protocol="mly").start()
+    with engine_env(engine):
+        live = LiveServer(config, tmp_path_factory.mktemp("tls_server"), protocol="mly").start()
     yield live
     live.stop()

@@ -12,8 +12,9 @@ import h2.events
 import h2.settings
 import httpx
 import orjson
+import pytest
 from h2.frame_buffer import FrameBuffer
-from http2.h2_setup import IDLE_TIMEOUT_MS, MAX_STREAMS, ROW, STREAM_WINDOW, h2_config
+from http2.h2_setup import IDLE_TIMEOUT_MS, MAX_STREAMS, ROW, STREAM_WINDOW, engine_env, h2_config
 from http2.h2client import RawH2
 from hyperframe.frame import DataFrame, HeadersFrame
 from live_server import LiveServer
@@ -131,10 +132,12 @@ def test_idle_connection_gets_goaway_and_is_closed(h2server: LiveServer) -> None
         client.close()
 
 
-def test_graceful_stop_sends_goaway_and_finishes_open_streams(model_dirs: dict[str, str], tmp_path: Path) -> None:
+def test_graceful_stop_sends_goaway_and_finishes_open_streams(engine: str, model_dirs: dict[str, str],
+                                                              tmp_path: Path) -> None:
     """uvicorn's stop: an idle HTTP/2 connection gets GOAWAY and is closed; a stream still
     sending its request is answered first; the server stops without waiting for a timeout."""
-    live = LiveServer(h2_config(model_dirs), tmp_path, protocol="mly").start()
+    with engine_env(engine):
+        live = LiveServer(h2_config(model_dirs), tmp_path, protocol="mly").start()
     idle, busy = RawH2(live.port), RawH2(live.port)
     try:
         assert idle.response(idle.request("GET", "/v1/api/health"))[0] == 200
@@ -172,3 +175,49 @@ def test_graceful_stop_sends_goaway_and_finishes_open_streams(model_dirs: dict[s
         idle.close()
         busy.close()
         live.stop()
+
+
+def test_header_fields_over_the_advertised_size_are_refused(h2server: LiveServer, engine: str) -> None:
+    """SETTINGS_MAX_HEADER_LIST_SIZE is MaxHeaderBytes + 2048. A request past it gets 431 on the
+    nghttp2 engine, as from Go's server, and the connection goes on; the h2 engine closes the
+    connection (ENHANCE_YOUR_CALM). Neither builds the request."""
+    client = RawH2(h2server.port, timeout=1)
+    try:
+        client.read_until(lambda: len(client.events) > 0)  # the server's SETTINGS, acknowledged (h2 waits for that)
+        sid = client.request("GET", "/v1/api/health", headers=((b"x-big", b"a" * 20000),))
+        client.read_until(lambda: sid in client.ended or sid in client.reset or client.terminated is not None,
+                          limit=20)
+        if engine == "h2":
+            assert client.terminated is not None
+            assert client.terminated.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+            return
+        assert sid in client.ended and client.headers[sid][b":status"] == b"431"
+        status, data = client.response(client.request("GET", "/v1/api/health"))
+        assert status == 200 and orjson.loads(data) == {"sli": 1}
+    finally:
+        client.close()
+
+
+def test_an_eval_answer_that_fails_is_a_500_and_the_connection_goes_on(h2server: LiveServer, engine: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nghttp2 engine answers eval POSTs through ``EvalFastPath.answer_post``, which turns every
+    request error into an answer; a bug there must still answer the stream. The fault is made with a
+    stand-in ``answer_post`` (nothing a client sends can cause it)."""
+    if engine != "nghttp2":
+        pytest.skip("the h2 engine sends eval POSTs through the ASGI app")
+    from mly.http.fast import EvalFastPath
+
+    async def failing(self: EvalFastPath, path: str, body: bytes) -> tuple[int, bytes]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(EvalFastPath, "answer_post", failing)
+    client = RawH2(h2server.port, timeout=1)
+    try:
+        sid = client.request("POST", EVAL, orjson.dumps({**ROW, "i1": 987}))
+        client.read_until(lambda: sid in client.ended or sid in client.reset, limit=10)  # unanswered: fails in 10 s
+        status, data = client.response(sid)
+        assert status == 500 and orjson.loads(data)["status"] == "error"
+        monkeypatch.undo()
+        assert client.response(client.request("GET", "/v1/api/health"))[0] == 200
+    finally:
+        client.close()

@@ -1,4 +1,4 @@
-"""HTTP/2 conformance: h2spec's 146 cases against the real server, over h2c and over TLS.
+"""HTTP/2 conformance: h2spec's 146 cases against the real server, over h2c and over TLS, for each engine.
 
 The h2spec binary sits in the shared tools folder beside the repository
 (``shared/tools/h2spec/h2spec``; override with ``MLY_H2SPEC``). Where it is
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from http2.h2_setup import h2_config
+from http2.h2_setup import ENGINES, engine_env, h2_config
 from live_server import LiveServer
 
 H2SPEC_ENV = "MLY_H2SPEC"
@@ -72,17 +72,20 @@ def cases(binary: str) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module", params=["h2c", "tls"])
+@pytest.fixture(scope="module", params=[(tls, engine) for tls in ("h2c", "tls") for engine in ENGINES],
+                ids=lambda p: "-".join(p))
 def server(request: pytest.FixtureRequest, h2spec: str, model_dirs: dict[str, str],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server whose timeouts exceed h2spec's (started only where h2spec is there)."""
     config = h2_config(model_dirs)
     config["Endpoint"].update(IdleTimeoutMs=SERVER_TIMEOUT_MS, ReadTimeoutMs=SERVER_TIMEOUT_MS,
                               WriteTimeoutMs=SERVER_TIMEOUT_MS)
-    if request.param == "tls":
+    tls, engine = request.param
+    if tls == "tls":
         cert, key = request.getfixturevalue("certificate")
         config["TLS"] = {"CertFile": str(cert), "KeyFile": str(key)}
-    live = LiveServer(config, tmp_path_factory.mktemp("h2spec"), protocol="mly").start()
+    with engine_env(engine):
+        live = LiveServer(config, tmp_path_factory.mktemp("h2spec"), protocol="mly").start()
     yield live
     live.stop()
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from http2.h2_setup import engine_env
 from http2.h2client import RawH2
 from redis_server import free_port
 
@@ -29,10 +30,12 @@ async def tiny_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def serve(settings: H2Settings) -> Iterator[int]:
+def serve(settings: H2Settings, engine: str = "h2") -> Iterator[int]:
     port = free_port()
+    with engine_env(engine):
+        http = protocol_class(settings)
     server = uvicorn.Server(MlyUvicornConfig(tiny_app, host="127.0.0.1", port=port, loop="uvloop",
-                                             http=protocol_class(settings), log_level="warning", lifespan="off"))
+                                             http=http, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -44,8 +47,8 @@ def serve(settings: H2Settings) -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def port() -> Iterator[int]:
-    yield from serve(H2Settings())
+def port(engine: str) -> Iterator[int]:
+    yield from serve(H2Settings(), engine)
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +153,7 @@ def test_without_h2_the_server_serves_http1_and_says_why(monkeypatch: pytest.Mon
     import mly.http.protocol as protocol
 
     monkeypatch.setattr(protocol, "h2_available", lambda: False)  # stands in for an install without h2
+    monkeypatch.setattr(protocol, "native_available", lambda: False)  # ... and built without libnghttp2
     endpoint = parse_config({"Models": [{"ID": "m", "URL": "/m"}]}).endpoint
     with caplog.at_level("WARNING", logger="mly.http"):
         assert h2_settings(endpoint).enabled is False
