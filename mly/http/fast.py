@@ -126,6 +126,7 @@ class EvalFastPath:
         if hit is None:
             return None
         service.metrics.request_started(started)
+        service.outcomes.record_memo(hit[0])
         answer = envelope(generation.dict_hash, started, hit[1])
         service.metrics.perf.record((time.perf_counter_ns() - started) // 1000, "eval")
         return answer
@@ -248,6 +249,7 @@ class EvalFastPath:
                 key = memo_key(method, raw)
                 hit = memo.get(key)
                 if hit is not None:
+                    service.outcomes.record_memo(hit[0])
                     return envelope(generation.dict_hash, started, hit[1]), hit[0], hit[0]
             if method == "GET":
                 query = raw.decode("latin-1")
@@ -263,6 +265,7 @@ class EvalFastPath:
         if key and service.generation is generation and result.dict_hash == generation.dict_hash:
             # Still the generation that owns the memo: the answer is this model's, not a newer one's.
             memo.put(key, len(result.rows), data)  # type: ignore[union-attr]
+        service.outcomes.record(len(result.rows), result.cached_rows)
         return envelope(result.dict_hash, started, data), len(result.rows), result.cached_rows
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:

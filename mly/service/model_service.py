@@ -37,6 +37,7 @@ from mly.metrics import ModelMetrics
 from mly.model.loader import ModelChangedError, load_model
 from mly.model.source import ModelSource
 from mly.service.generation import Generation, build_generation
+from mly.service.outcomes import RowOutcomes
 from mly.service.singleflight import OwnRowNeeded
 from mly.service.transform import Transformer, TransformInput, resolve_transformer
 
@@ -88,6 +89,8 @@ class ModelService:
         buckets = config.metrics.idletime_buckets_ns if config.metrics is not None else None
         self.metrics = ModelMetrics(model.id, buckets) if buckets else ModelMetrics(model.id)
         self.rows_evaluated = 0
+        self.outcomes = RowOutcomes()
+        """Where answered rows came from (memo, cache, model), for ``meta/stats``."""
         self.reloads = 0
         self.reload_failures = 0
         self.healthy = False
