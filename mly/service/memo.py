@@ -14,6 +14,14 @@ current one when it is stored. Only the ``data`` part is kept: the envelope
 
 Entries live in the same native MRU cache as the memory tier, bounded in bytes
 (``ResponseMemo.SizeMb``); bodies above ``MaxBodyBytes`` are not memoised.
+
+Why it decides per model whether to store: on traffic whose bodies never repeat (a page
+asking for N candidates) no entry is ever used, and storing each answer (a copy of the
+body and the answer, an eviction) cost about a fifth of the throughput of the per-row
+path. So every ``WINDOW`` counted lookups the memo looks at its hit rate: below
+``MIN_HIT_RATE`` it stores only one miss in ``SAMPLE_EVERY`` (enough to notice bodies
+that start repeating: their sampled entries hit), at or above it stores every answer.
+A lookup stays cheap either way (one copy of the body and one hash probe).
 """
 
 from __future__ import annotations
@@ -24,6 +32,12 @@ from mly.config.schema import ResponseMemoConfig
 __all__ = ["GET_KEY_PREFIX", "ResponseMemo", "memo_key"]
 
 _ROWS = 4  # bytes of the row count stored in front of each entry (for the access log)
+WINDOW = 1024
+"""Counted lookups between two decisions on storing."""
+MIN_HIT_RATE = 0.05
+"""Below this hit rate over a window, storing every answer costs more than the hits save."""
+SAMPLE_EVERY = 16
+"""While not storing every answer: store one miss in this many."""
 
 
 #: The first character of every GET key. latin-1 decodes bytes to U+0000..U+00FF only, so
@@ -50,6 +64,13 @@ class ResponseMemo:
         self.hits = 0
         self.misses = 0
         self.stored = 0
+        self.skipped = 0
+        """Answers not stored because the hit rate was low (``storing`` off)."""
+        self.storing = True
+        """Whether every answer is stored; decided every ``WINDOW`` lookups from their hit rate."""
+        self._window_hits = 0
+        self._window_lookups = 0
+        self._unstored_puts = 0
 
     def get(self, key: str, *, count_miss: bool = True) -> tuple[int, memoryview] | None:
         """``(rows, data)`` of a memoised answer, or ``None``. A first look that the
@@ -58,17 +79,32 @@ class ResponseMemo:
         if not value:  # None (absent); entries are never empty
             if count_miss:
                 self.misses += 1
+                self._counted(0)
             return None
         self.hits += 1
+        self._counted(1)
         assert isinstance(value, bytes)
         return int.from_bytes(value[:_ROWS], "little"), memoryview(value)[_ROWS:]
+
+    def _counted(self, hit: int) -> None:
+        self._window_hits += hit
+        self._window_lookups += 1
+        if self._window_lookups >= WINDOW:
+            self.storing = self._window_hits >= MIN_HIT_RATE * self._window_lookups
+            self._window_hits = self._window_lookups = 0
 
     def put(self, key: str, rows: int, data: bytes) -> None:
         if len(key) > self.max_body_bytes:
             return
+        if not self.storing:
+            self._unstored_puts += 1
+            if self._unstored_puts % SAMPLE_EVERY:
+                self.skipped += 1
+                return
         self.cache.put(key, rows.to_bytes(_ROWS, "little") + data, 0, 0)
         self.stored += 1
 
     def stats(self) -> dict[str, int]:
-        return {"hits": self.hits, "misses": self.misses, "stored": self.stored, "entries": len(self.cache),
+        return {"hits": self.hits, "misses": self.misses, "stored": self.stored, "skipped": self.skipped,
+                "storing": self.storing, "entries": len(self.cache),
                 "bytesUsed": self.cache.bytes_used, "maxBytes": self.cache.max_bytes}
