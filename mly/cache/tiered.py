@@ -143,14 +143,40 @@ class TieredCache:
 
     # ------------------------------------------------------------------ reads
 
-    async def get_many(self, keys: list[str], dict_hash: int) -> list[bytes | None]:
-        """Row JSON for each key, ``None`` for a miss. Never raises for a store problem."""
+    def memory_hits(self, keys: list[str], dict_hash: int) -> tuple[list[Any], bool]:
+        """The memory tier's values for ``keys`` (bytes, ``None``, ``KNOWN_MISSING``) and whether
+        every key hit. All hits are counted here; otherwise nothing is, and the values are for
+        ``get_many(..., memory_values=...)`` to count and complete, so a key found in memory
+        is not looked up (and counted) twice. Only for a cache with a memory tier."""
+        assert self.memory is not None
+        values = self.memory.get_many(keys, dict_hash)
+        for value in values:
+            if type(value) is not bytes:
+                return values, False
+        self.counters.hits_memory += len(values)
+        return values, True
+
+    async def get_many(self, keys: list[str], dict_hash: int, memory_values: list[Any] | None = None
+                       ) -> list[bytes | None]:
+        """Row JSON for each key, ``None`` for a miss. Never raises for a store problem.
+        ``memory_values``: what ``memory_hits`` read for these keys and did not count; the keys
+        it did not find there are looked up in memory again."""
         out: list[bytes | None] = [None] * len(keys)
         counters = self.counters
         if self.memory is not None:
             pending: list[int] = []
             hits = negatives = 0
-            for i, value in enumerate(self.memory.get_many(keys, dict_hash)):
+            if memory_values is None:
+                memory_values = self.memory.get_many(keys, dict_hash)
+            else:
+                # Read on an earlier turn of the loop, maybe: a row another request stored since
+                # must be found, not evaluated again, so the keys that missed are read again.
+                again = [i for i, value in enumerate(memory_values) if type(value) is not bytes]
+                if again:
+                    memory_values = list(memory_values)
+                    for i, value in zip(again, self.memory.get_many([keys[i] for i in again], dict_hash)):
+                        memory_values[i] = value
+            for i, value in enumerate(memory_values):
                 if type(value) is bytes:
                     out[i] = value
                     hits += 1

@@ -36,6 +36,7 @@ from mly.logs.stream import StreamLog
 from mly.metrics import ModelMetrics
 from mly.model.loader import ModelChangedError, load_model
 from mly.model.source import ModelSource
+from mly.service.body_hits import BodyLookup
 from mly.service.generation import Generation, build_generation
 from mly.service.outcomes import RowOutcomes
 from mly.service.singleflight import OwnRowNeeded
@@ -214,10 +215,10 @@ class ModelService:
             except Exception:  # never let the watcher die; the next poll tries again
                 log.exception("model %s: reload check failed", self.id)
 
-    async def _evaluate_and_log(self, request: EvalRequest) -> EvalResult:
+    async def _evaluate_and_log(self, request: EvalRequest, lookup: BodyLookup | None = None) -> EvalResult:
         """``evaluate`` for a model with a ``Stream`` log: the answer is offered to it (never blocks)."""
         started = time.perf_counter_ns()
-        result = await ModelService.evaluate(self, request)
+        result = await ModelService.evaluate(self, request, lookup)
         assert self.stream_log is not None
         self.stream_log.offer(request, result.rows, result.dict_hash, (time.perf_counter_ns() - started) // 1000)
         return result
@@ -227,8 +228,11 @@ class ModelService:
         if self.stream_log is not None and not self.stream_log.close(timeout_s):
             log.warning("model %s: the stream log writer did not finish within %.0f s", self.id, timeout_s)
 
-    async def evaluate(self, request: EvalRequest) -> EvalResult:
-        """encode -> keys -> cache -> single-flight -> evaluate the misses -> write back."""
+    async def evaluate(self, request: EvalRequest, lookup: BodyLookup | None = None) -> EvalResult:
+        """encode -> keys -> cache -> single-flight -> evaluate the misses -> write back.
+
+        ``lookup``: the keys and memory-tier values already read from the request's bytes
+        (``body_hits.lookup_body``), used when they were built for the current generation."""
         deadline = asyncio.get_running_loop().time() + self._deadline_s
         generation = self.current
         cache = self.cache
@@ -239,7 +243,13 @@ class ModelService:
         exact = has_exact_names(request.values, dtypes)
         if cache is not None and schema is not None and exact:
             # Plain JSON values: key them straight from the parsed body; hits need no encoding.
-            if not request.batch:
+            if lookup is not None and lookup.schema is schema:
+                keys = lookup.keys
+                found = await cache.get_many(keys, generation.dict_hash, lookup.values)
+                if None not in found:
+                    hits = [orjson.Fragment(value) for value in found]  # type: ignore[arg-type]
+                    return EvalResult(hits, request.batch, generation.dict_hash, len(hits))
+            elif not request.batch:
                 key = schema.key_if_plain(request.values)
                 if key is not None:
                     keys = [key]
