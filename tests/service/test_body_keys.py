@@ -28,9 +28,10 @@ INPUTS = (
     InputField("i32", 5, "int32", wildcard=True),
     InputField("b", 6, "bool", wildcard=True),
     InputField("aux", 7, "string", auxiliary=True),
+    InputField("wf", 8, "float64", wildcard=True),  # its key shows a float to the last bit
 )
 DTYPES = {"s": "string", "i": "int64", "f32": "float32", "f64": "float64", "w": "string", "i32": "int32",
-          "b": "bool", "aux": "string"}
+          "b": "bool", "aux": "string", "wf": "float64"}
 SCHEMA = KeySchema(INPUTS, Dictionary.build([Layer.of_strings("s", ["a", "b/c", "ü"]), Layer.of_ints("i", [1, 7])]))
 MAX_ROWS = 64
 
@@ -69,6 +70,8 @@ values: dict[str, Any] = {
     "i": st.one_of(st.sampled_from([1, 7, 0, -3]), st.integers(-(2**63), 2**63 - 1)),
     "f32": floats, "f64": st.one_of(floats, st.floats(allow_nan=False, allow_infinity=False)),
     "w": ascii_texts, "i32": st.integers(-(2**31), 2**31 - 1), "b": st.booleans(), "aux": ascii_texts,
+    "wf": st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                    st.integers(-(10**17), 10**17).map(lambda n: n / 1000), st.integers(-999, 999).map(lambda n: n * 1e-20)),
 }
 anything = st.one_of(st.none(), st.booleans(), st.integers(-(2**65), 2**65), st.floats(), texts,
                      st.lists(st.integers(), max_size=2), st.dictionaries(st.just("k"), st.integers(), max_size=1))
@@ -132,7 +135,7 @@ def test_an_unusual_body_is_keyed_the_same_or_left_to_the_common_path(
 
 def test_bytes_the_common_path_refuses_are_never_keyed() -> None:
     good = {"batch_size": 2, "s": ["a", "zz"], "i": [1, 2], "f32": [1.5, 2.25], "f64": [0.5], "w": ["x", "y"],
-            "i32": [3, 4], "b": [True, False], "aux": ["n", "m"]}
+            "i32": [3, 4], "b": [True, False], "aux": ["n", "m"], "wf": [0.1, -2.5e-7]}
     raw = orjson.dumps(good)
     assert check(raw, plain=True) is not None
     cases = [
