@@ -143,18 +143,17 @@ class TieredCache:
 
     # ------------------------------------------------------------------ reads
 
-    def memory_hits(self, keys: list[str], dict_hash: int) -> tuple[list[Any], bool]:
-        """The memory tier's values for ``keys`` (bytes, ``None``, ``KNOWN_MISSING``) and whether
-        every key hit. All hits are counted here; otherwise nothing is, and the values are for
-        ``get_many(..., memory_values=...)`` to count and complete, so a key found in memory
-        is not looked up (and counted) twice. Only for a cache with a memory tier."""
+    def memory_hits(self, keys: list[str], dict_hash: int, batch: bool) -> bytes | list[Any]:
+        """When every key is in the memory tier: their values joined as the answer's ``data``
+        (``MRUCache.get_joined``), counted as hits. Otherwise the memory tier's values (bytes,
+        ``None``, ``KNOWN_MISSING``), not counted: they are for ``get_many(..., memory_values=...)``
+        to count and complete, so a key found in memory is not looked up (and counted) twice.
+        Only for a cache with a memory tier."""
         assert self.memory is not None
-        values = self.memory.get_many(keys, dict_hash)
-        for value in values:
-            if type(value) is not bytes:
-                return values, False
-        self.counters.hits_memory += len(values)
-        return values, True
+        found = self.memory.get_joined(keys, dict_hash, batch)
+        if type(found) is bytes:
+            self.counters.hits_memory += len(keys)
+        return found
 
     async def get_many(self, keys: list[str], dict_hash: int, memory_values: list[Any] | None = None
                        ) -> list[bytes | None]:

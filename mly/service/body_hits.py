@@ -28,15 +28,17 @@ class BodyLookup:
     """The key schema the keys were built with: a reload in between makes them another model's."""
     keys: list[str]
     batch: bool
-    values: list[Any]
-    """The memory tier's values, one per key (``TieredCache.memory_hits``)."""
-    all_hit: bool
+    found: bytes | list[Any]
+    """``TieredCache.memory_hits``: every row's JSON joined as the answer's ``data`` (a list for a
+    batch, one row's otherwise) when all hit, else the memory tier's value per key."""
 
-    def data(self) -> bytes:
-        """The answer's ``data`` for an all-hit lookup: a list of the rows' JSON, or one row's."""
-        if not self.batch:
-            return self.values[0]  # type: ignore[no-any-return]
-        return b"[" + b",".join(self.values) + b"]"
+    @property
+    def all_hit(self) -> bool:
+        return type(self.found) is bytes
+
+    @property
+    def values(self) -> list[Any] | None:
+        return None if type(self.found) is bytes else self.found  # type: ignore[return-value]
 
 
 def lookup_body(generation: Generation, cache: TieredCache | None, body: bytes | bytearray,
@@ -50,5 +52,4 @@ def lookup_body(generation: Generation, cache: TieredCache | None, body: bytes |
     if keyed is None:
         return None
     keys, batch = keyed
-    values, all_hit = cache.memory_hits(keys, generation.dict_hash)
-    return BodyLookup(schema, keys, batch, values, all_hit)
+    return BodyLookup(schema, keys, batch, cache.memory_hits(keys, generation.dict_hash, batch))

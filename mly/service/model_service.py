@@ -243,7 +243,7 @@ class ModelService:
         exact = has_exact_names(request.values, dtypes)
         if cache is not None and schema is not None and exact:
             # Plain JSON values: key them straight from the parsed body; hits need no encoding.
-            if lookup is not None and lookup.schema is schema:
+            if lookup is not None and lookup.schema is schema and not lookup.all_hit:
                 keys = lookup.keys
                 found = await cache.get_many(keys, generation.dict_hash, lookup.values)
                 if None not in found:
