@@ -107,7 +107,7 @@ class EvalFastPath:
         self.access_log = access_log
         """``None`` when off: then the hot path's whole cost is one ``is not None``."""
         self.front_body_limit = 0 if access_log is not None else min(FRONT_MAX_BODY, buffer_size)
-        """POST bodies up to this size are answered by the connection itself (``answer_from_memo``,
+        """POST bodies up to this size are answered by the connection itself (``answer_now``,
         ``answer_post``), without an ASGI task; 0 turns that off (the access log wants every
         request's ASGI scope). Larger bodies take the ASGI path, which refuses what is too large."""
 
@@ -127,7 +127,7 @@ class EvalFastPath:
         started = time.perf_counter_ns()
         memo = generation.memo
         key = ""
-        if memo is not None and len(body) <= memo.max_body_bytes:
+        if memo is not None and len(body) <= memo.max_body_bytes and memo.uses(body, count=False):
             key = body.decode("latin-1")  # memo_key("POST", body), inlined
             hit = memo.get(key, count_miss=False)
             if hit is not None:
@@ -142,6 +142,8 @@ class EvalFastPath:
         if lookup is None or not lookup.all_hit:
             return None, lookup
         service.metrics.request_started(started)
+        if memo is not None and not key and len(body) <= memo.max_body_bytes:
+            memo.skipped += 1  # counted where the normal path would have counted it
         answer = self._all_hit(service, generation, lookup, key, started, started)
         service.metrics.perf.record((time.perf_counter_ns() - started) // 1000, "eval")
         return answer, None
@@ -277,7 +279,7 @@ class EvalFastPath:
             generation = service.current
             memo = generation.memo
             key = ""
-            if memo is not None and len(raw) <= memo.max_body_bytes:
+            if memo is not None and len(raw) <= memo.max_body_bytes and memo.uses(raw):
                 key = memo_key(method, raw)
                 hit = memo.get(key)
                 if hit is not None:

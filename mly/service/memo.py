@@ -15,13 +15,15 @@ current one when it is stored. Only the ``data`` part is kept: the envelope
 Entries live in the same native MRU cache as the memory tier, bounded in bytes
 (``ResponseMemo.SizeMb``); bodies above ``MaxBodyBytes`` are not memoised.
 
-Why it decides per model whether to store: on traffic whose bodies never repeat (a page
-asking for N candidates) no entry is ever used, and storing each answer (a copy of the
-body and the answer, an eviction) cost about a fifth of the throughput of the per-row
-path. So every ``WINDOW`` counted lookups the memo looks at its hit rate: below
-``MIN_HIT_RATE`` it stores only one miss in ``SAMPLE_EVERY`` (enough to notice bodies
-that start repeating: their sampled entries hit), at or above it stores every answer.
-A lookup stays cheap either way (one copy of the body and one hash probe).
+Why it decides per model how much to use itself: on traffic whose bodies never repeat (a
+page asking for N candidates) no entry is ever used, and looking up and storing each
+answer (copies of the body and the answer, a hash of the body, an eviction) cost about a
+fifth of the throughput of the per-row path. So every ``WINDOW`` counted lookups the memo
+looks at its hit rate: below ``MIN_HIT_RATE`` only one body in ``SAMPLE_EVERY`` is looked
+up and stored (``uses``), chosen from the body's bytes so that a repeated body is always
+chosen or never; the others skip the memo at the cost of a few integer operations. Bodies
+that start repeating are noticed through the sampled ones (their entries hit) and every
+body uses the memo again.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ WINDOW = 1024
 """Counted lookups between two decisions on storing."""
 MIN_HIT_RATE = 0.05
 """Below this hit rate over a window, storing every answer costs more than the hits save."""
-SAMPLE_EVERY = 16
-"""While not storing every answer: store one miss in this many."""
+SAMPLE_EVERY = 8
+"""While the hit rate is low: one body in this many uses the memo."""
 
 
 #: The first character of every GET key. latin-1 decodes bytes to U+0000..U+00FF only, so
@@ -65,12 +67,26 @@ class ResponseMemo:
         self.misses = 0
         self.stored = 0
         self.skipped = 0
-        """Answers not stored because the hit rate was low (``storing`` off)."""
+        """Requests that did not use the memo because the hit rate was low (``storing`` off)."""
         self.storing = True
-        """Whether every answer is stored; decided every ``WINDOW`` lookups from their hit rate."""
+        """Whether every body uses the memo (is looked up, and its answer stored); decided every
+        ``WINDOW`` lookups from their hit rate."""
         self._window_hits = 0
         self._window_lookups = 0
-        self._unstored_puts = 0
+
+    def uses(self, raw: bytes | bytearray, *, count: bool = True) -> bool:
+        """Whether the request of body (or query string) ``raw`` uses the memo: every one while
+        the hit rate is good, one in ``SAMPLE_EVERY`` otherwise. The choice is a function of the
+        bytes, so a request's two looks (the connection's, then the normal path's, which passes
+        ``count``) agree, and a body that repeats is sampled every time or never."""
+        if self.storing:
+            return True
+        n = len(raw)
+        if not n or (n + raw[n >> 1] + raw[-1]) % SAMPLE_EVERY == 0:
+            return True
+        if count:
+            self.skipped += 1
+        return False
 
     def get(self, key: str, *, count_miss: bool = True) -> tuple[int, memoryview] | None:
         """``(rows, data)`` of a memoised answer, or ``None``. A first look that the
@@ -96,11 +112,6 @@ class ResponseMemo:
     def put(self, key: str, rows: int, data: bytes) -> None:
         if len(key) > self.max_body_bytes:
             return
-        if not self.storing:
-            self._unstored_puts += 1
-            if self._unstored_puts % SAMPLE_EVERY:
-                self.skipped += 1
-                return
         self.cache.put(key, rows.to_bytes(_ROWS, "little") + data, 0, 0)
         self.stored += 1
 
