@@ -155,11 +155,12 @@ class TieredCache:
             self.counters.hits_memory += len(keys)
         return found
 
-    async def get_many(self, keys: list[str], dict_hash: int, memory_values: list[Any] | None = None
-                       ) -> list[bytes | None]:
+    async def get_many(self, keys: list[str], dict_hash: int, memory_values: list[Any] | None = None,
+                       tally: list[int] | None = None) -> list[bytes | None]:
         """Row JSON for each key, ``None`` for a miss. Never raises for a store problem.
         ``memory_values``: what ``memory_hits`` read for these keys and did not count; the keys
-        it did not find there are looked up in memory again."""
+        it did not find there are looked up in memory again. ``tally``: this call's hits per
+        tier are added to its items 0 (memory), 1 (L1) and 2 (L2), for the access log."""
         out: list[bytes | None] = [None] * len(keys)
         counters = self.counters
         if self.memory is not None:
@@ -186,6 +187,8 @@ class TieredCache:
             counters.hits_memory += hits
             counters.negative_hits += negatives
             counters.misses += negatives
+            if tally is not None:
+                tally[0] += hits
         else:
             pending = list(range(len(keys)))
         if not pending:
@@ -198,6 +201,8 @@ class TieredCache:
                 answered = False
                 continue
             if found:
+                if tally is not None:
+                    tally[1 if tier is self.l1 else 2] += len(found)
                 if tier is self.l2 and self._write_l1:
                     for i, stored in found:
                         if stored.ttl_ms is None or stored.ttl_ms > 0:
@@ -206,7 +211,10 @@ class TieredCache:
                 if not pending:
                     break
         if pending and external and self.memory is not None:
+            missing = len(pending)
             pending = self._recheck_memory(keys, pending, dict_hash, out)
+            if tally is not None:
+                tally[0] += missing - len(pending)
         counters.misses += len(pending)
         if pending and answered and external and self.retry_time_ms > 0 and self.memory is not None:
             for i in pending:

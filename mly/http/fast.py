@@ -32,6 +32,10 @@ from mly.service.registry import ModelRegistry
 
 __all__ = ["EvalFastPath", "envelope", "eval_model_id"]
 
+Tiers = tuple[int, ...]
+"""Rows answered by the memo, the memory tier, L1 and L2, in that order (the access log's ``tiers``)."""
+NO_TIERS: Tiers = (0, 0, 0, 0)
+
 log = logging.getLogger("mly.http")
 
 _PREFIX = "/v1/api/model/"
@@ -178,7 +182,7 @@ class EvalFastPath:
         if scope["method"] == "PUT" and service is not None and is_ndjson(scope["headers"]):
             await stream_eval(self.registry, model_id, scope, receive, send)  # NDJSON in, NDJSON out
             return
-        status, body, rows, cached_rows, error = await self._answer(
+        status, body, rows, cached_rows, tiers, error = await self._answer(
             service, model_id, path, scope["method"], started, scope, receive, None
         )
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
@@ -188,7 +192,7 @@ class EvalFastPath:
         await send({"type": "http.response.body", "body": body})
         elapsed_us = _record(service, status, error, started)
         if self.access_log is not None:
-            self._log_access(scope, model_id, service, status, rows, cached_rows, elapsed_us, error)
+            self._log_access(scope, model_id, service, status, rows, cached_rows, tiers, elapsed_us, error)
 
     async def answer_post(self, path: str, body: bytes | bytearray,
                           lookup: BodyLookup | None = None) -> tuple[int, bytes]:
@@ -200,8 +204,8 @@ class EvalFastPath:
         service = self.registry.services.get(model_id)
         if service is not None:
             service.metrics.request_started(started)
-        status, answer, _rows, _cached, error = await self._answer(service, model_id, path, "POST", started,
-                                                                   None, None, body, lookup)
+        status, answer, _rows, _cached, _tiers, error = await self._answer(
+            service, model_id, path, "POST", started, None, None, body, lookup)
         _record(service, status, error, started)
         return status, answer
 
@@ -209,21 +213,24 @@ class EvalFastPath:
         self, service: ModelService | None, model_id: str, path: str, method: str, started: int,
         scope: Scope | None, receive: Receive | None, raw: bytes | bytearray | None,
         lookup: BodyLookup | None = None,
-    ) -> tuple[int, bytes, int, int, Exception | None]:
-        """Status, body, rows, cached rows and the error (if any) of one eval request.
+    ) -> tuple[int, bytes, int, int, Tiers, Exception | None]:
+        """Status, body, rows, cached rows, the rows each source answered (``Tiers``) and the
+        error (if any) of one eval request.
 
         ``raw`` is the body when the caller has read it already; otherwise it is read
         from ``receive`` (or taken from the query string of a GET).
         """
         error: Exception | None = None
         rows = cached_rows = 0
+        tiers = NO_TIERS
         try:
             if method not in _METHODS:
                 raise MethodNotAllowedError(f"method {method} not allowed on {path}: use GET, POST, PUT")
             if service is None:
                 self.registry.get(model_id)  # raises the 404 that names the served models
             assert service is not None
-            body, rows, cached_rows = await self._evaluate(service, method, started, scope, receive, raw, lookup)
+            body, rows, cached_rows, tiers = await self._evaluate(service, method, started, scope, receive, raw,
+                                                                  lookup)
             status = 200
         except MlyError as exc:
             if exc.status >= 500:
@@ -232,14 +239,14 @@ class EvalFastPath:
         except Exception as exc:
             log.exception("%s %s failed", method, path)
             status, body, error = 500, error_body(f"internal error: {type(exc).__name__}"), exc
-        return status, body, rows, cached_rows, error
+        return status, body, rows, cached_rows, tiers, error
 
     def _log_access(self, scope: Scope, model_id: str, service: ModelService | None, status: int,
-                    rows: int, cached_rows: int, elapsed_us: int, error: Exception | None) -> None:
+                    rows: int, cached_rows: int, tiers: Tiers, elapsed_us: int, error: Exception | None) -> None:
         assert self.access_log is not None
         self.access_log.write(
             method=scope["method"], path=scope["path"], model=model_id, status=status,
-            rows=rows, cached_rows=cached_rows,
+            rows=rows, cached_rows=cached_rows, tiers=tiers,
             cached=service is not None and service.cache is not None,
             latency_us=elapsed_us, client=scope.get("client"), error=error,
         )
@@ -259,8 +266,9 @@ class EvalFastPath:
         self, service: ModelService, method: str, started: int,
         scope: Scope | None, receive: Receive | None, raw: bytes | bytearray | None,
         lookup: BodyLookup | None = None,
-    ) -> tuple[bytes, int, int]:
-        """The answer's bytes, its rows, and how many of them came from a cache (or the memo)."""
+    ) -> tuple[bytes, int, int, Tiers]:
+        """The answer's bytes, its rows, how many of them came from a cache (or the memo), and
+        from which (``Tiers``)."""
         overhead = service.metrics.http_overhead
         read_started = time.perf_counter_ns()
         try:
@@ -284,12 +292,13 @@ class EvalFastPath:
                 hit = memo.get(key)
                 if hit is not None:
                     service.outcomes.record_memo(hit[0])
-                    return envelope(generation.dict_hash, started, hit[1]), hit[0], hit[0]
+                    return envelope(generation.dict_hash, started, hit[1]), hit[0], hit[0], (hit[0], 0, 0, 0)
             if lookup is None and method != "GET" and service.stream_log is None:
                 lookup = lookup_body(generation, service.cache, raw, self.max_batch_size)
             if lookup is not None and lookup.all_hit:
                 rows = len(lookup.keys)
-                return self._all_hit(service, generation, lookup, key, started, read_started), rows, rows
+                answer = self._all_hit(service, generation, lookup, key, started, read_started)
+                return answer, rows, rows, (0, rows, 0, 0)
             if method == "GET":
                 query = raw.decode("latin-1")
                 request = parse_query(parse_qsl(query, keep_blank_values=True), generation.interface.dtypes)
@@ -305,7 +314,7 @@ class EvalFastPath:
             # Still the generation that owns the memo: the answer is this model's, not a newer one's.
             memo.put(key, len(result.rows), data)  # type: ignore[union-attr]
         service.outcomes.record(len(result.rows), result.cached_rows)
-        return envelope(result.dict_hash, started, data), len(result.rows), result.cached_rows
+        return envelope(result.dict_hash, started, data), len(result.rows), result.cached_rows, (0, *result.tiers)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         """At most ``buffer_size`` bytes; larger is a 413 before it is all buffered."""

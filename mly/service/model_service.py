@@ -54,6 +54,8 @@ class EvalResult:
     dict_hash: int
     cached_rows: int = 0
     """Rows answered from the cache (any tier); the rest were evaluated (or joined an evaluation)."""
+    tiers: tuple[int, ...] = (0, 0, 0)
+    """Of ``cached_rows``: how many the memory tier, L1 and L2 answered (the access log's ``tiers``)."""
 
 
 class ModelService:
@@ -239,31 +241,32 @@ class ModelService:
         schema = generation.key_schema
         keys: list[str] | None = None
         found: list[bytes | None] = []
+        tally = [0, 0, 0]  # rows each tier answered (memory, L1, L2), for the access log
         dtypes = generation.interface.dtypes
         exact = has_exact_names(request.values, dtypes)
         if cache is not None and schema is not None and exact:
             # Plain JSON values: key them straight from the parsed body; hits need no encoding.
             if lookup is not None and lookup.schema is schema and not lookup.all_hit:
                 keys = lookup.keys
-                found = await cache.get_many(keys, generation.dict_hash, lookup.values)
+                found = await cache.get_many(keys, generation.dict_hash, lookup.values, tally)
                 if None not in found:
                     hits = [orjson.Fragment(value) for value in found]  # type: ignore[arg-type]
-                    return EvalResult(hits, request.batch, generation.dict_hash, len(hits))
+                    return EvalResult(hits, request.batch, generation.dict_hash, len(hits), tuple(tally))
             elif not request.batch:
                 key = schema.key_if_plain(request.values)
                 if key is not None:
                     keys = [key]
-                    found = await cache.get_many(keys, generation.dict_hash)
+                    found = await cache.get_many(keys, generation.dict_hash, tally=tally)
                     hit = found[0]
                     if hit is not None:
-                        return EvalResult([orjson.Fragment(hit)], False, generation.dict_hash, 1)
+                        return EvalResult([orjson.Fragment(hit)], False, generation.dict_hash, 1, tuple(tally))
             else:
                 keys = schema.keys_if_plain(request.values, request.rows)
                 if keys is not None:
-                    found = await cache.get_many(keys, generation.dict_hash)
+                    found = await cache.get_many(keys, generation.dict_hash, tally=tally)
                     if None not in found:
                         hits = [orjson.Fragment(value) for value in found]  # type: ignore[arg-type]
-                        return EvalResult(hits, True, generation.dict_hash, len(hits))
+                        return EvalResult(hits, True, generation.dict_hash, len(hits), tuple(tally))
         rows = request.rows
         # A single row with exactly the model's inputs (and, with a cache, a key from its plain
         # values) is encoded with the rest of its batch, in the inference thread (``DeferredRow``).
@@ -281,7 +284,7 @@ class ModelService:
         if keys is None:
             assert isinstance(columns, dict)  # encoded above: a deferred row always comes with its key
             keys = schema.keys(columns, rows)
-            found = await cache.get_many(keys, generation.dict_hash)
+            found = await cache.get_many(keys, generation.dict_hash, tally=tally)
         results: list[Any] = [None] * rows
         misses: list[int] = []
         for i, value in enumerate(found):
@@ -291,7 +294,7 @@ class ModelService:
                 results[i] = orjson.Fragment(value)
         if misses:
             await self._fill_misses(generation, cache, columns, keys, misses, results, deadline)
-        return EvalResult(results, request.batch, generation.dict_hash, rows - len(misses))
+        return EvalResult(results, request.batch, generation.dict_hash, rows - len(misses), tuple(tally))
 
     async def _fill_misses(
         self,
