@@ -21,6 +21,8 @@ from typing import Any
 Record = dict[str, Any]
 
 WORKLOAD_TITLES = {
+    "zipf32": "zipf32: 32-row candidate batches, rows drawn from a Zipf law over 200,000 distinct rows, "
+              "no body ever repeated (only a per-row cache can hit)",
     "hot": "hot: single rows cycling 1,000 distinct rows (every request a cache hit once warm)",
     "cold": "cold: single rows never repeated (every request a miss)",
     "batch32": "batch32: 1,000 distinct 32-row batches of the hot rows",
@@ -139,9 +141,16 @@ def server_tables(doc: Record) -> list[str]:
     servers: list[str] = doc["config"]["servers"]
     lines: list[str] = []
     for workload in doc["config"]["workloads"]:
-        lines += ["", f"### {WORKLOAD_TITLES.get(workload, workload)}", ""]
+        title = WORKLOAD_TITLES.get(workload, workload)
+        zipf = doc["config"].get("zipf")
+        if workload == "zipf32" and zipf:
+            title = (f"zipf32: {zipf['rows_per_body']}-row candidate batches, rows drawn from a "
+                     f"Zipf({zipf['exponent']:g}) law over {zipf['universe']:,} distinct rows "
+                     f"({100 * zipf['oov']:g}% out-of-vocabulary values), no body ever repeated "
+                     "(only a per-row cache can hit)")
+        lines += ["", f"### {title}", ""]
         head = ["conc", "server", "req/s", "rows/s", "p50 ms", "p99 ms", "server CPU µs/req",
-                "server CPU % core", *(f"req/s vs {b}" for b in BASELINES), "load"]
+                "server CPU % core", *(f"req/s vs {b}" for b in BASELINES), "rows from cache", "load"]
         rows: list[list[str]] = []
         for conc in doc["config"]["concurrency"]:
             for server in servers:
@@ -163,7 +172,9 @@ def server_tables(doc: Record) -> list[str]:
                              _rate_fmt([r["rps"] for r in recs]), _rate_fmt([r["rows_per_s"] for r in recs]),
                              _ms_fmt([r["p50_ms"] for r in recs]), _ms_fmt([r["p99_ms"] for r in recs]),
                              spread([r["cpu_us_per_req"] for r in recs], "{:,.0f}"),
-                             spread([r["cpu_pct"] for r in recs], "{:.0f}"), *ratios, recs[0]["tool"]])
+                             spread([r["cpu_pct"] for r in recs], "{:.0f}"), *ratios,
+                             spread([100 * r["row_hit_rate"] for r in recs if "row_hit_rate" in r], "{:.1f}%"),
+                             recs[0]["tool"]])
         lines += _md_table(head, rows, right=2)
     return lines
 
@@ -221,7 +232,7 @@ def markdown(doc: Record) -> str:
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k not in ("cpu", "cores", "kernel")),
         f"- model: `{head['model']}` ({head['parameters']:,} parameters)",
         f"- {cfg['rounds']} round(s), alternating server order; {cfg['seconds']} s per cell after "
-        f"{cfg['warmup']} s warm-up (hot and batch32 cells); cells median (min-max) over rounds; "
+        f"{cfg['warmup']} s warm-up (hot, batch32 and zipf32 cells); cells median (min-max) over rounds; "
         "ratios per round against the baseline of the same round",
         "- load: `wrk` = wrk, 1 thread, closed loop, keep-alive, pinned to the load core; "
         "`locust` = locust headless, pinned to the load core",

@@ -13,8 +13,9 @@ Lua script (JSON bodies never contain a raw newline).
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,62 @@ def hot_batches(pool: Sequence[Row], count: int, size: int, seed: int = 2) -> li
     so once the pool is cached a per-row cache answers every row of every batch."""
     rng = random.Random(seed)
     return [batch_body(rng.sample(list(pool), size)) for _ in range(count)]
+
+
+@dataclass(frozen=True)
+class ZipfBatches:
+    """Candidate batches as a page asks for them: rows repeat across requests with a long-tailed
+    popularity, whole bodies never do. Only a per-row cache can hit on such traffic; an
+    exact-body cache (or a response memo) never does.
+
+    ``universe`` distinct rows are drawn once (``oov`` share of out-of-vocabulary values); the
+    row of popularity rank ``r`` (from 1) is then picked with weight ``1 / r ** exponent``.
+    Each body holds ``rows_per_body`` distinct rows and no body is sent twice."""
+
+    rows_per_body: int = 32
+    universe: int = 200_000
+    exponent: float = 1.0
+    oov: float = 0.05
+    seed: int = 4
+
+    def __post_init__(self) -> None:
+        if self.rows_per_body < 1 or self.universe < self.rows_per_body + 1:
+            raise ValueError(f"need 1 <= rows_per_body < universe, got {self.rows_per_body} and {self.universe}")
+        if self.exponent < 0:
+            raise ValueError(f"the Zipf exponent must be >= 0, got {self.exponent}")
+
+    def universe_rows(self, fields: Sequence[Field]) -> list[Row]:
+        """The distinct rows, most popular first (a draw that repeats an earlier row is skipped)."""
+        corpus = Corpus(fields, oov=self.oov, seed=self.seed)
+        seen: set[tuple[Any, ...]] = set()
+        rows: list[Row] = []
+        for _ in range(self.universe * 10):
+            row = corpus.row()
+            ident = tuple(row.values())
+            if ident not in seen:
+                seen.add(ident)
+                rows.append(row)
+                if len(rows) == self.universe:
+                    return rows
+        raise ValueError(f"the fields cannot give {self.universe:,} distinct rows")
+
+    def batches(self, fields: Sequence[Field], count: int) -> Iterator[list[Row]]:
+        """``count`` batches of distinct rows, no two batches the same (in order)."""
+        rows = self.universe_rows(fields)
+        cum = list(itertools.accumulate(1.0 / (rank**self.exponent) for rank in range(1, len(rows) + 1)))
+        rng = random.Random(self.seed + 1)
+        indices = range(len(rows))
+        sent: set[tuple[int, ...]] = set()
+        while len(sent) < count:
+            picked: dict[int, None] = {}  # insertion-ordered: the draw order is the body's row order
+            while len(picked) < self.rows_per_body:
+                for i in rng.choices(indices, cum_weights=cum, k=self.rows_per_body - len(picked)):
+                    picked[i] = None
+            ident = tuple(itertools.islice(picked, self.rows_per_body))
+            if ident in sent:
+                continue
+            sent.add(ident)
+            yield [rows[i] for i in ident]
 
 
 def write_lines(path: str | Path, bodies: Iterable[bytes]) -> Path:

@@ -14,7 +14,10 @@ trip), ``naive`` (Starlette + TensorFlow, one call per request), ``exact-body`` 
 server behind a dict from request bytes to response bytes), ``triton`` (Triton through
 PyTriton, dynamic batching and its response cache, in ``.venv-triton``).
 
-Workloads: ``hot`` single rows cycling 1,000 distinct rows (5% out-of-vocabulary values),
+Workloads: ``zipf32`` candidate batches as a page asks for them: 32 distinct rows per body
+drawn from a Zipf(1.0) law over 200,000 distinct rows (5% out-of-vocabulary values), no body
+ever sent twice to a server process, so only a per-row cache can hit (``--zipf-*`` options);
+``hot`` single rows cycling 1,000 distinct rows (5% out-of-vocabulary values),
 ``cold`` single rows never repeated within a server process, ``batch32`` 1,000 distinct
 32-row batches of the hot rows; Triton gets the same rows as KServe v2 bodies. Each cell
 is one wrk run (1 thread, closed loop); the server's CPU is read from ``/proc`` for its
@@ -35,6 +38,7 @@ import argparse
 import ast
 import contextlib
 import csv
+import dataclasses
 import datetime
 import json
 import os
@@ -57,16 +61,19 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 import orjson
 from _commands import children, mly_serve_cmd, tree_cpu_seconds, uvicorn_cmd
-from _load import Loader, Workload, free_port, post, server, taskset
+from _load import Loader, Result, Workload, free_port, post, server, taskset
 from _report import Record, machine_and_versions, markdown, plots
 from apps import EVAL_PATH, MODEL_ENV
-from corpus import Corpus, Row, ctr_fields, hot_batches, single_body, write_lines
+from corpus import Corpus, Row, ZipfBatches, batch_body, ctr_fields, hot_batches, single_body, write_lines
 from ctr_model import MODEL_ID, mly_model_config
 from triton_server import INFER_PATH, READY_PATH, ensure_venv, v2_body
 
 ROOT = BENCH.parent
 SERVERS = ("mly memory", "mly per-row", "mly no cache", "mly redis L1", "naive", "exact-body", "triton")
-WORKLOADS = ("hot", "cold", "batch32")
+WORKLOADS = ("zipf32", "hot", "cold", "batch32")
+#: workloads whose bodies are never sent twice to one server process: each cell (and its warm-up)
+#: starts where the previous one stopped, and nothing is pre-warmed
+FRESH = frozenset({"cold", "zipf32"})
 #: servers that answer a repeated request from a cache: their hot bodies are sent once before measuring
 CACHED = frozenset({"mly memory", "mly per-row", "mly redis L1", "exact-body", "triton"})
 HOT_ROWS, BATCH_BODIES, BATCH_ROWS = 1000, 1000, 32
@@ -75,6 +82,9 @@ HOT_SEED, COLD_SEED, BATCH_SEED = 1, 2, 3
 #: here (mly without a cache reached 15.3k req/s in a round at c=64 once single rows were encoded
 #: with their batch, and 15k rows wrapped)
 COLD_ROWS_PER_SECOND = 25_000
+#: Zipf bodies to generate per second of load (warm-up included) and concurrency level: above
+#: any server's rate here (mly answered 3.8-4.2k 32-row bodies/s at c=16 when the workload came)
+ZIPF_BODIES_PER_SECOND = 6_000
 SLOW_HIDDEN = (2560, 2560)
 """The slow model's tower: about 1 ms per one-row evaluation on one core of the project's machine."""
 LOCUSTFILE = BENCH / "locustfile.py"
@@ -97,14 +107,29 @@ class BodyFile:
     rows_per_body: int
 
 
-def make_bodies(work: Path, cold_rows: int, triton: bool) -> dict[tuple[str, str], BodyFile]:
+def make_bodies(work: Path, cold_rows: int, triton: bool, zipf: ZipfBatches | None = None,
+                zipf_bodies: int = 0) -> dict[tuple[str, str], BodyFile]:
     """(workload, "mly" | "v2") -> its file of bodies, one per line, the same rows in both formats."""
     fields = ctr_fields()
+    out: dict[tuple[str, str], BodyFile] = {}
+    if zipf is not None and zipf_bodies:
+        paths = {"mly": work / "zipf32-mly.txt", **({"v2": work / "zipf32-v2.txt"} if triton else {})}
+        handles = {fmt: p.open("wb") for fmt, p in paths.items()}
+        try:
+            for rows in zipf.batches(fields, zipf_bodies):
+                handles["mly"].write(batch_body(rows) + b"\n")
+                if "v2" in handles:
+                    handles["v2"].write(v2_body(rows) + b"\n")
+        finally:
+            for fh in handles.values():
+                fh.close()
+        for fmt, p in paths.items():
+            out[("zipf32", fmt)] = BodyFile(p, zipf_bodies, zipf.rows_per_body)
+
     hot = Corpus(fields, seed=HOT_SEED).rows(HOT_ROWS)
     batches = hot_batches(hot, BATCH_BODIES, BATCH_ROWS, seed=BATCH_SEED)
     if len(set(batches)) != BATCH_BODIES:
         raise RuntimeError("the batch bodies are not distinct; change BATCH_SEED")
-    out: dict[tuple[str, str], BodyFile] = {}
 
     def put(workload: str, fmt: str, bodies: Sequence[bytes], rows: int) -> None:
         path = write_lines(work / f"{workload}-{fmt}.txt", bodies)
@@ -162,7 +187,8 @@ class Running:
     fmt: str
     roots: list[int]
     redis_port: int = 0
-    cold_next: int = 0
+    next_line: dict[str, int] = field(default_factory=dict)
+    """Per ``FRESH`` workload: the first body line not sent to this process yet."""
     warmed: set[str] = field(default_factory=set)
 
 
@@ -273,7 +299,7 @@ def prewarm(running: Running, workload: str, body_file: BodyFile) -> None:
         return
     running.warmed.add(workload)
     lines = body_file.path.read_bytes().splitlines()
-    if running.name not in CACHED or workload == "cold":
+    if running.name not in CACHED or workload in FRESH:
         post(running.url, lines[0])  # one answer checked; the model is warm from its start
         return
     with ThreadPoolExecutor(8) as pool:
@@ -296,23 +322,48 @@ def _drain_redis(port: int, timeout: float = 15.0) -> None:
         time.sleep(0.1)
 
 
+def model_stats(running: Running) -> dict[str, Any] | None:
+    """An mly server's ``meta/stats`` for the benchmark model (``None`` for the other servers)."""
+    if not running.name.startswith("mly "):
+        return None
+    with urllib.request.urlopen(f"{running.base}/v1/api/model/{MODEL_ID}/meta/stats", timeout=10) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def row_hit_rate(before: dict[str, Any] | None, after: dict[str, Any] | None) -> float | None:
+    """The share of rows a cache tier or the memo answered between two ``meta/stats`` reads."""
+    if not before or not after or "rows" not in after:
+        return None
+    rows = after["rows"]["rows"] - before["rows"]["rows"]
+    return (after["rows"]["cachedRows"] - before["rows"]["cachedRows"]) / rows if rows else None
+
+
 def cell(loader: Loader, running: Running, workload: str, conc: int, body_file: BodyFile, seconds: int,
          warmup: int, rnd: int) -> Record:
     """One wrk run of ``workload`` at ``conc`` connections, with the server tree's CPU over it."""
     prewarm(running, workload, body_file)
-    start_line = 0
-    if workload == "cold":
-        start_line = running.cold_next
-    elif warmup:
+
+    def fresh_run(secs: int) -> Result:
+        """A run from the first unsent line; wrk may have sent up to ``conc`` requests it did not
+        complete, and asks for one body more per thread."""
+        done = loader.run(running.url, Workload("file", running.next_line.get(workload, 0), str(body_file.path)),
+                          conc, secs)
+        running.next_line[workload] = running.next_line.get(workload, 0) + done.requests + done.errors + conc + 2
+        return done
+
+    if warmup and workload == "zipf32":
+        fresh_run(warmup)  # the per-row cache warms on traffic that looks like the measured traffic
+    elif warmup and workload not in FRESH:
         loader.run(running.url, Workload("file", 0, str(body_file.path)), conc, warmup)
+    stats_before = model_stats(running)
     cpu_before = tree_cpu_seconds(running.roots)
-    r = loader.run(running.url, Workload("file", start_line, str(body_file.path)), conc, seconds)
+    if workload in FRESH:
+        r = fresh_run(seconds)
+    else:
+        r = loader.run(running.url, Workload("file", 0, str(body_file.path)), conc, seconds)
     cpu = tree_cpu_seconds(running.roots) - cpu_before
-    wrapped = False
-    if workload == "cold":
-        # wrk may have sent up to `conc` requests it did not complete, and asks for one body more per thread.
-        running.cold_next += r.requests + r.errors + conc + 2
-        wrapped = running.cold_next > body_file.lines
+    wrapped = workload in FRESH and running.next_line[workload] > body_file.lines
+    hit_rate = row_hit_rate(stats_before, model_stats(running))
     rec: Record = {
         "server": running.name, "workload": workload, "concurrency": conc, "round": rnd, "tool": "wrk",
         "requests": r.requests, "seconds": r.seconds, "errors": r.errors, "rps": r.rps,
@@ -320,8 +371,11 @@ def cell(loader: Loader, running: Running, workload: str, conc: int, body_file: 
         "cpu_s": cpu, "cpu_us_per_req": cpu / r.requests * 1e6 if r.requests else 0.0,
         "cpu_pct": 100 * cpu / r.seconds if r.seconds else 0.0, "wrapped": wrapped,
     }
+    if hit_rate is not None:
+        rec["row_hit_rate"] = hit_rate
     flag = f"  {r.errors} ERRORS" if r.errors else ""
-    flag += "  COLD ROWS REPEATED (raise --cold-rows)" if wrapped else ""
+    flag += f"  {workload.upper()} BODIES REPEATED (raise --cold-rows / --zipf-bodies)" if wrapped else ""
+    flag += f"  rows hit {100 * hit_rate:.1f}%" if hit_rate is not None else ""
     log(f"  .. {running.name:<13} {workload:<7} c={conc:<3} {r.rps:>9,.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
         f"p99 {r.p99_ms:7.2f} ms  cpu {rec['cpu_us_per_req']:7.0f} us/req {rec['cpu_pct']:4.0f}%{flag}")
     return rec
@@ -498,6 +552,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"{','.join(map(str, SLOW_HIDDEN))}; default: build one)")
     parser.add_argument("--cold-rows", type=int, default=0,
                         help=f"distinct cold rows (default {COLD_ROWS_PER_SECOND:,} x seconds x concurrency levels)")
+    zipf = ZipfBatches()
+    parser.add_argument("--zipf-rows", type=int, default=zipf.rows_per_body, help="zipf32: rows per body")
+    parser.add_argument("--zipf-universe", type=int, default=zipf.universe, help="zipf32: distinct rows")
+    parser.add_argument("--zipf-exponent", type=float, default=zipf.exponent, help="zipf32: the Zipf law's exponent")
+    parser.add_argument("--zipf-oov", type=float, default=zipf.oov, help="zipf32: share of out-of-vocabulary values")
+    parser.add_argument("--zipf-seed", type=int, default=zipf.seed, help="zipf32: seed of rows and draws")
+    parser.add_argument("--zipf-bodies", type=int, default=0,
+                        help=f"zipf32 bodies (default {ZIPF_BODIES_PER_SECOND:,} x (seconds + warm-up) x "
+                             "concurrency levels)")
     parser.add_argument("--claim-calls", type=int, default=500, help="timed predicts per case per round")
     parser.add_argument("--render", type=Path, metavar="DIR",
                         help="only rebuild table.md and the plots from DIR/results.json")
@@ -514,6 +577,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--concurrency, --rounds and --seconds need positive values")
     if not args.cold_rows:
         args.cold_rows = COLD_ROWS_PER_SECOND * args.seconds * len(args.levels)
+    try:
+        args.zipf = ZipfBatches(args.zipf_rows, args.zipf_universe, args.zipf_exponent, args.zipf_oov, args.zipf_seed)
+    except ValueError as exc:
+        parser.error(f"--zipf-*: {exc}")
+    if not args.zipf_bodies:
+        args.zipf_bodies = ZIPF_BODIES_PER_SECOND * (args.seconds + args.warmup) * len(args.levels)
     return args
 
 
@@ -561,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = args.model or build_model(work / "model")
         ctx = Context(work, model_dir, server_cpus, load_cpus, triton_python)
         log(f"  .. {time.perf_counter() - started:4.0f}s model ready; writing {args.cold_rows:,} cold rows")
-        bodies = make_bodies(work, args.cold_rows, "triton" in args.server_list)
+        zipf = args.zipf if "zipf32" in args.workload_list else None
+        bodies = make_bodies(work, args.cold_rows, "triton" in args.server_list, zipf, args.zipf_bodies)
         from ctr_model import parameter_count
 
         versions = machine_and_versions(ROOT)
@@ -581,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
             "config": {"rounds": args.rounds, "seconds": args.seconds, "warmup": args.warmup,
                        "servers": args.server_list, "workloads": args.workload_list, "concurrency": args.levels,
                        "cold_rows": args.cold_rows, "hot_rows": HOT_ROWS, "batch_bodies": BATCH_BODIES,
-                       "batch_rows": BATCH_ROWS},
+                       "batch_rows": BATCH_ROWS, "zipf": {**dataclasses.asdict(args.zipf), "bodies": args.zipf_bodies}},
             "cells": [], "locust": [], "claim": None,
         }
         loader = Loader("wrk", load_cpus, tmp)

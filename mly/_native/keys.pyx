@@ -11,8 +11,8 @@ cimport cython
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
-from libc.math cimport isfinite, isinf, isnan, round
-from libc.stdint cimport INT64_MIN, int64_t, uint32_t, uint64_t
+from libc.math cimport fabs, floor, isfinite, isinf, isnan, round, signbit
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint32_t, uint64_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, free, malloc, realloc, strtod
 from libc.string cimport memchr, memcmp, memcpy, memset
@@ -554,6 +554,16 @@ cdef class KeyBuilder:
             free(offs)
             free(buf.p)
 
+    def build_body(self, body, tuple names, codes, Py_ssize_t max_rows) -> object:
+        """``(keys, batch)`` of an eval request's JSON body bytes, or ``None``.
+
+        ``names[k]`` is slot ``k``'s input name (UTF-8 bytes), ``codes[k]`` its dtype code.
+        ``None`` whenever the body is not the plain shape ``build_plain`` (a batch of at most
+        ``max_rows`` rows) or ``KeySchema.key_if_plain`` (one row) would key: the caller then
+        parses it the common way, which decides every error (``keys_body.pxi``).
+        """
+        return _build_body(self, body, names, codes, max_rows)
+
     def build_row(self, values) -> str:
         """The key of one row given as Python (or numpy) scalars; ``None`` for empty slots."""
         cdef Py_ssize_t k
@@ -605,3 +615,6 @@ def round_precision(values, int precision, bint narrow):
     else:
         raise TypeError(f"round_precision needs float32 or float64 values, got {arr.dtype}")
     return out
+
+
+include "keys_body.pxi"

@@ -68,6 +68,55 @@ cdef int put_int(TextBuf* b, int64_t v) noexcept nogil:
     return put_bytes(b, tmp + i, 24 - i)
 
 
+cdef double[16] _POW10 = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15]
+cdef uint64_t[16] _IPOW10 = [1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000,
+                             10000000000, 100000000000, 1000000000000, 10000000000000, 100000000000000,
+                             1000000000000000]
+
+
+cdef int put_fixed_fast(TextBuf* b, double v, int decimals) noexcept nogil:
+    """``%.*f`` of a finite ``v`` without ``snprintf`` (a tenth of its cost, paid per keyed float),
+    or 1 when this cannot be sure of the digits and ``snprintf`` must write them.
+
+    Sure when ``|v| * 10**decimals`` is below 2**50 and at least 0.25 away from a half: the
+    product's rounding error is then under 0.125, so its nearest integer is the nearest integer
+    of the exact value, which is the digits ``%.*f`` prints (a tie, which ``%.*f`` breaks to even,
+    is never this close). glibc writes a '-' for every negative value, zero included.
+    """
+    cdef double scaled, r
+    cdef uint64_t digits, whole, frac
+    cdef char tmp[40]
+    cdef int i = 40, k
+    if decimals > 15:
+        return 1
+    scaled = fabs(v) * _POW10[decimals]
+    if not scaled < 1125899906842624.0:  # 2**50
+        return 1
+    r = floor(scaled + 0.5)
+    if fabs(scaled - r) > 0.25:
+        return 1
+    digits = <uint64_t>r
+    whole = digits // _IPOW10[decimals]
+    frac = digits - whole * _IPOW10[decimals]
+    if decimals:
+        for k in range(decimals):
+            i -= 1
+            tmp[i] = <char>(48 + frac % 10)
+            frac //= 10
+        i -= 1
+        tmp[i] = b'.'
+    while True:
+        i -= 1
+        tmp[i] = <char>(48 + whole % 10)
+        whole //= 10
+        if whole == 0:
+            break
+    if signbit(v):
+        i -= 1
+        tmp[i] = b'-'
+    return -1 if put_bytes(b, tmp + i, 40 - i) < 0 else 0
+
+
 cdef int put_float(TextBuf* b, double v, int decimals) noexcept nogil:
     """Go ``strconv.FormatFloat(v, 'f', decimals, _)`` for an already-narrowed ``v``.
 
@@ -80,6 +129,9 @@ cdef int put_float(TextBuf* b, double v, int decimals) noexcept nogil:
         return put_bytes(b, "NaN", 3)
     if isinf(v):
         return put_bytes(b, "+Inf" if v > 0 else "-Inf", 4)
+    n = put_fixed_fast(b, v, decimals)
+    if n <= 0:
+        return n
     if buf_reserve(b, 48 + decimals) < 0:
         return -1
     avail = b.cap - b.len

@@ -483,6 +483,19 @@ cdef class MRUCache:
 
     cdef object _lookup(self, str key, int64_t dict_hash, int64_t* now):
         """One get; ``now[0] < 0`` means not read yet: the clock is read only for an entry that has a TTL."""
+        cdef Entry* e = self._entry(key, dict_hash, now)
+        if e == NULL:
+            return None
+        if e.value_len == MISSING_LEN:
+            self._negative_hits += 1
+            return _MISSING
+        self._hits += 1
+        return PyBytes_FromStringAndSize(_data(e) + e.key_len, e.value_len)
+
+    cdef Entry* _entry(self, str key, int64_t dict_hash, int64_t* now) except? NULL:
+        """The live entry of ``key`` (a value or a negative one), moved to the front; NULL for a
+        miss, counted. Hits are the caller's to count. An entry returned stays allocated until
+        the next put, delete or clear: a later lookup only frees the entry it looks up."""
         cdef Py_ssize_t klen, slot
         cdef object holder
         cdef Py_hash_t h = PyObject_Hash(key)
@@ -495,7 +508,7 @@ cdef class MRUCache:
         slot = self._find(h, k, klen, True)
         if slot < 0:
             self._misses += 1
-            return None
+            return NULL
         cdef Entry* e = self._table[slot].entry
         if e.expires_ns != 0:
             if now[0] < 0:
@@ -504,20 +517,16 @@ cdef class MRUCache:
                 self._remove(slot)
                 self._expired += 1
                 self._misses += 1
-                return None
+                return NULL
         if e.dict_hash != dict_hash:
             self._remove(slot)
             self._stale += 1
             self._misses += 1
-            return None
+            return NULL
         if e != self._head:
             self._unlink(e)
             self._push_front(e, h)
-        if e.value_len == MISSING_LEN:
-            self._negative_hits += 1
-            return _MISSING
-        self._hits += 1
-        return PyBytes_FromStringAndSize(_data(e) + e.key_len, e.value_len)
+        return e
 
     def get(self, str key not None, int64_t dict_hash):
         """The value, ``KNOWN_MISSING``, or None (absent, expired, or computed under another dictionary)."""
@@ -532,6 +541,60 @@ cdef class MRUCache:
         for i in range(n):
             out[i] = self._lookup(<str?>keys[i], dict_hash, &now)
         return out
+
+    def get_joined(self, list keys not None, int64_t dict_hash, bint batch):
+        """``get_many``'s answer, except when every key holds a value: then those values as one
+        ``bytes``, joined as a JSON array (``batch``) or the one value, without a ``bytes`` object
+        per value. The same lookups, recency and counters as ``get_many``."""
+        cdef int64_t now = -1
+        cdef Py_ssize_t i, n = len(keys), total = 2
+        cdef Entry** entries
+        cdef Entry* e
+        cdef bint all_hit = True
+        cdef char* out
+        cdef list values
+        if n == 0 or (not batch and n != 1):
+            raise ValueError("get_joined needs keys: one unless batch")
+        entries = <Entry**>PyMem_Malloc(n * sizeof(Entry*))
+        if entries == NULL:
+            raise MemoryError()
+        try:
+            for i in range(n):
+                e = self._entry(<str?>keys[i], dict_hash, &now)
+                entries[i] = e
+                if e == NULL or e.value_len == MISSING_LEN:
+                    all_hit = False
+                else:
+                    total += e.value_len + 1
+            if not all_hit:
+                values = [None] * n
+                for i in range(n):
+                    e = entries[i]
+                    if e == NULL:
+                        continue
+                    if e.value_len == MISSING_LEN:
+                        self._negative_hits += 1
+                        values[i] = _MISSING
+                    else:
+                        self._hits += 1
+                        values[i] = PyBytes_FromStringAndSize(_data(e) + e.key_len, e.value_len)
+                return values
+            self._hits += n
+            if not batch:
+                return PyBytes_FromStringAndSize(_data(entries[0]) + entries[0].key_len, entries[0].value_len)
+            joined = PyBytes_FromStringAndSize(NULL, total - 1)
+            out = PyBytes_AS_STRING(joined)
+            out[0] = b'['
+            out += 1
+            for i in range(n):
+                e = entries[i]
+                memcpy(out, _data(e) + e.key_len, e.value_len)
+                out += e.value_len
+                out[0] = b',' if i + 1 < n else b']'
+                out += 1
+            return joined
+        finally:
+            PyMem_Free(entries)
 
     def put(self, str key not None, value, int64_t dict_hash, int64_t ttl_ms):
         """Store ``value`` (bytes) under ``key``; ``ttl_ms == 0`` never expires."""

@@ -14,7 +14,7 @@ from collections.abc import Sized
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["CacheCounters"]
+__all__ = ["CacheCounters", "cache_tier_stats"]
 
 
 @dataclass(slots=True)
@@ -49,3 +49,14 @@ class CacheCounters:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
         out["write_queue_depth"] = self.write_queue_depth
         return out
+
+
+def cache_tier_stats(datastore: str, counters: CacheCounters) -> dict[str, Any]:
+    """Per-tier outcome of the row lookups of ``datastore`` (``meta/stats``): which tier
+    answered, and the share answered at all. A datastore shared by several models counts
+    every model's rows."""
+    hits = counters.hits_memory + counters.hits_l1 + counters.hits_l2
+    lookups = hits + counters.misses
+    return {"datastore": datastore, "lookups": lookups, "hitsMemory": counters.hits_memory,
+            "hitsL1": counters.hits_l1, "hitsL2": counters.hits_l2, "misses": counters.misses,
+            "negativeHits": counters.negative_hits, "hitRate": round(hits / lookups, 6) if lookups else 0.0}

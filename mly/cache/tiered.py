@@ -158,14 +158,40 @@ class TieredCache:
 
     # ------------------------------------------------------------------ reads
 
-    async def get_many(self, keys: list[str], dict_hash: int) -> list[bytes | None]:
-        """Row JSON for each key, ``None`` for a miss. Never raises for a store problem."""
+    def memory_hits(self, keys: list[str], dict_hash: int, batch: bool) -> bytes | list[Any]:
+        """When every key is in the memory tier: their values joined as the answer's ``data``
+        (``MRUCache.get_joined``), counted as hits. Otherwise the memory tier's values (bytes,
+        ``None``, ``KNOWN_MISSING``), not counted: they are for ``get_many(..., memory_values=...)``
+        to count and complete, so a key found in memory is not looked up (and counted) twice.
+        Only for a cache with a memory tier."""
+        assert self.memory is not None
+        found = self.memory.get_joined(keys, dict_hash, batch)
+        if type(found) is bytes:
+            self.counters.hits_memory += len(keys)
+        return found
+
+    async def get_many(self, keys: list[str], dict_hash: int, memory_values: list[Any] | None = None,
+                       tally: list[int] | None = None) -> list[bytes | None]:
+        """Row JSON for each key, ``None`` for a miss. Never raises for a store problem.
+        ``memory_values``: what ``memory_hits`` read for these keys and did not count; the keys
+        it did not find there are looked up in memory again. ``tally``: this call's hits per
+        tier are added to its items 0 (memory), 1 (L1) and 2 (L2), for the access log."""
         out: list[bytes | None] = [None] * len(keys)
         counters = self.counters
         if self.memory is not None:
             pending: list[int] = []
             hits = negatives = 0
-            for i, value in enumerate(self.memory.get_many(keys, dict_hash)):
+            if memory_values is None:
+                memory_values = self.memory.get_many(keys, dict_hash)
+            else:
+                # Read on an earlier turn of the loop, maybe: a row another request stored since
+                # must be found, not evaluated again, so the keys that missed are read again.
+                again = [i for i, value in enumerate(memory_values) if type(value) is not bytes]
+                if again:
+                    memory_values = list(memory_values)
+                    for i, value in zip(again, self.memory.get_many([keys[i] for i in again], dict_hash)):
+                        memory_values[i] = value
+            for i, value in enumerate(memory_values):
                 if type(value) is bytes:
                     out[i] = value
                     hits += 1
@@ -176,6 +202,8 @@ class TieredCache:
             counters.hits_memory += hits
             counters.negative_hits += negatives
             counters.misses += negatives
+            if tally is not None:
+                tally[0] += hits
         else:
             pending = list(range(len(keys)))
         if not pending:
@@ -188,6 +216,8 @@ class TieredCache:
                 answered = False
                 continue
             if found:
+                if tally is not None:
+                    tally[1 if tier is self.l1 else 2] += len(found)
                 if tier is self.l2 and self._write_l1:
                     for i, stored in found:
                         if stored.ttl_ms is None or stored.ttl_ms > 0:
@@ -196,7 +226,10 @@ class TieredCache:
                 if not pending:
                     break
         if pending and external and self.memory is not None:
+            missing = len(pending)
             pending = self._recheck_memory(keys, pending, dict_hash, out)
+            if tally is not None:
+                tally[0] += missing - len(pending)
         counters.misses += len(pending)
         if pending and answered and external and self.retry_time_ms > 0 and self.memory is not None:
             for i in pending:

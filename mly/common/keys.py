@@ -88,6 +88,7 @@ class KeySchema:
         # a request the full path would reject (a wrong-typed auxiliary input) into a 200.
         self._row_checks = tuple((s.name, _SCALAR_TYPES.get(s.dtype)) for s in self.slots)
         self._codes = tuple(_DTYPE_CODES[s.dtype] for s in self.slots)
+        self._names = tuple(s.name.encode("utf-8") for s in self.slots)
 
     @property
     def keyed(self) -> frozenset[str]:
@@ -109,6 +110,14 @@ class KeySchema:
         """The keys of a batch given as JSON lists (``n_rows`` or 1 values per input) whose
         values all have exactly their input's plain type, else ``None`` (as ``key_if_plain``)."""
         return self._builder.build_plain([values.get(s.name) for s in self.slots], n_rows, self._codes)
+
+    def keys_of_body(self, body: bytes | bytearray, max_rows: int) -> tuple[list[str], bool] | None:
+        """The keys of a request body and whether it is a batch, read from its bytes without
+        building a Python object per value; ``None`` unless it is the plain shape
+        ``keys_if_plain`` (a batch of at most ``max_rows`` rows) or ``key_if_plain`` (one row)
+        would key, with exactly the model's inputs. The caller then parses it the common way,
+        which decides every error: this never refuses a body."""
+        return self._builder.build_body(body, self._names, self._codes, max_rows)
 
     def key_if_plain(self, row: Mapping[str, Any]) -> str | None:
         """The key of a JSON row whose values all have exactly their input's plain

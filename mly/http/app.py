@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mly.cache.stats import cache_tier_stats
 from mly.config.schema import to_json
 from mly.http.fast import EvalFastPath
 from mly.http.guard import AllowedSubnetMiddleware
@@ -69,10 +70,14 @@ def create_app(registry: ModelRegistry) -> EvalFastPath:
         return response
 
     async def meta_stats(request: Request) -> Response:
-        generation = registry.get(request.path_params["model_id"]).current
+        service = registry.get(request.path_params["model_id"])
+        generation = service.current
         stats: dict[str, Any] = generation.batcher.stats() if generation.batcher is not None else {}
         if generation.memo is not None:
             stats = {**stats, "responseMemo": generation.memo.stats()}
+        stats["rows"] = service.outcomes.stats()
+        if service.cache is not None:
+            stats["cache"] = cache_tier_stats(service.config.datastore, service.cache.counters)
         return JSONResponse(stats)
 
     async def ready(request: Request) -> Response:

@@ -24,11 +24,17 @@ from mly.errors import DeadlineExceededError, MlyError, PayloadTooLargeError, Re
 from mly.http.responses import error_body
 from mly.http.stream import is_ndjson, stream_eval
 from mly.logs.access import AccessLog
+from mly.service.body_hits import BodyLookup, lookup_body
+from mly.service.generation import Generation
 from mly.service.memo import memo_key
 from mly.service.model_service import ModelService
 from mly.service.registry import ModelRegistry
 
 __all__ = ["EvalFastPath", "envelope", "eval_model_id"]
+
+Tiers = tuple[int, ...]
+"""Rows answered by the memo, the memory tier, L1 and L2, in that order (the access log's ``tiers``)."""
+NO_TIERS: Tiers = (0, 0, 0, 0)
 
 log = logging.getLogger("mly.http")
 
@@ -105,30 +111,60 @@ class EvalFastPath:
         self.access_log = access_log
         """``None`` when off: then the hot path's whole cost is one ``is not None``."""
         self.front_body_limit = 0 if access_log is not None else min(FRONT_MAX_BODY, buffer_size)
-        """POST bodies up to this size are answered by the connection itself (``answer_from_memo``,
+        """POST bodies up to this size are answered by the connection itself (``answer_now``,
         ``answer_post``), without an ASGI task; 0 turns that off (the access log wants every
         request's ASGI scope). Larger bodies take the ASGI path, which refuses what is too large."""
 
-    def answer_from_memo(self, path: str, body: bytes | bytearray) -> bytes | None:
-        """A memoised POST answer, for ``MlyHttpProtocol`` to write without starting an ASGI task.
+    def answer_now(self, path: str, body: bytes | bytearray) -> tuple[bytes | None, BodyLookup | None]:
+        """A POST answer from the memo or from the memory tier alone, for ``MlyHttpProtocol`` to
+        write without starting an ASGI task; else ``None`` and what was looked up, for
+        ``answer_post`` to go on from.
 
-        ``None`` (not eval, unknown model, no memo, a miss) sends the request down the
-        normal path, which looks again and counts the miss.
+        ``None`` (not eval, unknown model, a body that is not plain, a miss) sends the request
+        down the normal path, which looks in the memo again and counts its miss.
         """
         service = self.registry.services.get(eval_model_id(path))
         generation = service.generation if service is not None else None
-        memo = generation.memo if generation is not None else None
-        if memo is None or len(body) > memo.max_body_bytes:
-            return None
-        assert service is not None and generation is not None
+        if generation is None:
+            return None, None
+        assert service is not None
         started = time.perf_counter_ns()
-        hit = memo.get(body.decode("latin-1"), count_miss=False)  # memo_key("POST", body), inlined
-        if hit is None:
-            return None
+        memo = generation.memo
+        key = ""
+        if memo is not None and len(body) <= memo.max_body_bytes and memo.uses(body, count=False):
+            key = body.decode("latin-1")  # memo_key("POST", body), inlined
+            hit = memo.get(key, count_miss=False)
+            if hit is not None:
+                service.metrics.request_started(started)
+                service.outcomes.record_memo(hit[0])
+                answer = envelope(generation.dict_hash, started, hit[1])
+                service.metrics.perf.record((time.perf_counter_ns() - started) // 1000, "eval")
+                return answer, None
+        if service.stream_log is not None:  # every answer must reach the log: the common path
+            return None, None
+        lookup = lookup_body(generation, service.cache, body, self.max_batch_size)
+        if lookup is None or not lookup.all_hit:
+            return None, lookup
         service.metrics.request_started(started)
-        answer = envelope(generation.dict_hash, started, hit[1])
+        if memo is not None and not key and len(body) <= memo.max_body_bytes:
+            memo.skipped += 1  # counted where the normal path would have counted it
+        answer = self._all_hit(service, generation, lookup, key, started, started)
         service.metrics.perf.record((time.perf_counter_ns() - started) // 1000, "eval")
-        return answer
+        return answer, None
+
+    @staticmethod
+    def _all_hit(service: ModelService, generation: Generation, lookup: BodyLookup, memo_key: str,
+                 started: int, read_started: int) -> bytes:
+        """The answer of a body whose every row the memory tier holds: what the common path
+        answers (and memoises) for it, byte for byte, without parsing it."""
+        data = lookup.found
+        assert type(data) is bytes
+        rows = len(lookup.keys)
+        service.metrics.http_overhead.record((time.perf_counter_ns() - read_started) // 1000)
+        service.outcomes.record(rows, rows)
+        if memo_key and generation.memo is not None:
+            generation.memo.put(memo_key, rows, data)
+        return envelope(generation.dict_hash, started, data)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -146,7 +182,7 @@ class EvalFastPath:
         if scope["method"] == "PUT" and service is not None and is_ndjson(scope["headers"]):
             await stream_eval(self.registry, model_id, scope, receive, send)  # NDJSON in, NDJSON out
             return
-        status, body, rows, cached_rows, error = await self._answer(
+        status, body, rows, cached_rows, tiers, error = await self._answer(
             service, model_id, path, scope["method"], started, scope, receive, None
         )
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
@@ -156,40 +192,45 @@ class EvalFastPath:
         await send({"type": "http.response.body", "body": body})
         elapsed_us = _record(service, status, error, started)
         if self.access_log is not None:
-            self._log_access(scope, model_id, service, status, rows, cached_rows, elapsed_us, error)
+            self._log_access(scope, model_id, service, status, rows, cached_rows, tiers, elapsed_us, error)
 
-    async def answer_post(self, path: str, body: bytes | bytearray) -> tuple[int, bytes]:
+    async def answer_post(self, path: str, body: bytes | bytearray,
+                          lookup: BodyLookup | None = None) -> tuple[int, bytes]:
         """The status and JSON body for a POST to ``path`` (an eval path, see ``eval_model_id``),
         for ``MlyHttpProtocol`` to write itself: the same answer, metrics and errors as the ASGI
-        path, without it."""
+        path, without it. ``lookup``: what ``answer_now`` read for this body."""
         model_id = eval_model_id(path)
         started = time.perf_counter_ns()
         service = self.registry.services.get(model_id)
         if service is not None:
             service.metrics.request_started(started)
-        status, answer, _rows, _cached, error = await self._answer(service, model_id, path, "POST", started,
-                                                                   None, None, body)
+        status, answer, _rows, _cached, _tiers, error = await self._answer(
+            service, model_id, path, "POST", started, None, None, body, lookup)
         _record(service, status, error, started)
         return status, answer
 
     async def _answer(
         self, service: ModelService | None, model_id: str, path: str, method: str, started: int,
         scope: Scope | None, receive: Receive | None, raw: bytes | bytearray | None,
-    ) -> tuple[int, bytes, int, int, Exception | None]:
-        """Status, body, rows, cached rows and the error (if any) of one eval request.
+        lookup: BodyLookup | None = None,
+    ) -> tuple[int, bytes, int, int, Tiers, Exception | None]:
+        """Status, body, rows, cached rows, the rows each source answered (``Tiers``) and the
+        error (if any) of one eval request.
 
         ``raw`` is the body when the caller has read it already; otherwise it is read
         from ``receive`` (or taken from the query string of a GET).
         """
         error: Exception | None = None
         rows = cached_rows = 0
+        tiers = NO_TIERS
         try:
             if method not in _METHODS:
                 raise MethodNotAllowedError(f"method {method} not allowed on {path}: use GET, POST, PUT")
             if service is None:
                 self.registry.get(model_id)  # raises the 404 that names the served models
             assert service is not None
-            body, rows, cached_rows = await self._evaluate(service, method, started, scope, receive, raw)
+            body, rows, cached_rows, tiers = await self._evaluate(service, method, started, scope, receive, raw,
+                                                                  lookup)
             status = 200
         except MlyError as exc:
             if exc.status >= 500:
@@ -198,14 +239,14 @@ class EvalFastPath:
         except Exception as exc:
             log.exception("%s %s failed", method, path)
             status, body, error = 500, error_body(f"internal error: {type(exc).__name__}"), exc
-        return status, body, rows, cached_rows, error
+        return status, body, rows, cached_rows, tiers, error
 
     def _log_access(self, scope: Scope, model_id: str, service: ModelService | None, status: int,
-                    rows: int, cached_rows: int, elapsed_us: int, error: Exception | None) -> None:
+                    rows: int, cached_rows: int, tiers: Tiers, elapsed_us: int, error: Exception | None) -> None:
         assert self.access_log is not None
         self.access_log.write(
             method=scope["method"], path=scope["path"], model=model_id, status=status,
-            rows=rows, cached_rows=cached_rows,
+            rows=rows, cached_rows=cached_rows, tiers=tiers,
             cached=service is not None and service.cache is not None,
             latency_us=elapsed_us, client=scope.get("client"), error=error,
         )
@@ -224,8 +265,10 @@ class EvalFastPath:
     async def _evaluate(
         self, service: ModelService, method: str, started: int,
         scope: Scope | None, receive: Receive | None, raw: bytes | bytearray | None,
-    ) -> tuple[bytes, int, int]:
-        """The answer's bytes, its rows, and how many of them came from a cache (or the memo)."""
+        lookup: BodyLookup | None = None,
+    ) -> tuple[bytes, int, int, Tiers]:
+        """The answer's bytes, its rows, how many of them came from a cache (or the memo), and
+        from which (``Tiers``)."""
         overhead = service.metrics.http_overhead
         read_started = time.perf_counter_ns()
         try:
@@ -244,11 +287,18 @@ class EvalFastPath:
             generation = service.current
             memo = generation.memo
             key = ""
-            if memo is not None and len(raw) <= memo.max_body_bytes:
+            if memo is not None and len(raw) <= memo.max_body_bytes and memo.uses(raw):
                 key = memo_key(method, raw)
                 hit = memo.get(key)
                 if hit is not None:
-                    return envelope(generation.dict_hash, started, hit[1]), hit[0], hit[0]
+                    service.outcomes.record_memo(hit[0])
+                    return envelope(generation.dict_hash, started, hit[1]), hit[0], hit[0], (hit[0], 0, 0, 0)
+            if lookup is None and method != "GET" and service.stream_log is None:
+                lookup = lookup_body(generation, service.cache, raw, self.max_batch_size)
+            if lookup is not None and lookup.all_hit:
+                rows = len(lookup.keys)
+                answer = self._all_hit(service, generation, lookup, key, started, read_started)
+                return answer, rows, rows, (0, rows, 0, 0)
             if method == "GET":
                 query = raw.decode("latin-1")
                 request = parse_query(parse_qsl(query, keep_blank_values=True), generation.interface.dtypes)
@@ -258,12 +308,13 @@ class EvalFastPath:
             overhead.record_error((time.perf_counter_ns() - read_started) // 1000, "unmarshalError", str(exc))
             raise
         overhead.record((time.perf_counter_ns() - read_started) // 1000)
-        result = await service.evaluate(request)
+        result = await service.evaluate(request, lookup)
         data = orjson.dumps(result.rows if result.batch else result.rows[0], option=orjson.OPT_SERIALIZE_NUMPY)
         if key and service.generation is generation and result.dict_hash == generation.dict_hash:
             # Still the generation that owns the memo: the answer is this model's, not a newer one's.
             memo.put(key, len(result.rows), data)  # type: ignore[union-attr]
-        return envelope(result.dict_hash, started, data), len(result.rows), result.cached_rows
+        service.outcomes.record(len(result.rows), result.cached_rows)
+        return envelope(result.dict_hash, started, data), len(result.rows), result.cached_rows, (0, *result.tiers)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         """At most ``buffer_size`` bytes; larger is a 413 before it is all buffered."""

@@ -38,6 +38,7 @@ from mly.http.fast import EvalFastPath, eval_model_id
 from mly.http.h2limits import H2Settings
 from mly.http.h2native_stream import DRAIN_MARK, H2Stream, request_scope
 from mly.http.responses import error_body
+from mly.service.body_hits import BodyLookup
 
 __all__ = ["NativeH2Protocol"]
 
@@ -292,16 +293,16 @@ class NativeH2Protocol(asyncio.Protocol):
         stream.body.clear()
         self.consume(stream.id, len(body))
         path = stream.scope["path"]
-        answer = self.front.answer_from_memo(path, body)  # type: ignore[union-attr]
+        answer, lookup = self.front.answer_now(path, body)  # type: ignore[union-attr]
         if answer is not None:
             stream.app_running = False
             self.respond(stream, 200, answer)
             return
-        self.track(self.loop.create_task(self.answer_post(stream, path, body)))
+        self.track(self.loop.create_task(self.answer_post(stream, path, body, lookup)))
 
-    async def answer_post(self, stream: H2Stream, path: str, body: bytes) -> None:
+    async def answer_post(self, stream: H2Stream, path: str, body: bytes, lookup: BodyLookup | None = None) -> None:
         try:
-            status, answer = await self.front.answer_post(path, body)  # type: ignore[union-attr]
+            status, answer = await self.front.answer_post(path, body, lookup)  # type: ignore[union-attr]
         except Exception:  # answer_post turns every request error into an answer: this is a bug
             log.exception("HTTP/2 stream %d: the eval answer failed", stream.id)
             status, answer = 500, error_body("internal error")

@@ -41,6 +41,7 @@ from mly.http.h1limits import COUNTERS, GatedFlow, H1Limits, LimitedConnection, 
 from mly.http.h2engine import connection_class, h2_engine, native_available
 from mly.http.h2limits import PREFACE, H2Settings, h2_available
 from mly.http.stream import is_ndjson
+from mly.service.body_hits import BodyLookup
 
 __all__ = ["PROTOCOL_ENV", "TLS12_CIPHERS", "MlyHttpProtocol", "MlyUvicornConfig", "h1_limits", "h2_settings",
            "protocol_class"]
@@ -198,18 +199,20 @@ class MlyHttpProtocol(LimitedConnection, HttpToolsProtocol):
         if not cycle.keep_alive:  # the server began stopping: uvicorn's path closes the connection after
             return False
         if not self.flow.write_paused:  # else the client is not reading: the task waits for it
-            body = self.front.answer_from_memo(cycle.scope["path"], cycle.body)
+            body, lookup = self.front.answer_now(cycle.scope["path"], cycle.body)
             if body is not None:
                 self.write_answer(cycle, 200, body)
                 return True
-        task = self.loop.create_task(self.answer_post(cycle))
+        else:
+            lookup = None
+        task = self.loop.create_task(self.answer_post(cycle, lookup))
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
         return True
 
-    async def answer_post(self, cycle: RequestResponseCycle) -> None:
+    async def answer_post(self, cycle: RequestResponseCycle, lookup: BodyLookup | None = None) -> None:
         assert self.front is not None
-        status, body = await self.front.answer_post(cycle.scope["path"], cycle.body)
+        status, body = await self.front.answer_post(cycle.scope["path"], cycle.body, lookup)
         if self.flow.write_paused and not cycle.disconnected:
             await self.flow.drain()  # the client stopped reading: wait, as uvicorn's send does
         if cycle.disconnected or self.transport.is_closing():

@@ -6,11 +6,14 @@ request. A line says which model, how many rows, how many of them the cache
 answered, the status and the latency, so a hit can be told from a miss without
 reading metrics:
 
-    2026-12-02 17:40:00,123 INFO mly.access: POST /v1/api/model/ctr/eval 200 model=ctr rows=2 cache=partial cached_rows=1 latency_us=812 client=127.0.0.1:50412
+    2026-12-02 17:40:00,123 INFO mly.access: POST /v1/api/model/ctr/eval 200 model=ctr rows=2 cache=partial cached_rows=1 tiers=memory:1,model:1 latency_us=812 client=127.0.0.1:50412
 
 ``cache`` is ``hit`` (every row from the cache), ``miss`` (none), ``partial``
 (some: ``cached_rows`` says how many) or ``-`` (the model is not cached, or the
-request failed before its rows were known). With ``--log-format json`` the same
+request failed before its rows were known). ``tiers`` says where the rows of a
+successful answer came from: ``memo``, ``memory``, ``l1``, ``l2`` and ``model``
+(evaluated, or answered by another request's evaluation), each with its row count
+(``-`` for a failed request). With ``--log-format json`` the same
 fields are keys of one JSON object per line, beside ``time``, ``level``, ``logger``
 and ``message`` as every other JSON log line has them.
 
@@ -35,6 +38,18 @@ __all__ = ["ACCESS_LOGGER", "AccessLog", "cache_outcome"]
 
 ACCESS_LOGGER = "mly.access"
 _MAX_ERROR = 300
+
+
+_TIER_NAMES = ("memo", "memory", "l1", "l2")
+
+
+def tier_counts(rows: int, cached_rows: int, tiers: tuple[int, ...] | None) -> dict[str, int]:
+    """Rows per source of one answer: the memo, each cache tier, and ``model`` for the rest
+    (evaluated, or answered by another request's evaluation); sources of no row left out."""
+    counts = {name: n for name, n in zip(_TIER_NAMES, tiers or ()) if n}
+    if rows > cached_rows:
+        counts["model"] = rows - cached_rows
+    return counts
 
 
 def cache_outcome(rows: int, cached_rows: int, cached: bool) -> str:
@@ -75,8 +90,10 @@ class AccessLog:
         return f"{self._prefix}.{ms:03d}Z" if self.json else f"{self._prefix},{ms:03d}"
 
     def write(self, *, method: str, path: str, model: str, status: int, rows: int, cached_rows: int,
-              cached: bool, latency_us: int, client: Any = None, error: BaseException | None = None) -> None:
+              cached: bool, latency_us: int, client: Any = None, error: BaseException | None = None,
+              tiers: tuple[int, ...] | None = None) -> None:
         outcome = cache_outcome(rows, cached_rows, cached)
+        sources = tier_counts(rows, cached_rows, tiers) if status == 200 else {}
         peer = f"{client[0]}:{client[1]}" if client else "-"
         reason = str(error)[:_MAX_ERROR] if error is not None and status != 200 else ""
         stamp = self._time(time.time())
@@ -84,14 +101,17 @@ class AccessLog:
             fields: dict[str, Any] = {
                 "time": stamp, "level": "INFO", "logger": ACCESS_LOGGER, "message": "eval",
                 "method": method, "path": path, "model": model, "status": status, "rows": rows,
-                "cache": outcome, "cached_rows": cached_rows, "latency_us": latency_us, "client": peer,
+                "cache": outcome, "cached_rows": cached_rows, "tiers": sources, "latency_us": latency_us,
+                "client": peer,
             }
             if reason:
                 fields["error"] = reason
             line = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE).decode()
         else:
             line = (f"{stamp} INFO {ACCESS_LOGGER}: {method} {path} {status} model={model} rows={rows} "
-                    f"cache={outcome} cached_rows={cached_rows} latency_us={latency_us} client={peer}")
+                    f"cache={outcome} cached_rows={cached_rows} "
+                    f"tiers={','.join(f'{k}:{v}' for k, v in sources.items()) or '-'} "
+                    f"latency_us={latency_us} client={peer}")
             line = f"{line} error={reason!r}\n" if reason else line + "\n"
         buffer = self._buffer
         buffer.append(line)

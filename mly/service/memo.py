@@ -14,6 +14,16 @@ current one when it is stored. Only the ``data`` part is kept: the envelope
 
 Entries live in the same native MRU cache as the memory tier, bounded in bytes
 (``ResponseMemo.SizeMb``); bodies above ``MaxBodyBytes`` are not memoised.
+
+Why it decides per model how much to use itself: on traffic whose bodies never repeat (a
+page asking for N candidates) no entry is ever used, and looking up and storing each
+answer (copies of the body and the answer, a hash of the body, an eviction) cost about a
+fifth of the throughput of the per-row path. So every ``WINDOW`` counted lookups the memo
+looks at its hit rate: below ``MIN_HIT_RATE`` only one body in ``SAMPLE_EVERY`` is looked
+up and stored (``uses``), chosen from the body's bytes so that a repeated body is always
+chosen or never; the others skip the memo at the cost of a few integer operations. Bodies
+that start repeating are noticed through the sampled ones (their entries hit) and every
+body uses the memo again.
 """
 
 from __future__ import annotations
@@ -24,6 +34,12 @@ from mly.config.schema import ResponseMemoConfig
 __all__ = ["GET_KEY_PREFIX", "ResponseMemo", "memo_key"]
 
 _ROWS = 4  # bytes of the row count stored in front of each entry (for the access log)
+WINDOW = 1024
+"""Counted lookups between two decisions on storing."""
+MIN_HIT_RATE = 0.05
+"""Below this hit rate over a window, storing every answer costs more than the hits save."""
+SAMPLE_EVERY = 8
+"""While the hit rate is low: one body in this many uses the memo."""
 
 
 #: The first character of every GET key. latin-1 decodes bytes to U+0000..U+00FF only, so
@@ -50,6 +66,27 @@ class ResponseMemo:
         self.hits = 0
         self.misses = 0
         self.stored = 0
+        self.skipped = 0
+        """Requests that did not use the memo because the hit rate was low (``storing`` off)."""
+        self.storing = True
+        """Whether every body uses the memo (is looked up, and its answer stored); decided every
+        ``WINDOW`` lookups from their hit rate."""
+        self._window_hits = 0
+        self._window_lookups = 0
+
+    def uses(self, raw: bytes | bytearray, *, count: bool = True) -> bool:
+        """Whether the request of body (or query string) ``raw`` uses the memo: every one while
+        the hit rate is good, one in ``SAMPLE_EVERY`` otherwise. The choice is a function of the
+        bytes, so a request's two looks (the connection's, then the normal path's, which passes
+        ``count``) agree, and a body that repeats is sampled every time or never."""
+        if self.storing:
+            return True
+        n = len(raw)
+        if not n or (n + raw[n >> 1] + raw[-1]) % SAMPLE_EVERY == 0:
+            return True
+        if count:
+            self.skipped += 1
+        return False
 
     def get(self, key: str, *, count_miss: bool = True) -> tuple[int, memoryview] | None:
         """``(rows, data)`` of a memoised answer, or ``None``. A first look that the
@@ -58,10 +95,19 @@ class ResponseMemo:
         if not value:  # None (absent); entries are never empty
             if count_miss:
                 self.misses += 1
+                self._counted(0)
             return None
         self.hits += 1
+        self._counted(1)
         assert isinstance(value, bytes)
         return int.from_bytes(value[:_ROWS], "little"), memoryview(value)[_ROWS:]
+
+    def _counted(self, hit: int) -> None:
+        self._window_hits += hit
+        self._window_lookups += 1
+        if self._window_lookups >= WINDOW:
+            self.storing = self._window_hits >= MIN_HIT_RATE * self._window_lookups
+            self._window_hits = self._window_lookups = 0
 
     def put(self, key: str, rows: int, data: bytes) -> None:
         if len(key) > self.max_body_bytes:
@@ -70,5 +116,6 @@ class ResponseMemo:
         self.stored += 1
 
     def stats(self) -> dict[str, int]:
-        return {"hits": self.hits, "misses": self.misses, "stored": self.stored, "entries": len(self.cache),
+        return {"hits": self.hits, "misses": self.misses, "stored": self.stored, "skipped": self.skipped,
+                "storing": self.storing, "entries": len(self.cache),
                 "bytesUsed": self.cache.bytes_used, "maxBytes": self.cache.max_bytes}

@@ -36,7 +36,9 @@ from mly.logs.stream import StreamLog
 from mly.metrics import ModelMetrics
 from mly.model.loader import ModelChangedError, load_model
 from mly.model.source import ModelSource
+from mly.service.body_hits import BodyLookup
 from mly.service.generation import Generation, build_generation
+from mly.service.outcomes import RowOutcomes
 from mly.service.singleflight import OwnRowNeeded
 from mly.service.transform import Transformer, TransformInput, resolve_transformer
 
@@ -52,6 +54,8 @@ class EvalResult:
     dict_hash: int
     cached_rows: int = 0
     """Rows answered from the cache (any tier); the rest were evaluated (or joined an evaluation)."""
+    tiers: tuple[int, ...] = (0, 0, 0)
+    """Of ``cached_rows``: how many the memory tier, L1 and L2 answered (the access log's ``tiers``)."""
 
 
 class ModelService:
@@ -88,6 +92,8 @@ class ModelService:
         buckets = config.metrics.idletime_buckets_ns if config.metrics is not None else None
         self.metrics = ModelMetrics(model.id, buckets) if buckets else ModelMetrics(model.id)
         self.rows_evaluated = 0
+        self.outcomes = RowOutcomes()
+        """Where answered rows came from (memo, cache, model), for ``meta/stats``."""
         self.reloads = 0
         self.reload_failures = 0
         self.healthy = False
@@ -209,10 +215,10 @@ class ModelService:
             except Exception:  # never let the watcher die; the next poll tries again
                 log.exception("model %s: reload check failed", self.id)
 
-    async def _evaluate_and_log(self, request: EvalRequest) -> EvalResult:
+    async def _evaluate_and_log(self, request: EvalRequest, lookup: BodyLookup | None = None) -> EvalResult:
         """``evaluate`` for a model with a ``Stream`` log: the answer is offered to it (never blocks)."""
         started = time.perf_counter_ns()
-        result = await ModelService.evaluate(self, request)
+        result = await ModelService.evaluate(self, request, lookup)
         assert self.stream_log is not None
         self.stream_log.offer(request, result.rows, result.dict_hash, (time.perf_counter_ns() - started) // 1000)
         return result
@@ -222,33 +228,43 @@ class ModelService:
         if self.stream_log is not None and not self.stream_log.close(timeout_s):
             log.warning("model %s: the stream log writer did not finish within %.0f s", self.id, timeout_s)
 
-    async def evaluate(self, request: EvalRequest) -> EvalResult:
-        """encode -> keys -> cache -> single-flight -> evaluate the misses -> write back."""
+    async def evaluate(self, request: EvalRequest, lookup: BodyLookup | None = None) -> EvalResult:
+        """encode -> keys -> cache -> single-flight -> evaluate the misses -> write back.
+
+        ``lookup``: the keys and memory-tier values already read from the request's bytes
+        (``body_hits.lookup_body``), used when they were built for the current generation."""
         deadline = asyncio.get_running_loop().time() + self._deadline_s
         generation = self.current
         cache = self.cache
         schema = generation.key_schema
         keys: list[str] | None = None
         found: list[bytes | None] = []
+        tally = [0, 0, 0]  # rows each tier answered (memory, L1, L2), for the access log
         dtypes = generation.interface.dtypes
         exact = has_exact_names(request.values, dtypes)
         if cache is not None and schema is not None and exact:
             # Plain JSON values: key them straight from the parsed body; hits need no encoding.
-            if not request.batch:
+            if lookup is not None and lookup.schema is schema and not lookup.all_hit:
+                keys = lookup.keys
+                found = await cache.get_many(keys, generation.dict_hash, lookup.values, tally)
+                if None not in found:
+                    hits = [orjson.Fragment(value) for value in found]  # type: ignore[arg-type]
+                    return EvalResult(hits, request.batch, generation.dict_hash, len(hits), tuple(tally))
+            elif not request.batch:
                 key = schema.key_if_plain(request.values)
                 if key is not None:
                     keys = [key]
-                    found = await cache.get_many(keys, generation.dict_hash)
+                    found = await cache.get_many(keys, generation.dict_hash, tally=tally)
                     hit = found[0]
                     if hit is not None:
-                        return EvalResult([orjson.Fragment(hit)], False, generation.dict_hash, 1)
+                        return EvalResult([orjson.Fragment(hit)], False, generation.dict_hash, 1, tuple(tally))
             else:
                 keys = schema.keys_if_plain(request.values, request.rows)
                 if keys is not None:
-                    found = await cache.get_many(keys, generation.dict_hash)
+                    found = await cache.get_many(keys, generation.dict_hash, tally=tally)
                     if None not in found:
                         hits = [orjson.Fragment(value) for value in found]  # type: ignore[arg-type]
-                        return EvalResult(hits, True, generation.dict_hash, len(hits))
+                        return EvalResult(hits, True, generation.dict_hash, len(hits), tuple(tally))
         rows = request.rows
         # A single row with exactly the model's inputs (and, with a cache, a key from its plain
         # values) is encoded with the rest of its batch, in the inference thread (``DeferredRow``).
@@ -266,7 +282,7 @@ class ModelService:
         if keys is None:
             assert isinstance(columns, dict)  # encoded above: a deferred row always comes with its key
             keys = schema.keys(columns, rows)
-            found = await cache.get_many(keys, generation.dict_hash)
+            found = await cache.get_many(keys, generation.dict_hash, tally=tally)
         results: list[Any] = [None] * rows
         misses: list[int] = []
         for i, value in enumerate(found):
@@ -276,7 +292,7 @@ class ModelService:
                 results[i] = orjson.Fragment(value)
         if misses:
             await self._fill_misses(generation, cache, columns, keys, misses, results, deadline)
-        return EvalResult(results, request.batch, generation.dict_hash, rows - len(misses))
+        return EvalResult(results, request.batch, generation.dict_hash, rows - len(misses), tuple(tally))
 
     async def _fill_misses(
         self,

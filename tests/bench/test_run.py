@@ -141,3 +141,41 @@ def test_ratios_are_taken_round_by_round(run: ModuleType, tmp_path: Path) -> Non
 def test_the_locust_cells_find_their_user_classes(run: ModuleType) -> None:
     # locust is not imported here: its gevent monkeypatching must stay out of the pytest process.
     run.check_locustfile()  # raises SystemExit naming the class if the locustfile lost one
+
+
+def test_zipf_bodies_never_repeat_have_distinct_rows_and_a_long_tail(run: ModuleType, tmp_path: Path) -> None:
+    """What makes zipf32 the case only a per-row cache can serve: rows repeat across bodies (a few
+    rows very often), no body repeats, and Triton gets the same rows as mly."""
+    from collections import Counter
+
+    zipf = run.ZipfBatches(rows_per_body=8, universe=2000, exponent=1.0, oov=0.05, seed=7)
+    bodies = run.make_bodies(tmp_path, 10, triton=True, zipf=zipf, zipf_bodies=1500)
+    mly, v2 = bodies[("zipf32", "mly")], bodies[("zipf32", "v2")]
+    lines = mly.path.read_bytes().splitlines()
+    assert mly.lines == len(lines) == 1500 and mly.rows_per_body == 8
+    assert len(set(lines)) == len(lines), "a body repeats: an exact-body cache could hit"
+    seen: Counter[str] = Counter()
+    for line, v2_line in zip(lines, v2.path.read_bytes().splitlines()):
+        rows = run._rows_of(json.loads(line))
+        assert rows == _v2_rows(v2_line)
+        texts = [json.dumps(r, sort_keys=True) for r in rows]
+        assert len(set(texts)) == len(texts) == 8, "a row repeats inside one body"
+        seen.update(texts)
+    counts = sorted(seen.values(), reverse=True)
+    assert len(counts) <= 2000
+    # Zipf(1) over 2,000 rows: the top row has weight 1/H(2000) ~ 12% of draws; under a uniform law
+    # no row would come close. Drawing without repeats inside a body caps it at one per body.
+    assert counts[0] > 0.05 * 1500 * 8 and counts[0] > 20 * counts[len(counts) // 2]
+    # The same options give the same bodies (the benchmark's numbers can be reproduced).
+    (tmp_path / "again").mkdir()
+    again = run.make_bodies(tmp_path / "again", 10, triton=False, zipf=zipf, zipf_bodies=1500)
+    assert again[("zipf32", "mly")].path.read_bytes() == mly.path.read_bytes()
+
+
+def test_zipf_options_are_checked(run: ModuleType) -> None:
+    with pytest.raises(SystemExit):
+        run.parse_args(["--zipf-universe", "10", "--zipf-rows", "32"])
+    with pytest.raises(SystemExit):
+        run.parse_args(["--zipf-exponent", "-1"])
+    args = run.parse_args(["--quick"])
+    assert args.zipf == run.ZipfBatches() and args.zipf_bodies == run.ZIPF_BODIES_PER_SECOND * 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import time
 
 import numpy as np
 import orjson
@@ -108,6 +109,29 @@ def test_health_and_server_config(server: LiveServer) -> None:
 def test_meta_stats(server: LiveServer) -> None:
     with server.client() as client:
         stats = client.get("/v1/api/model/sli/meta/stats").json()
-    # Go's batcher stats shape; ``timeout`` is the current wait in nanoseconds.
-    assert set(stats) == {"activeEvaluators", "batchQueueLen", "shedding", "timeout"}
+        uncached = client.get("/v1/api/model/raw/meta/stats").json()
+    # Go's batcher stats shape; ``timeout`` is the current wait in nanoseconds; then mly's row outcomes
+    # (every model) and its datastore's per-tier lookups (a cached model).
+    assert set(stats) == {"activeEvaluators", "batchQueueLen", "shedding", "timeout", "rows", "cache"}
+    assert set(uncached) == {"activeEvaluators", "batchQueueLen", "shedding", "timeout", "rows"}
     assert stats["shedding"] is False and stats["activeEvaluators"] >= 0
+
+
+def test_meta_stats_says_where_rows_came_from(server: LiveServer) -> None:
+    """A batch of one new row and one row seen before: half its rows from the memory tier."""
+    seen = {"sa": "a", "sl": "b", "i1": 10, "fl": 1.25}
+    new = {"sa": "b", "sl": "a", "i1": 20, "fl": round(2 + time.time() % 1000, 2)}  # not asked before in this session
+    batch = {"batch_size": 2, **{name: [seen[name], new[name]] for name in seen}}
+    with server.client() as client:
+        assert client.post("/v1/api/model/sli/eval", json=seen).status_code == 200
+        before = client.get("/v1/api/model/sli/meta/stats").json()
+        assert client.post("/v1/api/model/sli/eval", json=batch).status_code == 200
+        after = client.get("/v1/api/model/sli/meta/stats").json()
+    rows = {k: after["rows"][k] - before["rows"][k] for k in after["rows"] if k != "rowHitRate"}
+    assert rows == {"requests": 1, "rows": 2, "cachedRows": 1, "memoRows": 0, "uncachedRows": 1,
+                    "requestsAllCached": 0, "requestsPartlyCached": 1, "requestsNoneCached": 0,
+                    "requestsFromMemo": 0}
+    cache = {k: after["cache"][k] - before["cache"][k] for k in ("lookups", "hitsMemory", "hitsL1", "misses")}
+    assert cache == {"lookups": 2, "hitsMemory": 1, "hitsL1": 0, "misses": 1}
+    assert after["cache"]["datastore"] == "mem"
+    assert after["rows"]["rowHitRate"] == round(after["rows"]["cachedRows"] / after["rows"]["rows"], 6)

@@ -412,3 +412,35 @@ def test_debug_allocator_sees_no_write_past_a_block() -> None:
         [sys.executable, "-c", script], check=False, env=env, cwd=root, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_get_joined_is_get_many_joined_with_the_same_recency_and_counters() -> None:
+    """Two caches given the same history: ``get_joined`` on one, ``get_many`` on the other. Every
+    answer, counter and the eviction order afterwards must agree (keys repeat, some are negative
+    entries, some stale, some expired, some absent)."""
+    rng = random.Random(5)
+    a, b = MRUCache(64 * 1024), MRUCache(64 * 1024)
+    for cache in (a, b):
+        for i in range(300):
+            if i % 17 == 0:
+                cache.put_missing(f"k{i}", H, 60_000)
+            else:
+                cache.put(f"k{i}", b'{"v":%d}' % i, H if i % 13 else H + 1, 1 if i % 29 == 0 else 0)
+    time.sleep(0.01)  # the 1 ms entries expire
+    for _ in range(400):
+        n = rng.choice([1, 1, 2, 5, 32])
+        keys = [f"k{rng.randrange(330)}" for _ in range(n)]
+        batch = n > 1 or rng.random() < 0.5
+        got = a.get_joined(keys, H, batch)
+        values = b.get_many(keys, H)
+        if all(type(v) is bytes for v in values):
+            assert got == (b"[" + b",".join(values) + b"]" if batch else values[0])
+        else:
+            assert got == values
+        assert a.stats() == b.stats()
+    for i in range(400):  # recency: new puts evict the same victims in the same order
+        a.put(f"new{i}", b"x" * 100, H, 0)
+        b.put(f"new{i}", b"x" * 100, H, 0)
+    assert [a.get(f"k{i}", H) for i in range(330)] == [b.get(f"k{i}", H) for i in range(330)]
+    with pytest.raises(ValueError):
+        a.get_joined(["k1", "k2"], H, False)
