@@ -75,6 +75,8 @@ class NativeH2Protocol(asyncio.Protocol):
         self.writable = True
         self.closing = False
         self.receiving = False  # inside ``data_received``: it flushes at its end
+        #: Answers made while nghttp2 reads (``respond``), submitted once the read is done.
+        self.answers: list[tuple[H2Stream, list[tuple[bytes, bytes]], bytes]] = []
         self.flush_scheduled = False
         self.watched: set[int] = set()  # streams whose answer may still wait for a window
         self.stalls: dict[int, asyncio.TimerHandle] = {}
@@ -101,15 +103,21 @@ class NativeH2Protocol(asyncio.Protocol):
             self.session.receive(data)
         except SessionError as exc:
             log.info("HTTP/2 connection from %s: %s", self.client, exc)
+            self.answers.clear()
             self.flush()
             self.transport.close()
             return
         except Exception:
             log.exception("HTTP/2 connection from %s: closed after an internal error", self.client)
+            self.answers.clear()
             self.transport.close()
             return
         finally:
             self.receiving = False
+        if self.answers:
+            answers, self.answers = self.answers, []
+            for stream, head, body in answers:
+                self.submit(stream, head, body)
         self.flush()
 
     def eof_received(self) -> bool | None:
@@ -164,16 +172,20 @@ class NativeH2Protocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """uvicorn's graceful stop: GOAWAY now, close once the open streams have answered."""
-        if self.closing:
-            return
-        self.closing = True
-        if not self.streams:
-            self.session.terminate(NO_ERROR)
+        if self.go_away():
             self.flush()
-            self.transport.close()
-            return
-        self.session.goaway(NO_ERROR)  # names the last stream taken: those still finish
-        self.flush()
+
+    def go_away(self) -> bool:
+        """GOAWAY queued (not written: a Session callback may not write); close once the open
+        streams have answered. False when the connection was already going away."""
+        if self.closing:
+            return False
+        self.closing = True
+        if self.streams:
+            self.session.goaway(NO_ERROR)  # names the last stream taken: those still finish
+        else:
+            self.session.terminate(NO_ERROR)
+        return True
 
     # -- Session callbacks -----------------------------------------------------------------------
 
@@ -254,9 +266,9 @@ class NativeH2Protocol(asyncio.Protocol):
             self.arm_idle()
 
     def on_goaway(self, last_stream_id: int) -> None:
-        self.closing = True  # the open streams still finish; the connection closes after them
-        if not self.streams:
-            self.session.terminate(NO_ERROR)
+        # The client opens no more streams but still reads the answers to its open ones (Go's
+        # ClientConn.Shutdown): answer them, then GOAWAY and close, as Go's server does.
+        self.go_away()
 
     # -- app calls -------------------------------------------------------------------------------
 
@@ -329,7 +341,17 @@ class NativeH2Protocol(asyncio.Protocol):
                 (b"content-length", b"%d" % len(body))]
         stream.started = stream.complete = True
         stream.head = None
-        if self.session.respond(stream.id, head, body if stream.scope["method"] != "HEAD" else b"", True):
+        if stream.scope["method"] == "HEAD":
+            body = b""
+        if self.receiving:
+            # Not now: a connection error nghttp2 finds later in this read (a stream id lower than
+            # this one's, RFC 9113 §5.1.1) must reach the peer first, not behind this answer.
+            self.answers.append((stream, head, body))
+        else:
+            self.submit(stream, head, body)
+
+    def submit(self, stream: H2Stream, head: list[tuple[bytes, bytes]], body: bytes) -> None:
+        if self.session.respond(stream.id, head, body, True):
             self.output(stream.id)
         else:
             stream.reset = True
