@@ -95,6 +95,26 @@ cdef int _fail(Session self, BaseException exc) noexcept:
     return NGHTTP2_ERR_CALLBACK_FAILURE
 
 
+cdef int _begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data) noexcept with gil:
+    cdef Session self = <Session>user_data
+    cdef nghttp2_stream *stream
+    cdef int state
+    if hd.type != NGHTTP2_HEADERS:
+        return 0
+    if hd.stream_id > self.last_request_id:
+        self.last_request_id = hd.stream_id
+        return 0
+    # HEADERS on a stream id not above the newest: trailers of an open stream, or a stream id
+    # smaller than one already used (idle, never opened) or a closed stream. RFC 9113 §5.1.1 and
+    # §5.1 make the last two connection errors, as Go's server and ``h2`` treat them; nghttp2
+    # only ignores the header block, and the peer would wait for an answer that never comes.
+    stream = nghttp2_session_find_stream(session, hd.stream_id)
+    state = nghttp2_stream_get_state(stream) if stream is not NULL else NGHTTP2_STREAM_STATE_IDLE
+    if state == NGHTTP2_STREAM_STATE_IDLE or state == NGHTTP2_STREAM_STATE_CLOSED:
+        nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR)
+    return 0
+
+
 cdef int _begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data) noexcept with gil:
     cdef Session self = <Session>user_data
     if frame.hd.type == NGHTTP2_HEADERS and frame.headers.cat == NGHTTP2_HCAT_REQUEST:
@@ -178,6 +198,7 @@ cdef class Session:
     cdef dict outs  # stream id -> _Out, for streams whose response has a body provider
     cdef Py_ssize_t field_bytes
     cdef Py_ssize_t max_field_bytes
+    cdef int32_t last_request_id  # the highest stream id a HEADERS frame came on
     cdef object error
     cdef object on_request, on_data, on_end, on_close, on_goaway
 
@@ -197,6 +218,7 @@ cdef class Session:
         self.on_goaway = handler.on_goaway
         if nghttp2_session_callbacks_new(&callbacks) != 0:
             raise MemoryError()
+        nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks, _begin_frame)
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, _begin_headers)
         nghttp2_session_callbacks_set_on_header_callback(callbacks, _header)
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, _frame_recv)
