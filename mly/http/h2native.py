@@ -21,8 +21,8 @@ request head, body chunk and stream close, and keeps the server's bounds:
   by ``EvalFastPath.answer_post`` in a small task; anything else is an ASGI call.
 - Frames of every stream answered in one loop turn go out in one write.
 - A stream whose request body the server waits on for ``read_timeout`` seconds for one
-  line (the whole body, unless it is NDJSON) is reset (CANCEL), as in ``h2.py``; one timer
-  per connection watches every waiting stream.
+  line (the whole body, unless it is NDJSON) is reset (CANCEL), as in ``h2.py``
+  (``h2native_reads``).
 - A connection without open streams for ``idle_timeout`` seconds gets GOAWAY; a
   graceful stop sends GOAWAY and closes once the open streams are answered.
 """
@@ -39,6 +39,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from mly._native.nghttp2 import Session, SessionError
 from mly.http.fast import EvalFastPath, eval_model_id
 from mly.http.h2limits import H2Settings
+from mly.http.h2native_reads import ReadWatch
 from mly.http.h2native_stream import DRAIN_MARK, H2Stream, request_scope
 from mly.http.responses import error_body
 
@@ -83,8 +84,7 @@ class NativeH2Protocol(asyncio.Protocol):
         self.flush_scheduled = False
         self.watched: set[int] = set()  # streams whose answer may still wait for a window
         self.stalls: dict[int, asyncio.TimerHandle] = {}
-        self.reading: dict[int, H2Stream] = {}  # streams waiting for the peer's body (``read_timeout``)
-        self.read_handle: asyncio.TimerHandle | None = None
+        self.reads = ReadWatch(self.loop, settings.read_timeout, self.read_overdue)
         self.idle_handle: asyncio.TimerHandle | None = None
         self.idle_since = 0.0
         self.write_handle: asyncio.TimerHandle | None = None
@@ -138,8 +138,8 @@ class NativeH2Protocol(asyncio.Protocol):
                 self.orphans += 1  # balanced by ``app_done``
             stream.wake()
         self.streams.clear()
-        self.reading.clear()
-        for handle in (self.idle_handle, self.write_handle, self.read_handle, *self.stalls.values()):
+        self.reads.close()
+        for handle in (self.idle_handle, self.write_handle, *self.stalls.values()):
             if handle is not None:
                 handle.cancel()
         self.stalls.clear()
@@ -217,7 +217,7 @@ class NativeH2Protocol(asyncio.Protocol):
         if self.front is not None and not end and scope["method"] == "POST" and eval_model_id(scope["path"]):
             stream.front = True  # answered by ``answer`` once the body is in
             stream.app_running = True
-            self.await_body(stream)
+            self.reads.start(stream)
             return
         self.start_app(stream)
 
@@ -230,7 +230,7 @@ class NativeH2Protocol(asyncio.Protocol):
         if stream.front:
             stream.front_size += len(data)
             if stream.front_size > self.front.front_body_limit:  # type: ignore[union-attr]
-                self.body_came(stream)  # the app's ``receive`` waits from now on
+                self.reads.stop(stream)  # the app's ``receive`` waits from now on
                 stream.front = False
                 stream.app_running = False
                 self.start_app(stream)
@@ -243,7 +243,7 @@ class NativeH2Protocol(asyncio.Protocol):
             return
         stream.ended = True
         if stream.front:
-            self.body_came(stream)
+            self.reads.stop(stream)
             stream.front = False
             self.answer(stream)
         else:
@@ -254,10 +254,10 @@ class NativeH2Protocol(asyncio.Protocol):
         if stall is not None:
             stall.cancel()
         self.watched.discard(sid)
-        self.reading.pop(sid, None)
         stream = self.streams.pop(sid, None)
         if stream is None:
             return
+        self.reads.stop(stream)
         if not stream.complete:
             stream.reset = True
             stream.wake()
@@ -443,52 +443,13 @@ class NativeH2Protocol(asyncio.Protocol):
         self.session.reset(sid, CANCEL)
         self.schedule_flush()
 
-    def await_body(self, stream: H2Stream) -> None:
-        """The server waits for more of ``stream``'s request: reset it if that wait (added to the
-        earlier ones for the same line) reaches ``read_timeout``.
-
-        Go's ``ReadTimeout`` bounds the time to read a whole request; here, as in ``h2.py``, it
-        bounds the wait for one line of it, so a streaming PUT may run as long as its lines keep
-        coming, and time the peer waits on the server (flow control) does not count. One timer
-        per connection, set for the earliest deadline, instead of one per wait.
-        """
-        limit = self.settings.read_timeout
-        if limit <= 0:
-            return
-        stream.wait_since = now = self.loop.time()
-        self.reading[stream.id] = stream
-        due = now + limit - stream.waited
-        handle = self.read_handle
-        if handle is None or handle.when() > due:
-            if handle is not None:
-                handle.cancel()
-            self.read_handle = self.loop.call_at(due, self.read_overdue)
-
-    def body_came(self, stream: H2Stream) -> None:
-        """The wait ``await_body`` began is over (body, END_STREAM or a reset)."""
-        if self.reading.pop(stream.id, None) is not None:
-            stream.waited += self.loop.time() - stream.wait_since
-
-    def read_overdue(self) -> None:
-        """Reset the streams whose wait for their body reached ``read_timeout``; the timer is set
-        again for the next deadline."""
-        self.read_handle = None
-        limit = self.settings.read_timeout
-        now = self.loop.time()
-        due = 0.0
-        for stream in tuple(self.reading.values()):
-            deadline = stream.wait_since + limit - stream.waited
-            if deadline > now:
-                due = deadline if not due else min(due, deadline)
-                continue
-            del self.reading[stream.id]
-            log.info("HTTP/2 stream %d: the peer sent no more of its request for %.1f s; resetting it",
-                     stream.id, limit)
-            if stream.front:  # no app call: nothing more will read the body
-                stream.front = stream.app_running = False
-            self.reset(stream, CANCEL)
-        if due:
-            self.read_handle = self.loop.call_at(due, self.read_overdue)
+    def read_overdue(self, stream: H2Stream) -> None:
+        """The peer sent no more of ``stream``'s request for ``read_timeout`` seconds (``ReadWatch``)."""
+        log.info("HTTP/2 stream %d: the peer sent no more of its request for %.1f s; resetting it",
+                 stream.id, self.settings.read_timeout)
+        if stream.front:  # no app call: nothing more will read the body
+            stream.front = stream.app_running = False
+        self.reset(stream, CANCEL)
 
     def arm_idle(self) -> None:
         """The connection has no open stream from now: GOAWAY after ``idle_timeout`` unless one opens.

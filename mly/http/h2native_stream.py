@@ -104,11 +104,11 @@ class H2Stream:
 
     async def receive(self) -> dict[str, Any]:
         while not self.body and not self.ended and not self.reset:
-            self.conn.await_body(self)
+            self.conn.reads.start(self)
             try:
                 await self.wait()
             finally:
-                self.conn.body_came(self)
+                self.conn.reads.stop(self)
         if self.body:
             data = self.body.popleft()
             if b"\n" in data:  # a line is complete: the next one has a read timeout of its own
