@@ -18,6 +18,7 @@ cdef extern from "nghttp2/nghttp2.h" nogil:
         NGHTTP2_ERR_CALLBACK_FAILURE
         NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
         NGHTTP2_ERR_NOMEM
+        NGHTTP2_ERR_PAUSE
 
     enum:
         NGHTTP2_FLAG_NONE

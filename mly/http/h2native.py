@@ -38,7 +38,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mly._native.nghttp2 import Session, SessionError
 from mly.http.fast import EvalFastPath, eval_model_id
-from mly.http.h2limits import H2Settings
+from mly.http.h2limits import H2Settings, hard_header_limit
 from mly.http.h2native_reads import ReadWatch
 from mly.http.h2native_stream import DRAIN_MARK, H2Stream, request_scope
 from mly.http.responses import error_body
@@ -70,7 +70,8 @@ class NativeH2Protocol(asyncio.Protocol):
         self.front = front if isinstance(front, EvalFastPath) and front.front_body_limit else None
         self.session = Session(self, max_concurrent_streams=settings.max_concurrent_streams,
                                stream_window=settings.stream_window, connection_window=settings.connection_window,
-                               max_header_list_size=settings.max_header_list_size)
+                               max_header_list_size=settings.max_header_list_size,
+                               hard_header_list_size=hard_header_limit(settings.max_header_list_size))
         self.streams: dict[int, H2Stream] = {}
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.scheme = "http"
