@@ -80,8 +80,6 @@ class NativeH2Protocol(asyncio.Protocol):
         self.writable = True
         self.closing = False
         self.receiving = False  # inside ``data_received``: it flushes at its end
-        #: Answers made while nghttp2 reads (``respond``), submitted once the read is done.
-        self.answers: list[tuple[H2Stream, list[tuple[bytes, bytes]], bytes]] = []
         self.flush_scheduled = False
         self.watched: set[int] = set()  # streams whose answer may still wait for a window
         self.stalls: dict[int, asyncio.TimerHandle] = {}
@@ -109,21 +107,15 @@ class NativeH2Protocol(asyncio.Protocol):
             self.session.receive(data)
         except SessionError as exc:
             log.info("HTTP/2 connection from %s: %s", self.client, exc)
-            self.answers.clear()
             self.flush()
             self.transport.close()
             return
         except Exception:
             log.exception("HTTP/2 connection from %s: closed after an internal error", self.client)
-            self.answers.clear()
             self.transport.close()
             return
         finally:
             self.receiving = False
-        if self.answers:
-            answers, self.answers = self.answers, []
-            for stream, head, body in answers:
-                self.submit(stream, head, body)
         self.flush()
 
     def eof_received(self) -> bool | None:
@@ -352,17 +344,7 @@ class NativeH2Protocol(asyncio.Protocol):
                 (b"content-length", b"%d" % len(body))]
         stream.started = stream.complete = True
         stream.head = None
-        if stream.scope["method"] == "HEAD":
-            body = b""
-        if self.receiving:
-            # Not now: a connection error nghttp2 finds later in this read (a stream id lower than
-            # this one's, RFC 9113 §5.1.1) must reach the peer first, not behind this answer.
-            self.answers.append((stream, head, body))
-        else:
-            self.submit(stream, head, body)
-
-    def submit(self, stream: H2Stream, head: list[tuple[bytes, bytes]], body: bytes) -> None:
-        if self.session.respond(stream.id, head, body, True):
+        if self.session.respond(stream.id, head, body if stream.scope["method"] != "HEAD" else b"", True):
             self.output(stream.id)
         else:
             stream.reset = True
