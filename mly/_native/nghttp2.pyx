@@ -38,6 +38,8 @@ __all__ = ["Session", "SessionError"]
 
 #: Stands for the fields of a header block larger than SETTINGS_MAX_HEADER_LIST_SIZE.
 cdef object _OVERSIZED = object()
+#: How many of the streams it reset a session remembers, to ignore the peer's HEADERS already in flight.
+cdef Py_ssize_t _RESET_MEMORY = 256
 
 
 class SessionError(Exception):
@@ -110,6 +112,8 @@ cdef int _begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void
     # smaller than one already used (idle, never opened) or a closed stream. RFC 9113 §5.1.1 and
     # RFC 9113 §5.1 make the last two connection errors, as Go's server and ``h2`` treat them;
     # nghttp2 only ignores the block, and the peer would wait for an answer that never comes.
+    if hd.stream_id in self.reset_ids:
+        return 0  # sent before our RST_STREAM reached the peer: ignored (RFC 9113 §5.1, "closed")
     stream = nghttp2_session_find_stream(session, hd.stream_id)
     state = nghttp2_stream_get_state(stream) if stream is not NULL else NGHTTP2_STREAM_STATE_IDLE
     if state == NGHTTP2_STREAM_STATE_IDLE or state == NGHTTP2_STREAM_STATE_CLOSED:
@@ -212,6 +216,7 @@ cdef class Session:
     cdef Py_ssize_t hard_field_bytes
     cdef bint halted  # the connection was ended in the middle of a read: read nothing more
     cdef int32_t last_request_id  # the highest stream id a HEADERS frame came on
+    cdef dict reset_ids  # the streams this side reset lately (keys, oldest first)
     cdef object error
     cdef object on_request, on_data, on_end, on_close, on_goaway
 
@@ -223,6 +228,7 @@ cdef class Session:
         cdef int rv
         self.fields = {}
         self.outs = {}
+        self.reset_ids = {}
         self.max_field_bytes = max_header_list_size
         self.hard_field_bytes = hard_header_list_size
         self.on_request = handler.on_request
@@ -362,6 +368,9 @@ cdef class Session:
 
     def reset(self, int32_t stream_id, uint32_t code) -> None:
         """RST_STREAM (ignored by nghttp2 for a stream already closed)."""
+        self.reset_ids[stream_id] = None
+        if len(self.reset_ids) > _RESET_MEMORY:
+            del self.reset_ids[next(iter(self.reset_ids))]
         nghttp2_submit_rst_stream(self.session, NGHTTP2_FLAG_NONE, stream_id, code)
 
     def consume(self, int32_t stream_id, size_t size) -> None:
