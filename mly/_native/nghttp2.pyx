@@ -9,7 +9,9 @@ flow control in C, Python called once per event that matters to the app.
   already checked by nghttp2 against RFC 9113 §8 (pseudo-header fields,
   connection-specific fields, lower-case names); a malformed one never gets here
   (the stream is reset with PROTOCOL_ERROR); ``headers`` is None when the block is
-  larger than the advertised SETTINGS_MAX_HEADER_LIST_SIZE;
+  larger than the advertised SETTINGS_MAX_HEADER_LIST_SIZE (a block that decodes
+  to more than ``hard_header_list_size``, an HPACK bomb, ends the connection with
+  ENHANCE_YOUR_CALM instead);
 - ``on_data(stream_id, data)``: request body bytes. The receive window is not
   handed back until the handler calls ``consume``, so a peer can have at most a
   window of unread body in the server;
@@ -36,6 +38,8 @@ __all__ = ["Session", "SessionError"]
 
 #: Stands for the fields of a header block larger than SETTINGS_MAX_HEADER_LIST_SIZE.
 cdef object _OVERSIZED = object()
+#: How many of the streams it reset a session remembers, to ignore the peer's HEADERS already in flight.
+cdef Py_ssize_t _RESET_MEMORY = 256
 
 
 class SessionError(Exception):
@@ -95,11 +99,34 @@ cdef int _fail(Session self, BaseException exc) noexcept:
     return NGHTTP2_ERR_CALLBACK_FAILURE
 
 
+cdef int _begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data) noexcept with gil:
+    cdef Session self = <Session>user_data
+    cdef nghttp2_stream *stream
+    cdef int state
+    if hd.type != NGHTTP2_HEADERS:
+        return 0
+    if hd.stream_id > self.last_request_id:
+        self.last_request_id = hd.stream_id
+        return 0
+    # HEADERS on a stream id not above the newest: trailers of an open stream, or a stream id
+    # smaller than one already used (idle, never opened) or a closed stream. RFC 9113 §5.1.1 and
+    # RFC 9113 §5.1 make the last two connection errors, as Go's server and ``h2`` treat them;
+    # nghttp2 only ignores the block, and the peer would wait for an answer that never comes.
+    if hd.stream_id in self.reset_ids:
+        return 0  # sent before our RST_STREAM reached the peer: ignored (RFC 9113 §5.1, "closed")
+    stream = nghttp2_session_find_stream(session, hd.stream_id)
+    state = nghttp2_stream_get_state(stream) if stream is not NULL else NGHTTP2_STREAM_STATE_IDLE
+    if state == NGHTTP2_STREAM_STATE_IDLE or state == NGHTTP2_STREAM_STATE_CLOSED:
+        nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR)
+    return 0
+
+
 cdef int _begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data) noexcept with gil:
     cdef Session self = <Session>user_data
-    if frame.hd.type == NGHTTP2_HEADERS and frame.headers.cat == NGHTTP2_HCAT_REQUEST:
-        self.fields[frame.hd.stream_id] = []
+    if frame.hd.type == NGHTTP2_HEADERS:
         self.field_bytes = 0
+        if frame.headers.cat == NGHTTP2_HCAT_REQUEST:
+            self.fields[frame.hd.stream_id] = []
     return 0
 
 
@@ -107,12 +134,20 @@ cdef int _header(nghttp2_session *session, const nghttp2_frame *frame, const uin
                  const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data) noexcept with gil:
     cdef Session self = <Session>user_data
     cdef object fields
-    if frame.hd.type != NGHTTP2_HEADERS or frame.headers.cat != NGHTTP2_HCAT_REQUEST:
+    if frame.hd.type != NGHTTP2_HEADERS:
+        return 0
+    self.field_bytes += namelen + valuelen + 32  # RFC 9113 §6.5.2's measure
+    if self.field_bytes > self.hard_field_bytes:
+        # An HPACK bomb: decoding the rest would cost far more than its bytes on the wire. The
+        # connection ends (RFC 9113 §10.5), as on the ``h2`` engine; nothing more is read.
+        self.halted = True
+        nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM)
+        return NGHTTP2_ERR_PAUSE
+    if frame.headers.cat != NGHTTP2_HCAT_REQUEST:
         return 0  # trailers: accepted and ignored, as the ASGI path ignores them
     fields = self.fields.get(frame.hd.stream_id)
     if fields is None or fields is _OVERSIZED:
         return 0
-    self.field_bytes += namelen + valuelen + 32  # RFC 9113 §6.5.2's measure
     if self.field_bytes > self.max_field_bytes:
         # Larger than the advertised SETTINGS_MAX_HEADER_LIST_SIZE: the rest of the block is only
         # decoded (HPACK stays in step) and the handler gets ``None`` for the fields (a 431, as Go).
@@ -178,18 +213,24 @@ cdef class Session:
     cdef dict outs  # stream id -> _Out, for streams whose response has a body provider
     cdef Py_ssize_t field_bytes
     cdef Py_ssize_t max_field_bytes
+    cdef Py_ssize_t hard_field_bytes
+    cdef bint halted  # the connection was ended in the middle of a read: read nothing more
+    cdef int32_t last_request_id  # the highest stream id a HEADERS frame came on
+    cdef dict reset_ids  # the streams this side reset lately (keys, oldest first)
     cdef object error
     cdef object on_request, on_data, on_end, on_close, on_goaway
 
     def __cinit__(self, object handler, *, int max_concurrent_streams, int stream_window, int connection_window,
-                  int max_header_list_size) -> None:
+                  int max_header_list_size, Py_ssize_t hard_header_list_size) -> None:
         cdef nghttp2_session_callbacks *callbacks
         cdef nghttp2_option *option
         cdef nghttp2_settings_entry iv[4]
         cdef int rv
         self.fields = {}
         self.outs = {}
+        self.reset_ids = {}
         self.max_field_bytes = max_header_list_size
+        self.hard_field_bytes = hard_header_list_size
         self.on_request = handler.on_request
         self.on_data = handler.on_data
         self.on_end = handler.on_end
@@ -197,6 +238,7 @@ cdef class Session:
         self.on_goaway = handler.on_goaway
         if nghttp2_session_callbacks_new(&callbacks) != 0:
             raise MemoryError()
+        nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks, _begin_frame)
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, _begin_headers)
         nghttp2_session_callbacks_set_on_header_callback(callbacks, _header)
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, _frame_recv)
@@ -230,7 +272,10 @@ cdef class Session:
 
     def receive(self, const uint8_t[::1] data) -> None:
         """Process bytes from the peer; raises ``SessionError`` when the connection is beyond saving."""
-        cdef ssize_t rv = nghttp2_session_mem_recv(self.session, &data[0], data.shape[0]) if data.shape[0] else 0
+        cdef ssize_t rv
+        if self.halted:
+            return
+        rv = nghttp2_session_mem_recv(self.session, &data[0], data.shape[0]) if data.shape[0] else 0
         if self.error is not None:
             error, self.error = self.error, None
             raise error
@@ -323,6 +368,9 @@ cdef class Session:
 
     def reset(self, int32_t stream_id, uint32_t code) -> None:
         """RST_STREAM (ignored by nghttp2 for a stream already closed)."""
+        self.reset_ids[stream_id] = None
+        if len(self.reset_ids) > _RESET_MEMORY:
+            del self.reset_ids[next(iter(self.reset_ids))]
         nghttp2_submit_rst_stream(self.session, NGHTTP2_FLAG_NONE, stream_id, code)
 
     def consume(self, int32_t stream_id, size_t size) -> None:

@@ -10,12 +10,15 @@ cdef extern from "nghttp2/nghttp2.h" nogil:
         pass
     ctypedef struct nghttp2_option:
         pass
+    ctypedef struct nghttp2_stream:
+        pass
 
     enum:
         NGHTTP2_ERR_DEFERRED
         NGHTTP2_ERR_CALLBACK_FAILURE
         NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
         NGHTTP2_ERR_NOMEM
+        NGHTTP2_ERR_PAUSE
 
     enum:
         NGHTTP2_FLAG_NONE
@@ -33,6 +36,14 @@ cdef extern from "nghttp2/nghttp2.h" nogil:
     enum:
         NGHTTP2_HCAT_REQUEST
         NGHTTP2_HCAT_HEADERS
+
+    enum:
+        NGHTTP2_PROTOCOL_ERROR
+        NGHTTP2_ENHANCE_YOUR_CALM
+
+    enum:
+        NGHTTP2_STREAM_STATE_IDLE
+        NGHTTP2_STREAM_STATE_CLOSED
 
     enum:
         NGHTTP2_DATA_FLAG_NONE
@@ -90,6 +101,8 @@ cdef extern from "nghttp2/nghttp2.h" nogil:
         nghttp2_data_source source
         nghttp2_data_source_read_callback read_callback
 
+    ctypedef int (*nghttp2_on_begin_frame_callback)(
+        nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data) noexcept
     ctypedef int (*nghttp2_on_begin_headers_callback)(
         nghttp2_session *session, const nghttp2_frame *frame, void *user_data) noexcept
     ctypedef int (*nghttp2_on_header_callback)(
@@ -105,6 +118,8 @@ cdef extern from "nghttp2/nghttp2.h" nogil:
 
     int nghttp2_session_callbacks_new(nghttp2_session_callbacks **callbacks_ptr)
     void nghttp2_session_callbacks_del(nghttp2_session_callbacks *callbacks)
+    void nghttp2_session_callbacks_set_on_begin_frame_callback(
+        nghttp2_session_callbacks *cbs, nghttp2_on_begin_frame_callback cb)
     void nghttp2_session_callbacks_set_on_begin_headers_callback(
         nghttp2_session_callbacks *cbs, nghttp2_on_begin_headers_callback cb)
     void nghttp2_session_callbacks_set_on_header_callback(
@@ -133,6 +148,8 @@ cdef extern from "nghttp2/nghttp2.h" nogil:
                                               int32_t window_size)
     int32_t nghttp2_session_get_last_proc_stream_id(nghttp2_session *session)
     int nghttp2_session_terminate_session(nghttp2_session *session, uint32_t error_code)
+    nghttp2_stream *nghttp2_session_find_stream(nghttp2_session *session, int32_t stream_id)
+    int nghttp2_stream_get_state(nghttp2_stream *stream)
 
     int nghttp2_submit_settings(nghttp2_session *session, uint8_t flags, const nghttp2_settings_entry *iv,
                                 size_t niv)

@@ -27,6 +27,8 @@ import h2.events
 import h2.exceptions
 import h2.stream
 
+from mly.http.h2limits import hard_header_limit
+
 __all__ = ["H2_CONFIG", "ServerConnection"]
 
 #: ``h2``'s own header checks cost ~70 us per request (measured, docs/performance.md): more than
@@ -41,10 +43,6 @@ H2_CONFIG = h2.config.H2Configuration(
     normalize_outbound_headers=False,
     split_outbound_cookies=False,
 )
-
-#: The least decoded size of one header block that ends the connection (see ``hard_header_limit``).
-_HARD_HEADER_FLOOR = 1 << 20
-
 
 class _ServerStream(h2.stream.H2Stream):
     """``H2Stream`` that leaves a ``content-length`` it cannot read to ``h2request``, and resets
@@ -76,7 +74,7 @@ class ServerConnection(h2.connection.H2Connection):
 
     def __init__(self, max_header_list_size: int) -> None:
         super().__init__(H2_CONFIG)
-        self.hard_header_limit = max(_HARD_HEADER_FLOOR, 4 * max_header_list_size)
+        self.hard_header_limit = hard_header_limit(max_header_list_size)
         self.decoder.max_header_list_size = self.hard_header_limit
 
     def _local_settings_acked(self) -> Any:

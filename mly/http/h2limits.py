@@ -9,10 +9,22 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-__all__ = ["PREFACE", "H2Settings", "h2_available"]
+__all__ = ["PREFACE", "H2Settings", "h2_available", "hard_header_limit"]
 
 #: The client connection preface (RFC 9113 §3.4) that starts every HTTP/2 connection.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+#: The least decoded size of one header block that ends the connection (``hard_header_limit``).
+_HARD_HEADER_FLOOR = 1 << 20
+
+
+def hard_header_limit(max_header_list_size: int) -> int:
+    """The decoded size of one header block past which both engines end the connection
+    (GOAWAY ENHANCE_YOUR_CALM, RFC 9113 §10.5) instead of decoding on to answer 431: an HPACK
+    bomb (a few KB referring to one big table entry again and again) costs decoding time far
+    beyond its size, and no client sends that much by mistake."""
+    return max(_HARD_HEADER_FLOOR, 4 * max_header_list_size)
 
 
 def h2_available() -> bool:

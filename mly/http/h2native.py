@@ -20,6 +20,9 @@ request head, body chunk and stream close, and keeps the server's bounds:
   body up to ``front_body_limit`` is collected and answered from the memo at once, or
   by ``EvalFastPath.answer_post`` in a small task; anything else is an ASGI call.
 - Frames of every stream answered in one loop turn go out in one write.
+- A stream whose request body the server waits on for ``read_timeout`` seconds for one
+  line (the whole body, unless it is NDJSON) is reset (CANCEL), as in ``h2.py``
+  (``h2native_reads``).
 - A connection without open streams for ``idle_timeout`` seconds gets GOAWAY; a
   graceful stop sends GOAWAY and closes once the open streams are answered.
 """
@@ -35,7 +38,8 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mly._native.nghttp2 import Session, SessionError
 from mly.http.fast import EvalFastPath, eval_model_id
-from mly.http.h2limits import H2Settings
+from mly.http.h2limits import H2Settings, hard_header_limit
+from mly.http.h2native_reads import ReadWatch
 from mly.http.h2native_stream import DRAIN_MARK, H2Stream, request_scope
 from mly.http.responses import error_body
 from mly.service.body_hits import BodyLookup
@@ -67,7 +71,8 @@ class NativeH2Protocol(asyncio.Protocol):
         self.front = front if isinstance(front, EvalFastPath) and front.front_body_limit else None
         self.session = Session(self, max_concurrent_streams=settings.max_concurrent_streams,
                                stream_window=settings.stream_window, connection_window=settings.connection_window,
-                               max_header_list_size=settings.max_header_list_size)
+                               max_header_list_size=settings.max_header_list_size,
+                               hard_header_list_size=hard_header_limit(settings.max_header_list_size))
         self.streams: dict[int, H2Stream] = {}
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.scheme = "http"
@@ -79,6 +84,7 @@ class NativeH2Protocol(asyncio.Protocol):
         self.flush_scheduled = False
         self.watched: set[int] = set()  # streams whose answer may still wait for a window
         self.stalls: dict[int, asyncio.TimerHandle] = {}
+        self.reads = ReadWatch(self.loop, settings.read_timeout, self.read_overdue)
         self.idle_handle: asyncio.TimerHandle | None = None
         self.idle_since = 0.0
         self.write_handle: asyncio.TimerHandle | None = None
@@ -126,6 +132,7 @@ class NativeH2Protocol(asyncio.Protocol):
                 self.orphans += 1  # balanced by ``app_done``
             stream.wake()
         self.streams.clear()
+        self.reads.close()
         for handle in (self.idle_handle, self.write_handle, *self.stalls.values()):
             if handle is not None:
                 handle.cancel()
@@ -165,16 +172,20 @@ class NativeH2Protocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """uvicorn's graceful stop: GOAWAY now, close once the open streams have answered."""
-        if self.closing:
-            return
-        self.closing = True
-        if not self.streams:
-            self.session.terminate(NO_ERROR)
+        if self.go_away():
             self.flush()
-            self.transport.close()
-            return
-        self.session.goaway(NO_ERROR)  # names the last stream taken: those still finish
-        self.flush()
+
+    def go_away(self) -> bool:
+        """GOAWAY queued (not written: a Session callback may not write); close once the open
+        streams have answered. False when the connection was already going away."""
+        if self.closing:
+            return False
+        self.closing = True
+        if self.streams:
+            self.session.goaway(NO_ERROR)  # names the last stream taken: those still finish
+        else:
+            self.session.terminate(NO_ERROR)
+        return True
 
     # -- Session callbacks -----------------------------------------------------------------------
 
@@ -200,6 +211,7 @@ class NativeH2Protocol(asyncio.Protocol):
         if self.front is not None and not end and scope["method"] == "POST" and eval_model_id(scope["path"]):
             stream.front = True  # answered by ``answer`` once the body is in
             stream.app_running = True
+            self.reads.start(stream)
             return
         self.start_app(stream)
 
@@ -212,6 +224,7 @@ class NativeH2Protocol(asyncio.Protocol):
         if stream.front:
             stream.front_size += len(data)
             if stream.front_size > self.front.front_body_limit:  # type: ignore[union-attr]
+                self.reads.stop(stream)  # the app's ``receive`` waits from now on
                 stream.front = False
                 stream.app_running = False
                 self.start_app(stream)
@@ -224,6 +237,7 @@ class NativeH2Protocol(asyncio.Protocol):
             return
         stream.ended = True
         if stream.front:
+            self.reads.stop(stream)
             stream.front = False
             self.answer(stream)
         else:
@@ -237,6 +251,7 @@ class NativeH2Protocol(asyncio.Protocol):
         stream = self.streams.pop(sid, None)
         if stream is None:
             return
+        self.reads.stop(stream)
         if not stream.complete:
             stream.reset = True
             stream.wake()
@@ -255,9 +270,9 @@ class NativeH2Protocol(asyncio.Protocol):
             self.arm_idle()
 
     def on_goaway(self, last_stream_id: int) -> None:
-        self.closing = True  # the open streams still finish; the connection closes after them
-        if not self.streams:
-            self.session.terminate(NO_ERROR)
+        # The client opens no more streams but still reads the answers to its open ones (Go's
+        # ClientConn.Shutdown): answer them, then GOAWAY and close, as Go's server does.
+        self.go_away()
 
     # -- app calls -------------------------------------------------------------------------------
 
@@ -411,6 +426,14 @@ class NativeH2Protocol(asyncio.Protocol):
             stream.wake()
         self.session.reset(sid, CANCEL)
         self.schedule_flush()
+
+    def read_overdue(self, stream: H2Stream) -> None:
+        """The peer sent no more of ``stream``'s request for ``read_timeout`` seconds (``ReadWatch``)."""
+        log.info("HTTP/2 stream %d: the peer sent no more of its request for %.1f s; resetting it",
+                 stream.id, self.settings.read_timeout)
+        if stream.front:  # no app call: nothing more will read the body
+            stream.front = stream.app_running = False
+        self.reset(stream, CANCEL)
 
     def arm_idle(self) -> None:
         """The connection has no open stream from now: GOAWAY after ``idle_timeout`` unless one opens.

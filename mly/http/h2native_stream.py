@@ -71,7 +71,7 @@ class H2Stream:
     """One request/response exchange; the ASGI ``receive``/``send`` pair of its app call."""
 
     __slots__ = ("app_running", "body", "complete", "conn", "drained", "ended", "front", "front_size", "head", "id",
-                 "reset", "scope", "started", "waiter")
+                 "reset", "scope", "started", "wait_since", "waited", "waiter")
 
     def __init__(self, conn: NativeH2Protocol, stream_id: int, scope: dict[str, Any], ended: bool) -> None:
         self.conn = conn
@@ -88,6 +88,8 @@ class H2Stream:
         self.front_size = 0
         self.head: list[tuple[bytes, bytes]] | None = None  # response fields not submitted yet
         self.waiter: asyncio.Future[None] | None = None
+        self.waited = 0.0  # seconds spent waiting for the peer's body since the last full line
+        self.wait_since = 0.0  # loop time the current wait for the peer's body began
 
     async def wait(self) -> None:
         self.waiter = self.conn.loop.create_future()
@@ -102,9 +104,15 @@ class H2Stream:
 
     async def receive(self) -> dict[str, Any]:
         while not self.body and not self.ended and not self.reset:
-            await self.wait()
+            self.conn.reads.start(self)
+            try:
+                await self.wait()
+            finally:
+                self.conn.reads.stop(self)
         if self.body:
             data = self.body.popleft()
+            if b"\n" in data:  # a line is complete: the next one has a read timeout of its own
+                self.waited = 0.0
             self.conn.consume(self.id, len(data))
             more = bool(self.body) or not self.ended
             self.drained = not more

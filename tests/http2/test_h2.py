@@ -208,7 +208,7 @@ def test_an_eval_answer_that_fails_is_a_500_and_the_connection_goes_on(h2server:
     monkeypatch.setattr(EvalFastPath, "answer_post", failing)
     client = RawH2(h2server.port, timeout=1)
     try:
-        sid = client.request("POST", EVAL, orjson.dumps({**ROW, "i1": 987}))
+        sid = client.request("POST", EVAL, orjson.dumps({**ROW, "fl": 9.87}))  # a row nobody cached: answer_post runs
         client.read_until(lambda: sid in client.ended or sid in client.reset, limit=10)  # unanswered: fails in 10 s
         status, data = client.response(sid)
         assert status == 500 and orjson.loads(data)["status"] == "error"

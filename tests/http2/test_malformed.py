@@ -119,6 +119,22 @@ def test_trailers_without_end_stream_reset_their_stream(h2server: LiveServer) ->
         client.close()
 
 
+def test_trailers_after_the_server_reset_the_stream_are_ignored(h2server: LiveServer) -> None:
+    """A POST to the health check is answered 405 before its body is in, and the server stops the
+    upload (RST_STREAM NO_ERROR). Trailers the client sent before that reached it arrive on a closed
+    stream the server reset: ignored (RFC 9113 §5.1), not a connection error."""
+    client = RawH2(h2server.port)
+    try:
+        sid = client.request("POST", "/v1/api/health", b"x", end=False, headers=(JSON,))
+        client.read_until(lambda: sid in client.reset or client.terminated is not None)
+        assert client.reset.get(sid) == h2.errors.ErrorCodes.NO_ERROR and int(client.headers[sid][b":status"]) == 405
+        trailers = client.conn.encoder.encode([(b"x-checksum", b"0")])
+        client.sock.sendall(HeadersFrame(sid, data=trailers, flags=["END_HEADERS", "END_STREAM"]).serialize())
+        still_serves(client)
+    finally:
+        client.close()
+
+
 def test_plain_trailers_are_accepted(h2server: LiveServer) -> None:
     client = RawH2(h2server.port)
     try:

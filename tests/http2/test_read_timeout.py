@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import h2.errors
 import orjson
 import pytest
-from http2.h2_setup import ROW, h2_config
+from http2.h2_setup import ENGINES, ROW, engine_env, h2_config
 from http2.h2client import RawH2
 from live_server import LiveServer
 
@@ -21,11 +21,13 @@ NDJSON = (b"content-type", b"application/x-ndjson")
 READ_TIMEOUT_S = 1.5
 
 
-@pytest.fixture(scope="module")
-def server(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@pytest.fixture(scope="module", params=ENGINES)
+def server(request: pytest.FixtureRequest, model_dirs: dict[str, str],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     config = h2_config(model_dirs)
     config["Endpoint"].update(ReadTimeoutMs=int(READ_TIMEOUT_S * 1000), IdleTimeoutMs=30_000)
-    live = LiveServer(config, tmp_path_factory.mktemp("read_timeout"), protocol="mly").start()
+    with engine_env(request.param):
+        live = LiveServer(config, tmp_path_factory.mktemp("read_timeout"), protocol="mly").start()
     yield live
     live.stop()
 
