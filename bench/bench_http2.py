@@ -150,7 +150,7 @@ def protocol_only(work: Path, body: Path, rounds: int, requests: int) -> None:
                     break
                 except OSError:
                     time.sleep(0.1)
-        results: dict[str, list[tuple[float, float]]] = {mode: [] for mode in servers}
+        results: dict[str, list[tuple[float, ...]]] = {mode: [] for mode in servers}
         for _ in range(rounds):
             for mode, (proc, port) in servers.items():
                 before = cpu_seconds(proc.pid)
@@ -164,22 +164,33 @@ def protocol_only(work: Path, body: Path, rounds: int, requests: int) -> None:
             proc.wait(timeout=10)
 
 
-def report(results: dict[str, list[tuple[float, float]]]) -> None:
+def report(results: dict[str, list[tuple[float, ...]]]) -> None:
     def spread(values: list[float]) -> str:
         return f"{statistics.median(values):,.1f} ({min(values):,.1f}-{max(values):,.1f})"
 
-    print(f"{'case':<34} {'req/s':>28} {'server CPU us/request':>26}")
+    print(f"{'case':<34} {'req/s':>28} {'server CPU us/request':>26} {'p99 ms':>22}")
     for name, values in results.items():
-        print(f"{name:<34} {spread([r for r, _ in values]):>28} {spread([u for _, u in values]):>26}")
+        p99 = spread([v[2] for v in values]) if all(len(v) > 2 for v in values) else "-"
+        print(f"{name:<34} {spread([v[0] for v in values]):>28} {spread([v[1] for v in values]):>26} {p99:>22}")
+
+
+LAST_P99_MS = 0.0
+"""p99 latency of the last ``h2load`` run, from its per-request log (h2load prints no percentiles)."""
 
 
 def h2load(args: list[str]) -> float:
-    out = subprocess.run([*LOAD_CPU, "h2load", *args], capture_output=True, text=True, timeout=600).stdout
+    global LAST_P99_MS
+    with tempfile.NamedTemporaryFile(prefix="h2load-", suffix=".log") as log_file:
+        out = subprocess.run([*LOAD_CPU, "h2load", "--log-file", log_file.name, *args], capture_output=True,
+                             text=True, timeout=600).stdout
+        # One line per request: start time (us since the epoch), status, duration (us).
+        durations = sorted(int(line.split()[2]) for line in Path(log_file.name).read_text().splitlines() if line)
     done = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded", out)
     if not done or done.group(1) != done.group(2):
         raise SystemExit(f"h2load failed:\n{out}")
     match = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
     assert match is not None, out
+    LAST_P99_MS = durations[min(len(durations) - 1, int(len(durations) * 0.99))] / 1000 if durations else 0.0
     return float(match.group(1))
 
 
@@ -234,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = {f"{kind} {name if kind != 'tls' else name.replace('h2c', 'h2')}": (configs[kind], *shape)
              for kind in configs for name, shape in shapes.items()}
     cases = {name: case for name, case in cases.items() if any(part in name for part in args.only.split(","))}
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
+    results: dict[str, list[tuple[float, ...]]] = {name: [] for name in cases}
     # One server per (config, protocol, engine), up for every round: the rounds alternate between
     # them without a start (TensorFlow's import) each. HTTP/1.1 runs on the nghttp2 engine's
     # server (the engine plays no part in it).
@@ -255,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                 before = cpu_seconds(proc.pid)
                 rate = h2load([*load, *common])
                 cpu_us = (cpu_seconds(proc.pid) - before) / args.requests * 1e6
-                results[name].append((rate, cpu_us))
-                print(f"  round {round_no + 1} {name:<32} {rate:9.0f} req/s  {cpu_us:6.1f} us CPU/request", flush=True)
+                results[name].append((rate, cpu_us, LAST_P99_MS))
+                print(f"  round {round_no + 1} {name:<32} {rate:9.0f} req/s  {cpu_us:6.1f} us CPU/request  "
+                      f"p99 {LAST_P99_MS:6.2f} ms", flush=True)
     finally:
         for proc, _ in servers.values():
             proc.send_signal(signal.SIGINT)
