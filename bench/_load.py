@@ -51,6 +51,16 @@ def body(k: int) -> bytes:
             f'"price":{k // 100}.{k % 100:02d}}}').encode()
 
 
+
+def batch_body(ks: range) -> bytes:
+    """One batch request of the rows ``body(k)`` for ``k`` in ``ks`` (column per input)."""
+    import json
+
+    rows = [json.loads(body(k)) for k in ks]
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    return json.dumps({"batch_size": len(rows), **columns}, separators=(",", ":")).encode()
+
+
 # The same ``body`` in Lua; must stay in step with the Python one above.
 _LUA = r"""
 local C = {"ca","de","fr","gb","jp","us"}

@@ -33,11 +33,9 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-import orjson
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _commands import children, mly_serve_cmd, tree_cpu_seconds
-from _load import Loader, Workload, body, free_port, post, server
+from _load import Loader, Workload, batch_body, body, free_port, post, server
 from _report import spread as report_spread
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,13 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<10} before {spread(data['before'])} req/s, after {spread(data['after'])} req/s, "
               f"after/before {spread(ratio, '{:.3f}')}")
     return 0
-
-
-def batch_body(ks: range) -> bytes:
-    """One batch request of the rows ``body(k)`` for ``k`` in ``ks`` (column per input)."""
-    rows = [orjson.loads(body(k)) for k in ks]
-    columns = {name: [row[name] for row in rows] for name in rows[0]}
-    return orjson.dumps({"batch_size": len(rows), **columns})
 
 
 def ctr_misses(args: argparse.Namespace, checkouts: dict[str, str]) -> int:

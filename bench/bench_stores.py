@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))  # the real-server helpers the tests use
-from _load import Loader, Result, Workload, body, free_port, post, server
+from _load import Loader, Result, Workload, batch_body, body, free_port, post, server
 
 HOT_KEYS = 64
 EVAL = "/v1/api/model/ctr/eval"
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=["auto", "wrk", "asyncio"], default="auto")
     parser.add_argument("--no-pin", action="store_true", help="do not pin client and server with taskset")
     parser.add_argument("--model", help="an already built example model folder (default: build one)")
+    parser.add_argument("--batch", type=int, default=0, help="also hot N-row batches (64 distinct, every row stored)")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.warmup, args.rounds = 1, 0, 1
@@ -126,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="mly-bench-stores-") as work:
         loader = Loader(args.client, client_cpus, work)
+        batches = [batch_body(range(HOT_KEYS + b * args.batch, HOT_KEYS + (b + 1) * args.batch))
+                   for b in range(HOT_KEYS)] if args.batch else []
+        batch_file = os.path.join(work, "batches.txt")
+        Path(batch_file).write_bytes(b"\n".join(batches) + b"\n")
         model_dir = args.model or os.path.join(work, "model")
         if not args.model:
             subprocess.run([sys.executable, str(ROOT / "examples/build_model.py"), model_dir], check=True,
@@ -145,10 +150,13 @@ def main(argv: list[str] | None = None) -> int:
                     with server(mly_cmd(work, model_dir, port, kind, store), port, server_cpus) as base:
                         for k in range(HOT_KEYS):
                             post(base + EVAL, body(k))
-                        deadline = time.monotonic() + 10
-                        while stored_entries(kind, store) < HOT_KEYS:  # write-behind lands
+                        for data in batches:
+                            post(base + EVAL, data)
+                        wanted = HOT_KEYS * (1 + args.batch) if kind != "memory" else HOT_KEYS
+                        deadline = time.monotonic() + 30
+                        while stored_entries(kind, store) < wanted:  # write-behind lands
                             if time.monotonic() > deadline:
-                                raise RuntimeError(f"{kind}: the {HOT_KEYS} entries never reached the store")
+                                raise RuntimeError(f"{kind}: the {wanted} entries never reached the store")
                             time.sleep(0.05)
                         for c in levels:
                             if args.warmup:
@@ -157,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
                             results.setdefault((kind, c), []).append(r)
                             print(f"  .. round {i + 1} {kind:<9} c={c:<3} {r.rps:>7.0f} req/s  p50 {r.p50_ms:.2f} ms"
                                   f"  p99 {r.p99_ms:.2f} ms  errors {r.errors}", file=sys.stderr, flush=True)
+                            if args.batch:
+                                r = loader.run(base + EVAL, Workload("file", 0, batch_file), c, args.seconds)
+                                results.setdefault((f"{kind} x{args.batch}", c), []).append(r)
+                                print(f"  .. round {i + 1} {kind:<9} c={c:<3} x{args.batch} {r.rps:>7.0f} req/s  "
+                                      f"p99 {r.p99_ms:.2f} ms  errors {r.errors}", file=sys.stderr, flush=True)
         finally:
             for store in stores.values():
                 stop: Callable[[], None] | None = getattr(store, "kill", None)
@@ -164,17 +177,20 @@ def main(argv: list[str] | None = None) -> int:
                     stop()
 
     print(f"\nCache hits by tier (memory tier off for Redis/Aerospike), median (min-max) over {args.rounds} round(s)")
-    print(f"  {'tier':<28} {'c':>3} {'req/s':>20} {'p50 ms':>18} {'p99 ms':>19} {'req/s vs memory':>18}")
-    for c in levels:
-        base_rs = results.get(("memory", c), [])
+    print(f"  {'tier':<40} {'c':>3} {'req/s':>20} {'p50 ms':>18} {'p99 ms':>19} {'req/s vs memory':>18}")
+    shapes = ["", f" x{args.batch}"] if args.batch else [""]
+    cases = [(c, shape) for c in levels for shape in shapes]
+    for c, shape in cases:
+        base_rs = results.get((f"memory{shape}", c), [])
         for kind in stores:
-            rs = results.get((kind, c), [])
+            rs = results.get((f"{kind}{shape}", c), [])
             if not rs:
                 continue
             label = {"memory": "memory (in-process MRU)", "redis": "Redis L1", "aerospike": "Aerospike L1"}[kind]
+            label += f", {args.batch}-row batches" if shape else ""
             rel = [r.rps / b.rps for r, b in zip(rs, base_rs)] if base_rs else []
             errors = sum(r.errors for r in rs)
-            print(f"  {label:<28} {c:>3} {spread([r.rps for r in rs], '{:.0f}'):>20} "
+            print(f"  {label:<40} {c:>3} {spread([r.rps for r in rs], '{:.0f}'):>20} "
                   f"{spread([r.p50_ms for r in rs]):>18} {spread([r.p99_ms for r in rs]):>19} "
                   f"{spread(rel) + 'x' if rel else '':>18}{f'  ({errors} errors!)' if errors else ''}")
     return 0
