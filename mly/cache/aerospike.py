@@ -313,12 +313,16 @@ class AerospikeStore:
         self.read_only = store.read_only
         self._executor = ThreadPoolExecutor(max_workers=max_workers + 1, thread_name_prefix=f"mly-{store.name}")
         total_ms = store.config.get("policies", {}).get("batch", {}).get("total_timeout", 0)
-        self.queue_wait_s = total_ms / 2000 if total_ms > 0 else 0.0
-        """Longest wait for a read thread (then a miss, not a failure). The client bounds the time
-        on the wire by ``Timeout.Total`` itself, so a lookup's deadline may be this much longer."""
+        queue_wait_s = total_ms / 2000 if total_ms > 0 else 0.0
+        self.deadline_slack_s = queue_wait_s + total_ms / 1000
+        """How much longer than ``Timeout.Total`` the tiered cache may wait for a lookup. The wait
+        for a read thread is bounded here (then a miss, not a failure) and the client bounds the
+        time on the wire by ``Timeout.Total`` itself (a slow store still times out, in the client),
+        so the cache's own deadline is only a safety net; it must not fire because the event loop
+        was busy dispatching a burst of lookups."""
         self.reader = CoalescingReader(store.get_many, self._executor, slots=max_workers,
                                        max_batch_keys=max_batch_keys, max_queued_keys=max_queued_keys,
-                                       max_wait_s=self.queue_wait_s or None, name=store.name)
+                                       max_wait_s=queue_wait_s or None, name=store.name)
 
     @classmethod
     def from_connection(

@@ -14,8 +14,9 @@ The wait is bounded too: a lookup that would bring more than
 I/O, and one still waiting for a slot after ``max_wait_s`` is answered as a
 miss then. A busy store is not a failed one: only time on the wire may end in
 a timeout, so only a slow store trips its breaker. (The store tells the tiered
-cache its ``queue_wait_s``, which extends that lookup's deadline by the wait:
-the read itself still gets the whole ``Timeout.Total``.)
+cache its ``deadline_slack_s``, which extends that lookup's deadline by the wait
+and by the client's own bound on the wire: the read still gets the whole
+``Timeout.Total``, and a slow store times out in the client.)
 
 The merged read fails or times out as a whole, and every lookup in it gets that
 error (the breaker counts a cohort of failures once). Use from one event loop.

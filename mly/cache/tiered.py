@@ -259,9 +259,9 @@ class TieredCache:
         self, tier: _Tier, keys: list[str], pending: list[int], dict_hash: int, out: list[bytes | None]
     ) -> list[tuple[int, StoredRow]] | None:
         """Ask one store for the pending keys; fill ``out``; return the hits, ``None`` on failure."""
-        # A store that queues lookups for a thread (Aerospike) says how long: that wait is not time
-        # on the wire, so it does not count against the deadline.
-        timeout_s = self.timeout_s + getattr(tier.store, "queue_wait_s", 0.0)
+        # A store that bounds its own queue wait and wire time (Aerospike) says how much longer the
+        # deadline may be: time waiting for a thread is not time on the wire.
+        timeout_s = self.timeout_s + getattr(tier.store, "deadline_slack_s", 0.0)
         rows = await self._call(tier, tier.store.get_many, [keys[i] for i in pending], timeout_s=timeout_s)
         if rows is _FAILED or rows is _SKIPPED:
             return None
