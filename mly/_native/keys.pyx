@@ -12,7 +12,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.math cimport fabs, floor, isfinite, isinf, isnan, round, signbit
-from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int32_t, int64_t, uint32_t, uint64_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, free, malloc, realloc, strtod
 from libc.string cimport memchr, memcmp, memcpy, memset
@@ -564,6 +564,13 @@ cdef class KeyBuilder:
         """
         return _build_body(self, body, names, codes, max_rows)
 
+    def body_rows(self, body, tuple names, codes, precisions, rows, Py_ssize_t max_rows) -> object:
+        """Rows ``rows`` (indexes, in the order wanted) of a body ``build_body`` keys, one encoded
+        array per slot (``precisions[k]``: slot ``k``'s ``Precision``, 0 for none), or ``None``
+        when ``build_body`` would return ``None`` or the encoder would refuse a value
+        (``keys_body_rows.pxi``)."""
+        return _body_rows(self, body, names, codes, precisions, rows, max_rows)
+
     def build_row(self, values) -> str:
         """The key of one row given as Python (or numpy) scalars; ``None`` for empty slots."""
         cdef Py_ssize_t k
@@ -618,3 +625,4 @@ def round_precision(values, int precision, bint narrow):
 
 
 include "keys_body.pxi"
+include "keys_body_rows.pxi"

@@ -362,9 +362,59 @@ cdef int _jcolumn(const JCol* j, int code, const Slot* s, Col* c, void** owned) 
     return 0
 
 
+cdef Py_ssize_t _jplain(KeyBuilder kb, const unsigned char[::1] body, tuple names, codes, Py_ssize_t max_rows,
+                       JCol* jcols, Col* cols, void** owned, int64_t* batch_size) except -2:
+    """Parse ``body`` into ``jcols`` and check it is the plain shape ``build_body`` keys, filling
+    ``cols`` for ``_render_rows``; its number of rows, or -1 when the common path must decide.
+    The caller owns (and frees) the three arrays, ``n_slots + 1`` items each, zeroed."""
+    cdef Py_ssize_t n_slots = kb._n
+    cdef Py_ssize_t k, n_rows, seen
+    cdef const unsigned char* start
+    if len(names) != n_slots or len(codes) != n_slots:
+        raise ValueError(f"expected {n_slots} names and dtypes")
+    if body.shape[0] == 0:
+        return -1
+    start = &body[0]
+    seen = _jobject(start, start + body.shape[0], names, jcols, n_slots, batch_size)
+    if seen != n_slots:
+        return -1  # -1, or an input missing: the common path names it
+    if batch_size[0] == -1:  # one row: scalars only
+        n_rows = 1
+    elif 1 <= batch_size[0] <= max_rows:
+        n_rows = batch_size[0]
+    else:
+        return -1  # 0 (a row, or an error), or too large: the common path decides
+    for k in range(n_slots):
+        if jcols[k].array != (batch_size[0] != -1) or (jcols[k].m != n_rows and jcols[k].m != 1):
+            return -1
+        if batch_size[0] == -1 and codes[k] == 2:
+            return -1  # an int32 row always takes the encoding path (``KeySchema.key_if_plain``)
+        cols[k].step = 0 if jcols[k].m == 1 else 1
+        if _jcolumn(&jcols[k], codes[k], &kb._slots[k], &cols[k], &owned[k]):
+            return -1
+    return n_rows
+
+
+cdef void _jfree(JCol* jcols, Col* cols, void** owned, Py_ssize_t n_slots) noexcept:
+    cdef Py_ssize_t k
+    if jcols != NULL:
+        for k in range(n_slots):
+            free(jcols[k].v)
+    if cols != NULL:
+        for k in range(n_slots):
+            free(cols[k].sp)
+            free(cols[k].sn)
+    if owned != NULL:
+        for k in range(n_slots):
+            free(owned[k])
+    free(jcols)
+    free(cols)
+    free(owned)
+
+
 cdef object _build_body(KeyBuilder kb, const unsigned char[::1] body, tuple names, codes, Py_ssize_t max_rows):
     cdef Py_ssize_t n_slots = kb._n
-    cdef Py_ssize_t k, i, n_rows, seen
+    cdef Py_ssize_t i, n_rows
     cdef int64_t batch_size = -1
     cdef JCol* jcols = NULL
     cdef Col* cols = NULL
@@ -372,35 +422,15 @@ cdef object _build_body(KeyBuilder kb, const unsigned char[::1] body, tuple name
     cdef size_t* offs = NULL
     cdef TextBuf buf = TextBuf(NULL, 0, 0)
     cdef list result = []
-    cdef const unsigned char* start
-    if len(names) != n_slots or len(codes) != n_slots:
-        raise ValueError(f"expected {n_slots} names and dtypes")
-    if body.shape[0] == 0:
-        return None
-    start = &body[0]
     try:
         jcols = <JCol*>calloc(n_slots + 1, sizeof(JCol))
         cols = <Col*>calloc(n_slots + 1, sizeof(Col))
         owned = <void**>calloc(n_slots + 1, sizeof(void*))
         if jcols == NULL or cols == NULL or owned == NULL:
             raise MemoryError()
-        seen = _jobject(start, start + body.shape[0], names, jcols, n_slots, &batch_size)
-        if seen != n_slots:
-            return None  # -1, or an input missing: the common path names it
-        if batch_size == -1:  # one row: scalars only
-            n_rows = 1
-        elif 1 <= batch_size <= max_rows:
-            n_rows = batch_size
-        else:
-            return None  # 0 (a row, or an error), or too large: the common path decides
-        for k in range(n_slots):
-            if jcols[k].array != (batch_size != -1) or (jcols[k].m != n_rows and jcols[k].m != 1):
-                return None
-            if batch_size == -1 and codes[k] == 2:
-                return None  # an int32 row always takes the encoding path (``KeySchema.key_if_plain``)
-            cols[k].step = 0 if jcols[k].m == 1 else 1
-            if _jcolumn(&jcols[k], codes[k], &kb._slots[k], &cols[k], &owned[k]):
-                return None
+        n_rows = _jplain(kb, body, names, codes, max_rows, jcols, cols, owned, &batch_size)
+        if n_rows < 0:
+            return None
         offs = <size_t*>malloc((n_rows + 1) * sizeof(size_t))
         if offs == NULL or buf_reserve(&buf, n_rows * (16 * n_slots + 1)) < 0:
             raise MemoryError()
@@ -410,18 +440,6 @@ cdef object _build_body(KeyBuilder kb, const unsigned char[::1] body, tuple name
             result.append(PyUnicode_DecodeUTF8(buf.p + offs[i], offs[i + 1] - offs[i], "surrogatepass"))
         return result, batch_size != -1
     finally:
-        if jcols != NULL:
-            for k in range(n_slots):
-                free(jcols[k].v)
-        if cols != NULL:
-            for k in range(n_slots):
-                free(cols[k].sp)
-                free(cols[k].sn)
-        if owned != NULL:
-            for k in range(n_slots):
-                free(owned[k])
-        free(jcols)
-        free(cols)
-        free(owned)
+        _jfree(jcols, cols, owned, n_slots)
         free(offs)
         free(buf.p)

@@ -119,6 +119,14 @@ class KeySchema:
         which decides every error: this never refuses a body."""
         return self._builder.build_body(body, self._names, self._codes, max_rows)
 
+    def rows_of_body(self, body: bytes | bytearray, rows: Sequence[int], precisions: Sequence[int],
+                     max_rows: int) -> list[np.ndarray] | None:
+        """Rows ``rows`` of a body ``keys_of_body`` keys, one column per slot, encoded as
+        ``encode_columns`` encodes them (``precisions``: each slot's, 0 for none), without
+        a Python object per value; ``None`` for any body ``keys_of_body`` leaves to the common
+        path, or one holding a value the encoder would refuse: that path then names it."""
+        return self._builder.body_rows(body, self._names, self._codes, precisions, rows, max_rows)
+
     def key_if_plain(self, row: Mapping[str, Any]) -> str | None:
         """The key of a JSON row whose values all have exactly their input's plain
         type (str, int, float, bool), else ``None``.

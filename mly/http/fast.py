@@ -25,6 +25,7 @@ from mly.http.responses import error_body
 from mly.http.stream import is_ndjson, stream_eval
 from mly.logs.access import AccessLog
 from mly.service.body_hits import BodyLookup, lookup_body
+from mly.service.body_rows import evaluate_rows, read_rows
 from mly.service.generation import Generation
 from mly.service.memo import memo_key
 from mly.service.model_service import ModelService
@@ -299,7 +300,10 @@ class EvalFastPath:
                 rows = len(lookup.keys)
                 answer = self._all_hit(service, generation, lookup, key, started, read_started)
                 return answer, rows, rows, (0, rows, 0, 0)
-            if method == "GET":
+            read = read_rows(service, raw, lookup, self.max_batch_size) if lookup is not None else None
+            if read is not None:
+                pass  # a batch that partly hit: only the rows memory lacked were read (``body_rows``)
+            elif method == "GET":
                 query = raw.decode("latin-1")
                 request = parse_query(parse_qsl(query, keep_blank_values=True), generation.interface.dtypes)
             else:
@@ -308,6 +312,13 @@ class EvalFastPath:
             overhead.record_error((time.perf_counter_ns() - read_started) // 1000, "unmarshalError", str(exc))
             raise
         overhead.record((time.perf_counter_ns() - read_started) // 1000)
+        if read is not None:
+            rows_answer = await evaluate_rows(service, read)
+            if key and service.generation is generation and rows_answer.dict_hash == generation.dict_hash:
+                memo.put(key, rows_answer.rows, rows_answer.data)  # type: ignore[union-attr]
+            service.outcomes.record(rows_answer.rows, rows_answer.cached_rows)
+            return (envelope(rows_answer.dict_hash, started, rows_answer.data), rows_answer.rows, rows_answer.cached_rows,
+                    (0, *rows_answer.tiers))
         result = await service.evaluate(request, lookup)
         data = orjson.dumps(result.rows if result.batch else result.rows[0], option=orjson.OPT_SERIALIZE_NUMPY)
         if key and service.generation is generation and result.dict_hash == generation.dict_hash:

@@ -292,6 +292,8 @@ class ModelService:
                 results[i] = orjson.Fragment(value)
         if misses:
             await self._fill_misses(generation, cache, columns, keys, misses, results, deadline)
+            for i in misses:
+                results[i] = orjson.Fragment(results[i])
         return EvalResult(results, request.batch, generation.dict_hash, rows - len(misses), tuple(tally))
 
     async def _fill_misses(
@@ -303,14 +305,20 @@ class ModelService:
         misses: list[int],
         results: list[Any],
         deadline: float,
+        at: Mapping[int, int] | None = None,
     ) -> None:
+        """Evaluate (or wait for) the rows ``misses`` and put each one's JSON (bytes) in ``results``.
+
+        ``at``: where row ``i`` is in ``columns`` when they hold only some rows (``body_rows``);
+        ``None`` when they hold every row."""
         flight = generation.flight
         claim = flight.claim(keys if len(misses) == len(keys) else [keys[i] for i in misses], misses)
         if claim.owned:
-            if len(claim.owned) == len(keys):
+            owned = claim.owned if at is None else [at[i] for i in claim.owned]
+            if len(owned) == (len(keys) if at is None else len(at)):
                 subset = columns  # every row is this caller's to evaluate, in order
             else:
-                index = np.asarray(claim.owned, dtype=np.intp)
+                index = np.asarray(owned, dtype=np.intp)
                 subset = {name: column[index] for name, column in columns.items()}
             try:
                 computed = await self._evaluate(generation, subset, len(claim.owned), deadline)
@@ -323,19 +331,20 @@ class ModelService:
             flight.resolve(claim.keys, encoded)
             self._store(generation, cache, claim.keys, computed, encoded)
             for i, row_json in zip(claim.owned, encoded):
-                results[i] = orjson.Fragment(row_json)
+                results[i] = row_json
         for i, future in claim.waiting.items():
             remaining = deadline - asyncio.get_running_loop().time()
             try:
-                results[i] = orjson.Fragment(await asyncio.wait_for(asyncio.shield(future), max(remaining, 0)))
+                results[i] = await asyncio.wait_for(asyncio.shield(future), max(remaining, 0))
             except TimeoutError:
                 raise self._deadline_error() from None
             except OwnRowNeeded:
-                own = columns if type(columns) is DeferredRow else {n: c[i : i + 1] for n, c in columns.items()}
+                j = i if at is None else at[i]
+                own = columns if type(columns) is DeferredRow else {n: c[j : j + 1] for n, c in columns.items()}
                 computed = await self._evaluate(generation, own, 1, deadline)
                 encoded = [orjson.dumps(computed[0], option=orjson.OPT_SERIALIZE_NUMPY)]
                 self._store(generation, cache, [keys[i]], computed, encoded)
-                results[i] = orjson.Fragment(encoded[0])
+                results[i] = encoded[0]
 
     def _store(self, generation: Generation, cache: TieredCache, keys: Sequence[str], computed: Sequence[Any],
                encoded: Sequence[bytes]) -> None:

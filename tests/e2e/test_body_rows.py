@@ -1,0 +1,145 @@
+"""A batch body some of whose rows are cached is answered from its bytes: its keys and the
+rows it lacks are read natively, only those rows are encoded and evaluated, and the answer is
+the rows' JSON joined. Byte for byte the answer, counters and errors of the common path (parse
+every row, encode every row, serialise a list of fragments), which answers the same body when
+one string is written as an escape (the native reader leaves such bodies alone)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from live_server import LiveServer
+
+import mly.http.fast as fast
+import mly.service.model_service as model_service
+from mly.common.request import encode_columns, parse_body
+from mly.errors import MlyError
+from mly.http.responses import error_body
+
+EVAL = "/v1/api/model/sli/eval"
+_TIME = re.compile(rb'"serviceTimeMcs":\d+')
+#: Rows of the ``sli`` model no other test sends (``fl`` on a grid of its own).
+ROWS = [{"sa": sa, "sl": sl, "i1": i1, "fl": fl} for sa, sl, i1, fl in [
+    ("a", "b", 10, 61.01), ("b", "zz", 20, 61.02), ("zz", "a", 999, 61.03), ("c", "c", 30, 61.04),
+    ("a", "a", 40, 61.05), ("b", "b", 50, 61.06), ("c", "zz", 60, 61.07), ("zz", "zz", 70, 61.08),
+]]
+
+
+def body(rows: list[dict[str, Any]], **columns: list[Any]) -> bytes:
+    """A batch of ``rows``; ``columns`` replace whole columns (one value broadcasts)."""
+    return orjson.dumps({"batch_size": len(rows), **{name: [r[name] for r in rows] for name in rows[0]}, **columns})
+
+
+def common(raw: bytes) -> bytes:
+    """The same batch with its first ``sa`` value's first character written as an escape."""
+    head = b'"sa":["'
+    at = raw.index(head) + len(head)
+    return raw[:at] + b"\\u%04x" % raw[at] + raw[at + 1:]
+
+
+def untimed(answer: bytes) -> bytes:
+    return _TIME.sub(b'"serviceTimeMcs":0', answer)
+
+
+def stats(client: httpx.Client) -> dict[str, Any]:
+    return dict(client.get("/v1/api/model/sli/meta/stats").json())
+
+
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """One entry per body the server parsed into Python objects or encoded whole while the test ran."""
+    calls: list[int] = []
+
+    def counting(original: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            return original(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(fast, "parse_body", counting(fast.parse_body))
+    monkeypatch.setattr(model_service, "encode_columns", counting(model_service.encode_columns))
+    yield calls
+
+
+def forget(server: LiveServer) -> None:
+    """Drop every cached row of ``sli``, as a reload with the same dictionary does."""
+    cache = server.registry.get("sli").cache
+    assert cache is not None
+    cache.forget_older_entries()
+
+
+@pytest.mark.parametrize(("cached", "batch"), [
+    ([0, 1, 2, 3, 4, 5], [0, 1, 6, 2, 3, 4, 7, 5]),  # misses among hits
+    ([1, 2, 3], [0, 1, 2, 3, 4]),  # misses first and last
+    ([0], [0, 5, 6, 7]),  # one hit
+    ([2, 3], [6, 2, 6, 3]),  # a missing row twice: the second waits for the first
+], ids=["middle", "ends", "one-hit", "repeated-miss"])
+def test_a_partly_cached_batch_is_answered_from_its_bytes_as_the_common_path_answers_it(
+        server: LiveServer, parsed: list[int], cached: list[int], batch: list[int]) -> None:
+    hits, misses = [i for i in batch if i in cached], sorted({i for i in batch if i not in cached})
+    raw = body([ROWS[i] for i in batch])
+    service = server.registry.get("sli")
+    answers, deltas, evaluated = [], [], []
+    with server.client() as client:
+        for send in (raw, common(raw)):  # the native path, then the common path on the same cache state
+            forget(server)
+            assert client.post(EVAL, content=common(body([ROWS[i] for i in cached]))).status_code == 200
+            calls, rows_before, before = len(parsed), service.rows_evaluated, stats(client)
+            answers.append(client.post(EVAL, content=send))
+            deltas.append((stats(client), before))
+            evaluated.append(service.rows_evaluated - rows_before)
+            if send is raw:
+                assert len(parsed) == calls, "a partly cached plain batch is neither parsed nor encoded whole"
+    assert [a.status_code for a in answers] == [200, 200]
+    assert untimed(answers[0].content) == untimed(answers[1].content)
+    assert evaluated == [len(misses), len(misses)]  # only the rows the cache lacked, each once
+    for after, before in deltas:
+        assert after["cache"]["hitsMemory"] - before["cache"]["hitsMemory"] == len(hits)
+        assert after["rows"]["cachedRows"] - before["rows"]["cachedRows"] == len(hits)
+        assert after["rows"]["requestsPartlyCached"] - before["rows"]["requestsPartlyCached"] == 1
+    with server.client() as client:  # what was evaluated was stored: the same body now hits whole
+        assert untimed(client.post(EVAL, content=raw).content) == untimed(answers[0].content)
+
+
+def test_a_broadcast_column_is_evaluated_as_the_common_path_evaluates_it(server: LiveServer) -> None:
+    raw = body([ROWS[i] for i in (0, 1, 2)], fl=[61.09])
+    with server.client() as client:
+        answers = []
+        for send in (raw, common(raw)):
+            forget(server)
+            assert client.post(EVAL, content=common(body([ROWS[1]], fl=[61.09]))).status_code == 200
+            answers.append(client.post(EVAL, content=send))
+    assert [a.status_code for a in answers] == [200, 200]
+    assert untimed(answers[0].content) == untimed(answers[1].content)
+
+
+def common_path_error(server: LiveServer, raw: bytes) -> tuple[int, bytes]:
+    """The status and body the common path's own parsing and encoding give ``raw``."""
+    generation = server.registry.get("sli").current
+    try:
+        encode_columns(parse_body(raw), generation.interface.dtypes, generation.encoders)
+    except MlyError as exc:
+        return exc.status, error_body(str(exc))
+    raise AssertionError(f"the common path accepts {raw!r}")
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    (b'"i1":[10,20,', b'"i1":[10,"20",'),
+    (b"61.02", b"1e39"),  # out of range for float32
+    (b'"sa":["a","b"', b'"sa":["a",null'),
+    (b'"i1":[10,20,', b'"i1":[10,9223372036854775808,'),  # past int64
+    (b'{"batch_size":3,', b'{"batch_size":3,"extra":[1,2,3],'),
+], ids=["wrong-type", "float-range", "null", "int-range", "unknown-field"])
+def test_an_error_in_a_missing_row_is_the_common_paths(server: LiveServer, old: bytes, new: bytes) -> None:
+    raw = body([ROWS[0], ROWS[1], ROWS[2]])
+    assert old in raw
+    raw = raw.replace(old, new)
+    with server.client() as client:
+        assert client.post(EVAL, content=body([ROWS[0], ROWS[2]])).status_code == 200  # rows 0 and 2 hit
+        answer = client.post(EVAL, content=raw)
+    assert (answer.status_code, answer.content) == common_path_error(server, raw)
