@@ -26,8 +26,8 @@ class KeyBuilder:
         self, body: bytes | bytearray, names: tuple[bytes, ...], codes: Sequence[int], max_rows: int
     ) -> tuple[list[str], bool] | None: ...
     def body_rows(
-        self, body: bytes | bytearray, names: tuple[bytes, ...], codes: Sequence[int], precisions: Sequence[int],
-        rows: Sequence[int], max_rows: int,
+        self, body: bytes | bytearray, names: tuple[bytes, ...], codes: Sequence[int], scales: tuple[float, ...],
+        rows: list[int], max_rows: int,
     ) -> list[npt.NDArray[Any]] | None: ...
     def build_row(self, values: Sequence[object]) -> str: ...
 

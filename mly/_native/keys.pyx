@@ -564,12 +564,12 @@ cdef class KeyBuilder:
         """
         return _build_body(self, body, names, codes, max_rows)
 
-    def body_rows(self, body, tuple names, codes, precisions, rows, Py_ssize_t max_rows) -> object:
+    def body_rows(self, body, tuple names, codes, tuple scales, list rows, Py_ssize_t max_rows) -> object:
         """Rows ``rows`` (indexes, in the order wanted) of a body ``build_body`` keys, one encoded
-        array per slot (``precisions[k]``: slot ``k``'s ``Precision``, 0 for none), or ``None``
-        when ``build_body`` would return ``None`` or the encoder would refuse a value
-        (``keys_body_rows.pxi``)."""
-        return _body_rows(self, body, names, codes, precisions, rows, max_rows)
+        array per slot, or ``None`` when ``build_body`` would return ``None`` or the encoder would
+        refuse a value (``keys_body_rows.pxi``). ``scales[k]``: ``float(f"1e{Precision}")`` of
+        slot ``k``'s input where the encoder rounds it, else 0."""
+        return _body_rows(self, body, names, codes, scales, rows, max_rows)
 
     def build_row(self, values) -> str:
         """The key of one row given as Python (or numpy) scalars; ``None`` for empty slots."""

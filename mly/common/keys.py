@@ -89,6 +89,7 @@ class KeySchema:
         self._row_checks = tuple((s.name, _SCALAR_TYPES.get(s.dtype)) for s in self.slots)
         self._codes = tuple(_DTYPE_CODES[s.dtype] for s in self.slots)
         self._names = tuple(s.name.encode("utf-8") for s in self.slots)
+        self._scales: dict[tuple[int, ...], tuple[float, ...]] = {}
 
     @property
     def keyed(self) -> frozenset[str]:
@@ -119,13 +120,17 @@ class KeySchema:
         which decides every error: this never refuses a body."""
         return self._builder.build_body(body, self._names, self._codes, max_rows)
 
-    def rows_of_body(self, body: bytes | bytearray, rows: Sequence[int], precisions: Sequence[int],
+    def rows_of_body(self, body: bytes | bytearray, rows: list[int], precisions: tuple[int, ...],
                      max_rows: int) -> list[np.ndarray] | None:
         """Rows ``rows`` of a body ``keys_of_body`` keys, one column per slot, encoded as
         ``encode_columns`` encodes them (``precisions``: each slot's, 0 for none), without
         a Python object per value; ``None`` for any body ``keys_of_body`` leaves to the common
         path, or one holding a value the encoder would refuse: that path then names it."""
-        return self._builder.body_rows(body, self._names, self._codes, precisions, rows, max_rows)
+        scales = self._scales.get(precisions)
+        if scales is None:
+            # The encoder's own scale (``encode._floats``), worked out once per set of precisions.
+            scales = self._scales[precisions] = tuple(float(f"1e{p}") if p > 0 else 0.0 for p in precisions)
+        return self._builder.body_rows(body, self._names, self._codes, scales, rows, max_rows)
 
     def key_if_plain(self, row: Mapping[str, Any]) -> str | None:
         """The key of a JSON row whose values all have exactly their input's plain
