@@ -293,9 +293,9 @@ cdef Py_ssize_t _jobject(const unsigned char* p, const unsigned char* end, tuple
             return -1
 
 
-cdef int _jcolumn(const JCol* j, int code, const Slot* s, Col* c, void** owned) except -1:
+cdef int _jcolumn(const JCol* j, int code, const Slot* s, Col* c, void** owned, bint fill=True) except -1:
     """``j``'s values as the column ``_render_rows`` takes; 1 when they are not all of the input's
-    plain JSON type (``build_plain``'s rules), 0 when done."""
+    plain JSON type (``build_plain``'s rules), 0 when done. ``fill`` False: only the checks."""
     cdef Py_ssize_t i, m = j.m
     cdef int want = 0
     cdef int64_t* idata
@@ -318,7 +318,9 @@ cdef int _jcolumn(const JCol* j, int code, const Slot* s, Col* c, void** owned) 
             return 1
         if code == 3 and isinf(<float>j.v[i].f):
             return 1
-    if want == J_STR:
+    if not fill:
+        c.src = SRC_STR if want == J_STR else SRC_I64 if want == J_INT else SRC_F64 if want == J_FLOAT else SRC_BOOL
+    elif want == J_STR:
         c.sp = <const char**>malloc(m * sizeof(char*))
         c.sn = <Py_ssize_t*>malloc(m * sizeof(Py_ssize_t))
         if c.sp == NULL or c.sn == NULL:
@@ -363,10 +365,10 @@ cdef int _jcolumn(const JCol* j, int code, const Slot* s, Col* c, void** owned) 
 
 
 cdef Py_ssize_t _jplain(KeyBuilder kb, const unsigned char[::1] body, tuple names, codes, Py_ssize_t max_rows,
-                       JCol* jcols, Col* cols, void** owned, int64_t* batch_size) except -2:
+                       JCol* jcols, Col* cols, void** owned, int64_t* batch_size, bint fill=True) except -2:
     """Parse ``body`` into ``jcols`` and check it is the plain shape ``build_body`` keys, filling
-    ``cols`` for ``_render_rows``; its number of rows, or -1 when the common path must decide.
-    The caller owns (and frees) the three arrays, ``n_slots + 1`` items each, zeroed."""
+    ``cols`` for ``_render_rows`` (unless not ``fill``); its number of rows, or -1 when the common
+    path must decide. The caller owns (and frees) the three arrays, ``n_slots + 1`` items each, zeroed."""
     cdef Py_ssize_t n_slots = kb._n
     cdef Py_ssize_t k, n_rows, seen
     cdef const unsigned char* start
@@ -390,7 +392,7 @@ cdef Py_ssize_t _jplain(KeyBuilder kb, const unsigned char[::1] body, tuple name
         if batch_size[0] == -1 and codes[k] == 2:
             return -1  # an int32 row always takes the encoding path (``KeySchema.key_if_plain``)
         cols[k].step = 0 if jcols[k].m == 1 else 1
-        if _jcolumn(&jcols[k], codes[k], &kb._slots[k], &cols[k], &owned[k]):
+        if _jcolumn(&jcols[k], codes[k], &kb._slots[k], &cols[k], &owned[k], fill):
             return -1
     return n_rows
 

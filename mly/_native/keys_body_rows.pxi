@@ -119,7 +119,7 @@ cdef object _body_rows(KeyBuilder kb, const unsigned char[::1] body, tuple names
         wanted = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
         if jcols == NULL or cols == NULL or owned == NULL or wanted == NULL:
             raise MemoryError()
-        n_rows = _jplain(kb, body, names, codes, max_rows, jcols, cols, owned, &batch_size)
+        n_rows = _jplain(kb, body, names, codes, max_rows, jcols, cols, owned, &batch_size, False)
         if n_rows < 0:
             return None
         for i in range(n):
