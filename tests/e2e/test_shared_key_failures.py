@@ -56,3 +56,42 @@ def test_a_waiter_evaluates_its_own_row_when_the_owner_failed(checked_server: Li
     assert answers["a"].status_code == 500 and "x must be >= 0" in answers["a"].json()["error"]
     assert answers["b"].status_code == 200, answers["b"].text
     assert answers["b"].json()["data"] == {"y": 2.0}
+
+
+def test_a_partly_cached_batch_waiting_on_a_failed_owner_evaluates_that_row_itself(
+        checked_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, with B a batch read from its bytes (``body_rows``): 2.0 is cached, B owns 3.0 and
+    waits on A's 5.0. When A fails, B evaluates 5.0 from the columns of the rows it read, where
+    that row is second, not third as in the body. (Values of their own: the server's cache
+    outlives each test.)"""
+    import mly.http.fast as fast
+
+    server = checked_server
+    flight = server.registry.get("chk").current.flight
+    answers: dict[str, httpx.Response] = {}
+    parsed: list[bytes] = []
+    parse_body = fast.parse_body
+    monkeypatch.setattr(fast, "parse_body", lambda raw, **kw: parsed.append(bytes(raw)) or parse_body(raw, **kw))
+
+    def send(name: str, body: dict) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            answers[name] = client.post("/v1/api/model/chk/eval", json=body)
+
+    send("cached", {"x": 2.0})
+    gate = threading.Event()
+    busy = server.registry.executor.submit(gate.wait, 60)
+    a = threading.Thread(target=send, args=("a", {"batch_size": 2, "x": [5.0, -2.0]}))
+    a.start()
+    wait_until(lambda: len(flight) == 2, "A to own both rows", timeout_s=30)
+    b = threading.Thread(target=send, args=("b", {"batch_size": 3, "x": [2.0, 3.0, 5.0]}))
+    b.start()
+    wait_until(lambda: any(f is not None for f in flight._inflight.values()), "B to wait on A", timeout_s=30)
+    gate.set()
+    busy.result(timeout=30)
+    a.join(timeout=30)
+    b.join(timeout=30)
+    assert answers["cached"].status_code == 200
+    assert answers["a"].status_code == 500 and "x must be >= 0" in answers["a"].json()["error"]
+    assert answers["b"].status_code == 200, answers["b"].text
+    assert answers["b"].json()["data"] == [answers["cached"].json()["data"], {"y": 6.0}, {"y": 10.0}]
+    assert not [raw for raw in parsed if b'"batch_size": 3' in raw], "B was read from its bytes"
