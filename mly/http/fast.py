@@ -313,12 +313,11 @@ class EvalFastPath:
             raise
         overhead.record((time.perf_counter_ns() - read_started) // 1000)
         if read is not None:
-            rows_answer = await evaluate_rows(service, read)
-            if key and service.generation is generation and rows_answer.dict_hash == generation.dict_hash:
-                memo.put(key, rows_answer.rows, rows_answer.data)  # type: ignore[union-attr]
-            service.outcomes.record(rows_answer.rows, rows_answer.cached_rows)
-            return (envelope(rows_answer.dict_hash, started, rows_answer.data), rows_answer.rows, rows_answer.cached_rows,
-                    (0, *rows_answer.tiers))
+            done = await evaluate_rows(service, read)
+            if key and service.generation is generation and done.dict_hash == generation.dict_hash:
+                memo.put(key, done.rows, done.data)  # type: ignore[union-attr]
+            service.outcomes.record(done.rows, done.cached_rows)
+            return envelope(done.dict_hash, started, done.data), done.rows, done.cached_rows, (0, *done.tiers)
         result = await service.evaluate(request, lookup)
         data = orjson.dumps(result.rows if result.batch else result.rows[0], option=orjson.OPT_SERIALIZE_NUMPY)
         if key and service.generation is generation and result.dict_hash == generation.dict_hash:
