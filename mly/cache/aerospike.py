@@ -64,6 +64,7 @@ __all__ = [
     "AerospikeStore",
     "SyncAerospikeStore",
     "aerospike_client_config",
+    "connect_problem",
     "narrow_float",
     "ttl_seconds",
 ]
@@ -72,6 +73,7 @@ _T = TypeVar("_T")
 _RESULT_OK = 0
 _RESULT_NOT_FOUND = 2
 _RESULT_TIMEOUT = 9
+_RESULT_SECURITY_NOT_SUPPORTED = 51
 _UNAVAILABLE_RESULTS = frozenset({
     -16,  # batch failed
     -15,  # no response
@@ -122,12 +124,25 @@ def aerospike_client_config(connection: Connection) -> dict[str, Any]:
         "total_timeout": timeout.ms(timeout.total),
         "max_retries": COMMAND_RETRIES,
     }
-    return {
+    config: dict[str, Any] = {
         "hosts": connection.seeds,
         "connect_timeout": timeout.ms(timeout.connection),
         "tend_interval": TEND_INTERVAL_MS,
         "policies": {"read": dict(base), "batch": dict(base), "write": dict(base)},
     }
+    if connection.username:  # the config check requires Password with it
+        config["user"] = connection.username
+        config["password"] = connection.password
+    return config
+
+
+def connect_problem(exc: BaseException) -> str:
+    """Why a connect failed, in words an operator can act on (never the password)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if getattr(exc, "code", None) == _RESULT_SECURITY_NOT_SUPPORTED:
+        text += (" (this server has security off, as Community Edition always has: it accepts no "
+                 "Username/Password; remove them, or enable security on an Enterprise server)")
+    return text
 
 
 def narrow_float(value: float) -> float:
@@ -234,7 +249,7 @@ class SyncAerospikeStore:
                 try:
                     self._client = self._aerospike.client(self.config).connect()
                 except self._errors.AerospikeError as exc:
-                    raise StoreUnavailableError(self.name, f"connect: {exc}") from exc
+                    raise StoreUnavailableError(self.name, f"connect: {connect_problem(exc)}") from exc
             return self._client
 
     def _call(self, fn: Callable[[Any], _T]) -> _T:
