@@ -138,7 +138,9 @@ def aerospike_client_config(connection: Connection) -> dict[str, Any]:
         "tend_interval": TEND_INTERVAL_MS,
         "policies": {"read": dict(base), "batch": dict(base), "write": dict(base)},
     }
-    if connection.username:  # the config check requires Password with it
+    # Both or no login: a Python client reading meta/config gets the user but never the password
+    # (ClientOptions.store_passwords gives it one).
+    if connection.username and connection.password:
         config["user"] = connection.username
         config["password"] = connection.password
     return config

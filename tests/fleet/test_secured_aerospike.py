@@ -8,6 +8,7 @@ What cannot be tried here, with no Enterprise server: a correct login, and a wro
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,9 @@ def test_the_password_comes_from_the_environment_and_reaches_the_client(
     plain = aerospike_client_config(parse_config(
         {**config(aero, "model"), "Connections": [{"ID": "secure", "Hostnames": "h"}]}).connections[0])
     assert "user" not in plain and "password" not in plain  # no login without a user
+    # A Python client reading meta/config gets the user only: no login until it is given the password.
+    shown = load_config(path).connections[0]
+    assert "user" not in aerospike_client_config(dataclasses.replace(shown, password=""))
 
 
 @pytest.mark.parametrize(("given", "missing"), [({"Username": "mly"}, "Password"), ({"Password": "x"}, "Username")])
@@ -117,5 +121,15 @@ def test_no_endpoint_shows_the_secret(aero: AerospikeServer, model_dirs: dict[st
         assert all(SECRET not in text for text in shown)
         assert all('"Username":"mly"' in text and "Password" not in text for text in shown)
         assert answer.status_code == 200  # the store refuses the login: a miss, computed
+        # A Python client logs in only when given the password itself, and is refused as the server was.
+        from mly.client import Client, ClientOptions
+
+        row = {"sa": "a", "sl": "b", "i1": 20, "fl": 1.5}
+        for passwords, refused in ((None, False), ({"secure": SECRET}, True)):
+            with Client("sli", server.url.removeprefix("http://"),
+                        options=ClientOptions(store_passwords=passwords)) as client:
+                assert client.predict(row).data == answer.json()["data"]
+                assert client.cache is not None and client.cache.l1 is not None
+                assert (client.cache.l1.breaker.opened == 1) is refused
     finally:
         server.stop()
