@@ -4,6 +4,7 @@ One command, one run, figures printed, nothing asserted (see bench/README.md)::
 
     python bench/bench_stores.py            # ~1.5 minutes: 3 rounds x 3 servers x c=16,64, 3 s per case
     python bench/bench_stores.py --quick    # smoke run: 1 round, 1 s per case
+    python bench/bench_stores.py --stores memory,aerospike   # only these tiers
 
 A hot keyspace of 64 keys, all pre-warmed, so every request is a cache hit, against the
 same model served three ways: the in-process memory tier only; Redis as L1 with no
@@ -77,24 +78,25 @@ def stored_entries(kind: str, store: Any) -> int:
         return sum(1 for _ in client.query("test", DATASET).results())
 
 
-def start_stores(workdir: Path) -> dict[str, Any]:
-    stores: dict[str, Any] = {"memory": None}
-    if shutil.which("redis-server"):
+def start_stores(workdir: Path, kinds: list[str]) -> dict[str, Any]:
+    """The tiers named in ``kinds`` that can run here; a store that is missing is skipped with a note."""
+    stores: dict[str, Any] = {"memory": None} if "memory" in kinds else {}
+    if "redis" in kinds and not shutil.which("redis-server"):
+        print("NOTE: redis-server not found: the Redis row is skipped")
+    elif "redis" in kinds:
         from redis_server import RedisServer
 
         redis = RedisServer("bench", workdir)
         redis.start()
         stores["redis"] = redis
-    else:
-        print("NOTE: redis-server not found: the Redis row is skipped")
     import aerospike_server
 
-    if aerospike_server.tools_available():
+    if "aerospike" in kinds and not aerospike_server.tools_available():
+        print(f"NOTE: no Aerospike bundle at {aerospike_server.tools_dir()}: the Aerospike row is skipped")
+    elif "aerospike" in kinds:
         aero = aerospike_server.AerospikeServer("bench", workdir / "aerospike")
         aero.start()
         stores["aerospike"] = aero
-    else:
-        print(f"NOTE: no Aerospike bundle at {aerospike_server.tools_dir()}: the Aerospike row is skipped")
     return stores
 
 
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pin", action="store_true", help="do not pin client and server with taskset")
     parser.add_argument("--model", help="an already built example model folder (default: build one)")
     parser.add_argument("--batch", type=int, default=0, help="also hot N-row batches (64 distinct, every row stored)")
+    parser.add_argument("--stores", default="memory,redis,aerospike",
+                        help="tiers to measure, comma-separated (default memory,redis,aerospike)")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.warmup, args.rounds = 1, 0, 1
@@ -135,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.model:
             subprocess.run([sys.executable, str(ROOT / "examples/build_model.py"), model_dir], check=True,
                            capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        stores = start_stores(Path(work))
+        kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
+        unknown = sorted(set(kinds) - {"memory", "redis", "aerospike"})
+        if unknown:
+            parser.error(f"--stores: unknown tier(s) {', '.join(unknown)} (memory, redis, aerospike)")
+        stores = start_stores(Path(work), kinds)
         try:
             print(f"mly cache-tier benchmark: hot keyspace of {HOT_KEYS} pre-warmed keys (every request a hit), "
                   f"{args.rounds} round(s), {args.seconds} s per case after {args.warmup} s warm-up; "

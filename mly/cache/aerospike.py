@@ -25,21 +25,29 @@ absent and comes back absent. (Sent as a ``None`` bin it would be a bin delete,
 which the server refuses in a replacing write: the whole record would be lost.)
 
 Connections (Go's ``Connections[]``): every ``Hostnames`` entry is a seed, TLS is
-off, ``Timeout.Connection`` is the connect timeout, ``Socket``/``Total`` the
-socket and total timeouts of reads, batch reads and writes. A failed command is
+off, ``Username``/``Password`` (mly's addition) log the client in (security is an
+Enterprise feature: Community Edition refuses any login), ``Timeout.Connection`` is
+the connect timeout, ``Socket``/``Total`` the socket and total timeouts of reads,
+batch reads and writes. A failed command is
 retried once at once (the client takes a fresh connection); after a server
 restart the client finds the node again by itself within its tend interval.
 
 The official client is blocking. ``SyncAerospikeStore`` is the plain store (for
 the sync client); ``AerospikeStore`` runs the same calls in a small dedicated
 thread pool so the event loop never blocks on the network. Its lookups go
-through a ``CoalescingReader``: those that arrive while every read thread is
-busy are read together in one batch, so a burst does not queue one read per
+through a ``CoalescingReader``: those that arrive while a read is in flight are
+read together in the next batch, so a burst does not queue one read per
 lookup (whose wait the lookup deadline would count as the store being slow),
 and the wait is bounded (past ``max_queued_keys`` waiting keys, or half of
 ``Timeout.Total`` waiting, a lookup is a miss, not a failure). The client connects
 lazily on first use, and again on the next call if that failed, so a cluster
 that was down at start-up is picked up by the breaker's probe.
+
+A hit is decoded once, on the read thread: the client's bins dict becomes the row's
+fields, and for the default storable (``json_rows``) the row JSON the memory tier would
+hold is built there too, so the event loop only joins it into the answer. Per 32-row
+lookup on one core, the client's batch read itself (about 2 µs a record, mostly building
+its Python result objects) is the larger part of what a hit costs.
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import orjson
+
 from mly.cache.base import DICT_HASH_FIELD, StoredRow, StoreUnavailableError, StoreWriteError, effective_ttl_ms
 from mly.cache.coalesce import DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_QUEUED_KEYS, CoalescingReader
 
@@ -62,6 +72,7 @@ __all__ = [
     "AerospikeStore",
     "SyncAerospikeStore",
     "aerospike_client_config",
+    "connect_problem",
     "narrow_float",
     "ttl_seconds",
 ]
@@ -70,6 +81,7 @@ _T = TypeVar("_T")
 _RESULT_OK = 0
 _RESULT_NOT_FOUND = 2
 _RESULT_TIMEOUT = 9
+_RESULT_SECURITY_NOT_SUPPORTED = 51
 _UNAVAILABLE_RESULTS = frozenset({
     -16,  # batch failed
     -15,  # no response
@@ -87,6 +99,7 @@ COMMAND_RETRIES = 1
 """Retries of a failed command, on a fresh connection; the breaker handles the rest."""
 TEND_INTERVAL_MS = 500
 """How often the client refreshes the cluster map; bounds how long a restarted node stays unseen."""
+_FLOAT32 = struct.Struct("<f")
 
 
 def _import_aerospike() -> Any:
@@ -97,14 +110,6 @@ def _import_aerospike() -> Any:
             "an Aerospike datastore needs the aerospike client: pip install 'mly[aerospike]'"
         ) from exc
     return aerospike
-
-
-def _remaining_ms(meta: Any) -> int | None:
-    """A read record's remaining TTL (whole seconds on the server); ``None`` if it never expires."""
-    ttl = (meta or {}).get("ttl")
-    if ttl is None or ttl < 0 or ttl >= 0xFFFFFFFF:
-        return None
-    return int(ttl) * 1000
 
 
 def ttl_seconds(ttl_ms: int) -> int:
@@ -127,12 +132,27 @@ def aerospike_client_config(connection: Connection) -> dict[str, Any]:
         "total_timeout": timeout.ms(timeout.total),
         "max_retries": COMMAND_RETRIES,
     }
-    return {
+    config: dict[str, Any] = {
         "hosts": connection.seeds,
         "connect_timeout": timeout.ms(timeout.connection),
         "tend_interval": TEND_INTERVAL_MS,
         "policies": {"read": dict(base), "batch": dict(base), "write": dict(base)},
     }
+    # Both or no login: a Python client reading meta/config gets the user but never the password
+    # (ClientOptions.store_passwords gives it one).
+    if connection.username and connection.password:
+        config["user"] = connection.username
+        config["password"] = connection.password
+    return config
+
+
+def connect_problem(exc: BaseException) -> str:
+    """Why a connect failed, in words an operator can act on (never the password)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if getattr(exc, "code", None) == _RESULT_SECURITY_NOT_SUPPORTED:
+        text += (" (this server has security off, as Community Edition always has: it accepts no "
+                 "Username/Password; remove them, or enable security on an Enterprise server)")
+    return text
 
 
 def narrow_float(value: float) -> float:
@@ -141,30 +161,50 @@ def narrow_float(value: float) -> float:
     ``0.30000001192092896`` (Go's widened ``float32(0.3)``) -> ``0.3``; any
     other double is returned unchanged.
     """
-    if not math.isfinite(value):
-        return value
     try:
-        packed = struct.pack("<f", value)
+        packed = _FLOAT32.pack(value)
     except OverflowError:  # beyond float32 range: not a float32
         return value
-    if struct.unpack("<f", packed)[0] != value:
+    if _FLOAT32.unpack(packed)[0] != value or not math.isfinite(value):  # (NaN != NaN already)
         return value
     for digits in range(1, 10):  # 9 significant digits always round-trip a float32
         shortest = float(f"{value:.{digits}g}")
         try:
-            if struct.pack("<f", shortest) == packed:
+            if _FLOAT32.pack(shortest) == packed:
                 return shortest
         except OverflowError:  # rounded past the float32 maximum
             continue
     return value  # pragma: no cover - unreachable by the 9-digit bound
 
 
-def _narrow_bins(bins: dict[str, Any]) -> None:
-    for name, value in bins.items():
-        if type(value) is float:
-            bins[name] = narrow_float(value)
-        elif type(value) is list and any(type(v) is float for v in value):
-            bins[name] = [narrow_float(v) if type(v) is float else v for v in value]
+def _decode_bins(bins: dict[str, Any]) -> bool:
+    """Narrow Go's widened float32 doubles in place; True when a value holds a map or a list
+    (a JSON writer sorting keys would reorder nested maps: the row JSON then sorts only the
+    bin names, as the default storable does). Per bin this is a type test, and for a float a
+    pack and an unpack: it runs for every field of every hit."""
+    nested = False
+    for name, value in bins.items():  # values replaced in place: the dict's size never changes
+        kind = type(value)
+        if kind is float:
+            try:
+                if _FLOAT32.unpack(_FLOAT32.pack(value))[0] == value:  # exactly a float32: Go's widening?
+                    bins[name] = narrow_float(value)
+            except OverflowError:  # beyond float32 range
+                pass
+        elif kind is list:
+            if any(type(v) is float for v in value):
+                bins[name] = [narrow_float(v) if type(v) is float else v for v in value]
+            nested = True
+        elif kind is dict:
+            nested = True
+    return nested
+
+
+def _row_json(fields: dict[str, Any], nested: bool) -> bytes:
+    """The default storable's row JSON: the fields sorted by name (nested maps left as they are)."""
+    if nested:
+        return orjson.dumps(dict(sorted(fields.items())))
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
 class SyncAerospikeStore:
@@ -179,6 +219,7 @@ class SyncAerospikeStore:
         ttl_ms: int,
         read_only: bool = False,
         name: str = "aerospike",
+        json_rows: bool = False,
     ) -> None:
         self._aerospike = _import_aerospike()
         self._errors = self._aerospike.exception
@@ -194,6 +235,9 @@ class SyncAerospikeStore:
         self.ttl_ms = ttl_ms
         self.read_only = read_only
         self.name = name
+        self.json_rows = json_rows
+        """Hits carry their row JSON (``StoredRow.json``), built while decoding on the read
+        thread; only for the default storable, whose rows are the fields sorted by name."""
         self._write_policy = {
             "key": self._aerospike.POLICY_KEY_SEND,
             "exists": self._aerospike.POLICY_EXISTS_CREATE_OR_REPLACE,
@@ -205,10 +249,11 @@ class SyncAerospikeStore:
     @classmethod
     def from_connection(
         cls, connection: Connection, *, namespace: str, dataset: str, ttl_ms: int,
-        read_only: bool = False, name: str = "",
+        read_only: bool = False, name: str = "", json_rows: bool = False,
     ) -> SyncAerospikeStore:
         return cls(aerospike_client_config(connection), namespace=namespace, dataset=dataset,
-                   ttl_ms=ttl_ms, read_only=read_only, name=name or f"aerospike:{connection.id}")
+                   ttl_ms=ttl_ms, read_only=read_only, name=name or f"aerospike:{connection.id}",
+                   json_rows=json_rows)
 
     def _connected(self) -> Any:
         client = self._client
@@ -219,7 +264,7 @@ class SyncAerospikeStore:
                 try:
                     self._client = self._aerospike.client(self.config).connect()
                 except self._errors.AerospikeError as exc:
-                    raise StoreUnavailableError(self.name, f"connect: {exc}") from exc
+                    raise StoreUnavailableError(self.name, f"connect: {connect_problem(exc)}") from exc
             return self._client
 
     def _call(self, fn: Callable[[Any], _T]) -> _T:
@@ -250,15 +295,28 @@ class SyncAerospikeStore:
             raise StoreUnavailableError(
                 self.name, f"batch read answered {len(batch.batch_records)} of {len(keys)} records "
                            f"(status {batch.result}): no node serves them")
+        return self._rows(batch.batch_records)
+
+    def _rows(self, records: list[Any]) -> list[StoredRow | None]:
+        """Decoded hits. Per record this is most of mly's own share of a batch read's cost,
+        so it touches each value once: the client's fresh bins dict becomes the row's fields."""
+        json_rows = self.json_rows
         out: list[StoredRow | None] = []
-        for record in batch.batch_records:
-            if record.result != _RESULT_OK or record.record is None:
-                out.append(None)
+        append = out.append
+        for record in records:
+            found = record.record
+            if found is None or record.result != _RESULT_OK:
+                append(None)
                 continue
-            bins = dict(record.record[2] or {})
-            dict_hash = bins.pop(DICT_HASH_FIELD, 0) or 0
-            _narrow_bins(bins)
-            out.append(StoredRow(bins, int(dict_hash), _remaining_ms(record.record[1])) if bins or dict_hash else None)
+            bins = found[2]
+            dict_hash = (bins.pop(DICT_HASH_FIELD, 0) or 0) if bins else 0
+            if not bins and not dict_hash:
+                append(None)
+                continue
+            nested = _decode_bins(bins)
+            ttl = found[1].get("ttl") if found[1] else None  # whole seconds left; none: never expires
+            ttl_ms = None if ttl is None or ttl < 0 or ttl >= 0xFFFFFFFF else ttl * 1000
+            append(StoredRow(bins, int(dict_hash), ttl_ms, _row_json(bins, nested) if json_rows else None))
         return out
 
     def put_many(self, items: Sequence[tuple[str, StoredRow]]) -> None:
@@ -329,9 +387,11 @@ class AerospikeStore:
         cls, connection: Connection, *, namespace: str, dataset: str, ttl_ms: int,
         read_only: bool = False, name: str = "", max_workers: int = DEFAULT_EXECUTOR_WORKERS,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS, max_queued_keys: int = DEFAULT_MAX_QUEUED_KEYS,
+        json_rows: bool = False,
     ) -> AerospikeStore:
         store = SyncAerospikeStore.from_connection(
-            connection, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only, name=name
+            connection, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only, name=name,
+            json_rows=json_rows,
         )
         return cls(store, max_workers=max_workers, max_batch_keys=max_batch_keys, max_queued_keys=max_queued_keys)
 

@@ -82,6 +82,9 @@ class StoredRow:
     row). A copy to a faster tier gets this, not a fresh TTL, so an entry never outlives
     the TTL it was first written with. On a write: at most this long (never longer than
     the store's own TTL)."""
+    json: bytes | None = field(default=None, compare=False)
+    """The row's JSON exactly as the memory tier would hold it, when the store could build it
+    while decoding (``None``: the tiered cache builds it from ``fields`` with its storable)."""
 
 
 @runtime_checkable

@@ -6,9 +6,15 @@ thread: 4,000 concurrent single-row lookups on 4 threads waited up to 0.6 s
 for one, the tiered cache counted that wait against the store's
 ``Timeout.Total``, and a healthy store tripped its breaker (2,339 timeouts).
 
-Here lookups that arrive while every read slot is busy wait together, and the
-next free slot reads all their keys in one batch (at most ``max_batch_keys``),
-so the wait for a slot is about one batch read, however many lookups came.
+Here lookups that arrive while a read is in flight wait together, and the next
+read takes all their keys in one batch (at most ``max_batch_keys``), so the
+wait is about one batch read, however many lookups came. A second read runs
+beside the first only for a full batch: per key, the client's decoding holds
+the GIL either way, and each read costs a fixed share (a thread hand-off, the
+client's call) that merging pays once. Measured in process on one core with 16
+concurrent 32-row lookups, one read at a time took about a fifth less CPU per
+lookup than four reads side by side (which merged 2.6 lookups per read, not 7).
+The other slots serve bursts (thousands of lookups at once).
 The wait is bounded too: a lookup that would bring more than
 ``max_queued_keys`` keys into the queue is answered as a miss at once, without
 I/O, and one still waiting for a slot after ``max_wait_s`` is answered as a
@@ -122,6 +128,8 @@ class CoalescingReader:
     def _dispatch(self) -> None:
         queue = self._queue
         while queue and self._running < self.slots:
+            if self._running and self._queued_keys < self.max_batch_keys:
+                break  # a read is on its way: these wait for it to end and go together (see module doc)
             batch: list[_Lookup] = []
             size = 0
             while queue and (not batch or size + len(queue[0].keys) <= self.max_batch_keys):

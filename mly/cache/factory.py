@@ -20,7 +20,7 @@ from collections.abc import Callable
 from mly.cache.base import AsyncStore
 from mly.cache.breaker import CircuitBreaker
 from mly.cache.stats import CacheCounters
-from mly.cache.storable import resolve_storable
+from mly.cache.storable import DictStorable, resolve_storable
 from mly.cache.tiered import TieredCache
 from mly.config.schema import Config, Connection, Datastore
 from mly.errors import ConfigError
@@ -32,22 +32,26 @@ DEFAULT_LOOKUP_TIMEOUT_S = 0.45
 
 
 def build_store(
-    connection: Connection, *, namespace: str, dataset: str, ttl_ms: int, read_only: bool, name: str
+    connection: Connection, *, namespace: str, dataset: str, ttl_ms: int, read_only: bool, name: str,
+    json_rows: bool = False,
 ) -> AsyncStore:
     """An async store of ``connection.kind``; the client library is imported here.
 
     A missing client library is a ``ConfigError`` naming the connection and the
-    extra to install, so the server refuses to start with that message.
+    extra to install, so the server refuses to start with that message. ``json_rows``: the
+    datastore uses the default storable, so a store that decodes fields itself (Aerospike)
+    may hand back each hit's row JSON too.
     """
     try:
         return _build_store(connection, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms,
-                            read_only=read_only, name=name)
+                            read_only=read_only, name=name, json_rows=json_rows)
     except ImportError as exc:
         raise ConfigError(f"Connections[{connection.id}].Kind", str(exc)) from exc
 
 
 def _build_store(
-    connection: Connection, *, namespace: str, dataset: str, ttl_ms: int, read_only: bool, name: str
+    connection: Connection, *, namespace: str, dataset: str, ttl_ms: int, read_only: bool, name: str,
+    json_rows: bool,
 ) -> AsyncStore:
     if connection.kind == "redis":
         from mly.cache.redis import RedisStore
@@ -58,7 +62,8 @@ def _build_store(
     from mly.cache.aerospike import AerospikeStore
 
     return AerospikeStore.from_connection(
-        connection, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only, name=name
+        connection, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only, name=name,
+        json_rows=json_rows,
     )
 
 
@@ -85,6 +90,7 @@ def build_datastore(
         storable = resolve_storable(datastore.storable)
     except ValueError as exc:
         raise ConfigError(f"{where}.Storable", str(exc)) from exc
+    json_rows = type(storable) is DictStorable
 
     memory = None
     if datastore.cache is not None:
@@ -100,7 +106,7 @@ def build_datastore(
         l1 = build_store(
             connection, namespace=datastore.namespace, dataset=datastore.dataset,
             ttl_ms=datastore.time_to_live_ms, read_only=datastore.read_only,
-            name=f"{connection.kind}:{connection.id}:{datastore.dataset}",
+            name=f"{connection.kind}:{connection.id}:{datastore.dataset}", json_rows=json_rows,
         )
     l2: AsyncStore | None = None
     if datastore.l2 is not None and datastore.l2.connection:
@@ -111,6 +117,7 @@ def build_datastore(
             connection, namespace=ref.namespace, dataset=ref.dataset,
             ttl_ms=datastore.time_to_live_ms,  # Go: L2 is written with the L1 write policy
             read_only=ref.read_only, name=f"{connection.kind}:{connection.id}:{ref.dataset}",
+            json_rows=json_rows,
         )
     return TieredCache(
         memory, l1, l2,

@@ -22,7 +22,7 @@ def probe_connection(connection: Connection) -> str | None:
         if connection.kind == "redis":
             _ping_redis(connection)
         else:
-            _connect_aerospike(connection)
+            return _connect_aerospike(connection)
     except Exception as exc:  # any failure is the answer; nothing here may stop `check`
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -48,15 +48,21 @@ def _ping_redis(connection: Connection) -> None:
         client.ping()
 
 
-def _connect_aerospike(connection: Connection) -> None:
+def _connect_aerospike(connection: Connection) -> str | None:
+    """``None`` if it connects, else the client's refusal in words (a server without security
+    refuses any Username/Password)."""
     import aerospike
 
-    from mly.cache.aerospike import aerospike_client_config
+    from mly.cache.aerospike import aerospike_client_config, connect_problem
 
     if not connection.hosts:
         raise ValueError("no Hostnames")
-    client = aerospike.client(aerospike_client_config(connection)).connect()
+    try:
+        client = aerospike.client(aerospike_client_config(connection)).connect()
+    except Exception as exc:  # the client's error, whatever its class: the answer
+        return connect_problem(exc)
     client.close()
+    return None
 
 
 def unreachable_stores(config: Config) -> list[str]:

@@ -280,12 +280,14 @@ class TieredCache:
                     stored.ttl_ms is None or now - (self.ttl_ms - stored.ttl_ms) / 1000 < valid_from)):
                 counters.stale += 1
                 continue
-            try:
-                data = orjson.dumps(self.storable.from_fields(stored.fields), option=_JSON_OPTIONS)
-            except Exception as exc:
-                counters.errors += 1
-                log.warning("%s: cannot decode entry %r: %s", tier.store.name, keys[i], exc)
-                continue
+            data = stored.json
+            if data is None:
+                try:
+                    data = orjson.dumps(self.storable.from_fields(stored.fields), option=_JSON_OPTIONS)
+                except Exception as exc:
+                    counters.errors += 1
+                    log.warning("%s: cannot decode entry %r: %s", tier.store.name, keys[i], exc)
+                    continue
             out[i] = data
             found.append((i, stored))
             if self.memory is not None:

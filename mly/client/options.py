@@ -57,7 +57,7 @@ class ClientOptions:
     shared_stores: SharedStores | None = None
     """Share Redis/Aerospike connections with the other clients given the same object."""
     store_passwords: Mapping[str, str] | None = field(default=None, repr=False)
-    """Connection ID -> password of a secured Redis in the model's datastore: ``meta/config``
+    """Connection ID -> password of a secured Redis or Aerospike in the model's datastore: ``meta/config``
     never carries secrets (its ``Username`` and ``TLS`` do come from the server)."""
     write_back_remote: bool = False
     """Also write the server's answers to L1/L2. Off by default, as in Go: the

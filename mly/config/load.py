@@ -309,9 +309,14 @@ def validate(config: Config) -> None:
         if conn.cluster and conn.kind != "redis":
             raise ConfigError(f"{where}.Cluster", "applies to Redis only (an Aerospike client finds its cluster itself)")
         if conn.kind != "redis":
-            for redis_key, given in (("Username", conn.username), ("Password", conn.password), ("TLS", conn.tls)):
-                if given:
-                    raise ConfigError(f"{where}.{redis_key}", "applies to Redis connections only")
+            if conn.tls:
+                raise ConfigError(f"{where}.TLS", "applies to Redis connections only")
+            # The Aerospike client logs in only with both, and silently ignores a user alone.
+            for key, given, other in (("Password", conn.password, conn.username),
+                                      ("Username", conn.username, conn.password)):
+                if other and not given:
+                    raise ConfigError(f"{where}.{key}", f"is required with {'Username' if key == 'Password' else 'Password'} "
+                                                        f"on an Aerospike connection ({conn.id!r})")
         if conn.tls_ca_file and not conn.tls:
             raise ConfigError(f"{where}.TLSCAFile", "needs TLS: true")
         if conn.cluster and conn.database:

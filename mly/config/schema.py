@@ -90,9 +90,10 @@ class Connection:
     cluster: bool = setting("Cluster", False, omitempty=True)
     """Redis only: the entries of ``Hostnames`` are startup nodes of a Redis Cluster."""
     username: str = setting("Username", "", omitempty=True)
-    """Redis ACL user (``AUTH user password``); empty: the default user."""
+    """Redis ACL user (``AUTH user password``; empty: the default user), or the Aerospike user
+    (with ``Password``; a server with security enabled, which needs Enterprise Edition)."""
     password: str = setting("Password", "", omitempty=True, secret=True)
-    """Redis ``AUTH`` password; give it as ``${VAR}``. Never shown by an endpoint."""
+    """Redis ``AUTH`` / Aerospike password; give it as ``${VAR}``. Never shown by an endpoint."""
     tls: bool = setting("TLS", False, omitempty=True)
     """Redis over TLS, the server's certificate checked against ``TLSCAFile`` (or the system CAs)."""
     tls_ca_file: str = setting("TLSCAFile", "", omitempty=True)

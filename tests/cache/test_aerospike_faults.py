@@ -166,6 +166,34 @@ async def test_lookups_waiting_for_a_thread_are_read_together_and_the_queue_is_b
 
 
 @pytest.mark.asyncio
+async def test_lookups_wait_for_the_read_in_flight_and_a_second_read_needs_a_full_batch(
+    aero: AerospikeServer,
+) -> None:
+    """Four read slots, but a read beside the one in flight only for a full batch (6 keys here):
+    fewer, larger reads cost less CPU per key than many small ones side by side."""
+    l1 = store(aero, unique("mly_merge"), timeout_ms=5000, max_workers=4, max_batch_keys=6)
+    try:
+        await l1.put_many([(f"k{i}", StoredRow({"v": i}, H)) for i in range(12)])
+        reads = l1.reader.reads
+        aero.pause()  # the first read waits on the frozen server
+        first = asyncio.ensure_future(l1.get_many(["k0"]))
+        await asyncio.sleep(0.05)
+        waiting = [asyncio.ensure_future(l1.get_many([f"k{i}"])) for i in range(1, 6)]
+        await asyncio.sleep(0)
+        assert l1.reader.reads - reads == 1  # five keys wait for the read in flight, though slots are free
+        waiting += [asyncio.ensure_future(l1.get_many([f"k{i}"])) for i in range(6, 12)]
+        await asyncio.sleep(0)
+        assert l1.reader.reads - reads == 2  # a full batch (k1..k6) goes at once; k7..k11 wait
+        aero.resume()
+        assert await first == [StoredRow({"v": 0}, H)]
+        assert await asyncio.gather(*waiting) == [[StoredRow({"v": i}, H)] for i in range(1, 12)]
+        assert l1.reader.reads - reads == 3
+    finally:
+        aero.ensure_up()
+        await l1.aclose()
+
+
+@pytest.mark.asyncio
 async def test_only_time_on_the_wire_can_time_out(aero: AerospikeServer) -> None:
     """One read thread, stuck on a frozen server: the lookups waiting for it are misses after half
     of Timeout.Total, not timeouts; only the lookup on the wire times out."""

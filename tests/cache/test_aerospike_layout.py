@@ -27,6 +27,7 @@ from mly._native.mru import MRUCache
 from mly.cache import TieredCache
 from mly.cache.aerospike import AerospikeStore, narrow_float
 from mly.cache.base import StoredRow, StoreWriteError
+from mly.cache.storable import DEFAULT_STORABLE
 
 DICT_HASH = -5_170_392_211_406_349_117  # a full-range int64, as Go's FNV sums are
 TTL_MS = 900_000
@@ -48,9 +49,10 @@ def dataset() -> str:
     return f"golayout_{uuid.uuid4().hex[:8]}"
 
 
-def make_cache(server: AerospikeServer, dataset: str, *, memory: bool = False) -> TieredCache:
+def make_cache(server: AerospikeServer, dataset: str, *, memory: bool = False,
+               json_rows: bool = False) -> TieredCache:
     store = AerospikeStore.from_connection(server.connection(1000), namespace=NAMESPACE, dataset=dataset,
-                                           ttl_ms=TTL_MS, name="aerospike:go")
+                                           ttl_ms=TTL_MS, name="aerospike:go", json_rows=json_rows)
     return TieredCache(MRUCache(1 << 20) if memory else None, store, None, ttl_ms=TTL_MS, timeout_s=1.0)
 
 
@@ -91,6 +93,80 @@ async def test_record_written_as_go_does_is_served_by_mly(aero: AerospikeServer,
         assert await cache.get_many(["no/hash"], 0) == [b'{"label":"x","label_id":-3,"score":1.5}']
     finally:
         await cache.aclose()
+
+
+class _Reversed:
+    """A storable whose rows are not the fields sorted by name: its rows must not come from
+    the store's own row JSON."""
+
+    def to_fields(self, row: Any) -> dict[str, Any]:
+        return dict(DEFAULT_STORABLE.to_fields(row))
+
+    def from_fields(self, fields: dict[str, Any]) -> Any:
+        return dict(sorted(fields.items(), reverse=True))
+
+
+@pytest.mark.asyncio
+async def test_row_json_built_while_decoding_is_the_memory_tiers_bytes(aero: AerospikeServer, dataset: str) -> None:
+    """Hits decoded straight to row JSON on the read thread (``json_rows``) answer the same
+    bytes as the fields decoded by the storable, and as the memory tier holds for the row."""
+    rows: dict[str, dict[str, Any]] = {
+        "ints": {"b_small": np.int64(7), "a_big": np.int64(-(2**63)), "c_py": 3},
+        "floats": {"f32": np.float32(0.3), "f64": 0.1 + 0.2, "tiny": np.float32(1e-45), "whole": np.float32(2.0),
+                   "huge": 1e300, "neg": np.float32(-3.4028235e38)},
+        "strings": {"s": "tablet", "u": "zürich ✓", "empty": ""},
+        "lists": {"wide": np.float32([0.25, 0.3, 1e-7]), "ids": np.int64([3, 1, 2]), "tags": ["b", "a"]},
+        "nested": {"m": {"z": 1, "a": [{"y": 0.5, "b": "x"}]}, "k": 1},
+        "hash_only": {},
+    }
+    writer = make_cache(aero, dataset)
+    try:
+        writer.put_many([(key, row, b"") for key, row in rows.items()], DICT_HASH)
+        assert await writer.flush() and writer.counters.write_errors == 0
+    finally:
+        await writer.aclose()
+    with aero.connected() as client:  # as Go writes it: float32 widened; a map bin (read back key-sorted)
+        go_put(client, dataset, "go", {"score": widened(0.3), "wide": [widened(0.1), 5], "map": {"z": 1, "a": 2},
+                                       "label": "ctr"}, DICT_HASH)
+    keys = [*rows, "go", "absent"]
+    fast = make_cache(aero, dataset, json_rows=True)
+    plain = make_cache(aero, dataset)
+    try:
+        decoded = await fast.get_many(keys, DICT_HASH)
+        assert decoded == await plain.get_many(keys, DICT_HASH)
+        for key, row in rows.items():  # the bytes a fresh answer of that row carries (memory tier)
+            if key != "nested":  # a map bin comes back with its keys sorted, whichever way it is decoded
+                assert decoded[keys.index(key)] == orjson.dumps(dict(sorted(row.items())),
+                                                                option=orjson.OPT_SERIALIZE_NUMPY), key
+        assert decoded[-2] == b'{"label":"ctr","map":{"a":2,"z":1},"score":0.3,"wide":[0.1,5]}'
+        assert decoded[-1] is None and fast.counters.hits_l1 == len(rows) + 1
+    finally:
+        for cache in (fast, plain):
+            await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_datastore_with_its_own_storable_gets_its_rows_from_it(aero: AerospikeServer, dataset: str) -> None:
+    """The store builds row JSON only for the default storable; another one decodes the fields."""
+    from mly.cache import build_datastore
+    from mly.cache.storable import register_storable
+    from mly.config.schema import Config, Connection, Datastore
+
+    register_storable("reversed-for-test", _Reversed())
+    config = Config(connections=(Connection(id="aero", hostnames=aero.host, port=aero.port),),
+                    datastores=(Datastore(id="own", connection="aero", namespace=NAMESPACE, dataset=dataset,
+                                          storable="reversed-for-test"),
+                                Datastore(id="default", connection="aero", namespace=NAMESPACE, dataset=dataset)))
+    own, default = (build_datastore(ds, config) for ds in config.datastores)
+    try:
+        assert own.l1 is not None and not own.l1.store.sync.json_rows  # type: ignore[attr-defined]
+        own.put_many([("k", {"a": 1, "b": "x"}, b"")], DICT_HASH)
+        assert await own.flush()
+        assert await own.get_many(["k"], DICT_HASH) == [b'{"b":"x","a":1}']
+        assert await default.get_many(["k"], DICT_HASH) == [b'{"a":1,"b":"x"}']
+    finally:
+        await own.aclose()
+        await default.aclose()
 
 
 @pytest.mark.asyncio
@@ -186,6 +262,7 @@ async def test_build_datastore_with_aerospike_tiers(aero: AerospikeServer, datas
         assert cache.l1 is not None and cache.l2 is not None and cache.memory is None
         assert (cache.l1.store.name, cache.l2.store.name) == (f"aerospike:aero:{dataset}", f"aerospike:aero:{dataset}_l2")
         assert cache.timeout_s == 0.35
+        assert cache.l1.store.sync.json_rows and cache.l2.store.sync.json_rows  # type: ignore[attr-defined]
         cache.put_many([("k", {"v": 1}, b'{"v":1}')], DICT_HASH)
         assert await cache.flush()
         assert counters.writes == 2

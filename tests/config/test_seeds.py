@@ -45,6 +45,7 @@ def test_a_password_is_never_in_a_repr() -> None:
     from mly.config.schema import Connection
 
     assert "Zq9-secret" not in repr(Connection(id="c", kind="redis", hostnames="h", password="Zq9-secret"))
+    assert "Zq9-secret" not in repr(Connection(id="c", hostnames="h", username="u", password="Zq9-secret"))
     assert "Zq9-secret" not in repr(ClientOptions(store_passwords={"c": "Zq9-secret"}))
 
 
