@@ -193,3 +193,124 @@ def pack_key_command(bytes command, bytes prefix, list keys, bint each=False) ->
         p[1] = b'\n'
         p += 2
     return buffer[:p - start]
+
+
+def pack_eval(bytes script, bytes prefix, list keys) -> bytes:
+    """``EVAL script len(keys) prefix+key1 ...``: a script reading keys of several slots of one
+    cluster node answers them as one array (one reply to parse, not one per key)."""
+    cdef bytes count = str(PyList_GET_SIZE(keys)).encode()
+    head = pack_key_command(b"EVAL", b"", [script, count])
+    body = pack_key_command(b"", prefix, keys)
+    # ``body`` is ``*{n+1}\r\n$0\r\n\r\n`` + the keys: splice the keys after the head's
+    # arguments with one array header for all of them.
+    cdef Py_ssize_t skip = body.index(b"$0\r\n\r\n") + 6
+    return b"*%d\r\n" % (PyList_GET_SIZE(keys) + 3) + head[head.index(b"\r\n") + 2:] + body[skip:]
+
+
+cdef unsigned short _CRC16[256]
+
+
+cdef void _init_crc16() noexcept:
+    cdef unsigned int i, j, crc
+    for i in range(256):
+        crc = i << 8
+        for j in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+        _CRC16[i] = crc & 0xffff
+
+
+_init_crc16()
+
+
+cdef inline unsigned int _crc16(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    cdef unsigned int crc = 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        crc = ((crc << 8) & 0xffff) ^ _CRC16[((crc >> 8) ^ p[i]) & 0xff]
+    return crc
+
+
+cdef inline unsigned int _key_slot(const unsigned char* full, Py_ssize_t total) noexcept nogil:
+    cdef Py_ssize_t j, open_at = -1, close_at = -1
+    for j in range(total):
+        if full[j] == b'{':
+            open_at = j
+            break
+    if open_at >= 0:
+        for j in range(open_at + 1, total):
+            if full[j] == b'}':
+                close_at = j
+                break
+        if close_at > open_at + 1:
+            return _crc16(full + open_at + 1, close_at - open_at - 1) & 16383
+    return _crc16(full, total) & 16383
+
+
+def key_slots(bytes prefix, list keys) -> list:
+    """The Redis Cluster hash slot of ``prefix + key`` for each key (CRC16 mod 16384, hash tags
+    ``{...}`` honoured as Redis does: the first ``{`` and the first ``}`` after it)."""
+    cdef Py_ssize_t n = PyList_GET_SIZE(keys), i, klen, plen = PyBytes_GET_SIZE(prefix), total
+    cdef const char* kp
+    cdef object key
+    cdef bytearray buffer = bytearray(256)
+    cdef unsigned char* full
+    out = [0] * n
+    for i in range(n):
+        key = <object>PyList_GET_ITEM(keys, i)
+        if type(key) is str:
+            kp = PyUnicode_AsUTF8AndSize(key, &klen)
+        elif type(key) is bytes:
+            kp = PyBytes_AS_STRING(key)
+            klen = PyBytes_GET_SIZE(key)
+        else:
+            raise TypeError(f"a key must be str or bytes, not {type(key).__name__}")
+        total = plen + klen
+        if total > len(buffer):
+            buffer = bytearray(total)
+        full = <unsigned char*><char*>buffer
+        memcpy(full, PyBytes_AS_STRING(prefix), plen)
+        memcpy(full + plen, kp, klen)
+        out[i] = _key_slot(full, total)
+    return out
+
+
+def split_by_owner(bytes command, bytes prefix, list keys, const unsigned short[:] owners, bytes script=None):
+    """Keys grouped by the node that owns their slot (``owners[slot]``, 65535: none), each group
+    packed as one ``command`` per key: ``[(owner, packed, [key index, ...]), ...]`` in the order
+    owners first appear. A group whose owner is 65535 names keys no node serves. With ``script``,
+    a group of several keys is one ``EVAL`` of it instead (``pack_eval``)."""
+    cdef Py_ssize_t n = PyList_GET_SIZE(keys), i, klen, plen = PyBytes_GET_SIZE(prefix), total
+    cdef const char* kp
+    cdef object key
+    cdef bytearray buffer = bytearray(256)
+    cdef unsigned short owner
+    if owners.shape[0] != 16384:
+        raise ValueError("owners must have one entry per slot (16384)")
+    groups = {}
+    for i in range(n):
+        key = <object>PyList_GET_ITEM(keys, i)
+        if type(key) is str:
+            kp = PyUnicode_AsUTF8AndSize(key, &klen)
+        elif type(key) is bytes:
+            kp = PyBytes_AS_STRING(key)
+            klen = PyBytes_GET_SIZE(key)
+        else:
+            raise TypeError(f"a key must be str or bytes, not {type(key).__name__}")
+        total = plen + klen
+        if total > len(buffer):
+            buffer = bytearray(total)
+        memcpy(<char*>buffer, PyBytes_AS_STRING(prefix), plen)
+        memcpy(<char*>buffer + plen, kp, klen)
+        owner = owners[_key_slot(<unsigned char*><char*>buffer, total)]
+        group = groups.get(owner)
+        if group is None:
+            groups[owner] = group = []
+        group.append(i)
+    out = []
+    for owner_key, indices in groups.items():
+        group_keys = [keys[j] for j in indices]
+        if script is not None and len(indices) > 1:
+            out.append((owner_key, pack_eval(script, prefix, group_keys), indices))
+        else:
+            out.append((owner_key, pack_key_command(command, prefix, group_keys, True), indices))
+    return out

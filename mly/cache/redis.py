@@ -46,6 +46,7 @@ import orjson
 
 from mly._native.redis_wire import ENTRY_HEADER_BYTES, entry_header, pack_entry, pack_key_command, unpack_entries
 from mly.cache.base import RowsRead, StoredRow, StoreUnavailableError, effective_ttl_ms
+from mly.cache.cluster_reads import ClusterLookups
 from mly.cache.resp import PipelinedConnection, RespEndpoint
 
 if TYPE_CHECKING:
@@ -260,9 +261,9 @@ class _RedisLayout:
             pipe.set(self.key(key), _entry_value(stored, ttl_ms, now_ms), px=ttl_ms)
 
     def _rows(self, values: list[Any], dict_hash: int, min_expires_ms: int) -> RowsRead:
-        self._check_replies(values)
         rows, remaining, stale, foreign = unpack_entries(values, dict_hash, _now_ms(), min_expires_ms)
         if foreign:
+            self._check_replies(values)
             log.warning("%s: %d of %d values are not mly entries (another program's keys under prefix %r?)",
                         self.name, foreign, len(values), self._prefix.decode())
         return RowsRead(rows, remaining, stale, foreign)
@@ -291,24 +292,25 @@ class RedisStore(_RedisLayout):
 
     def __init__(self, client: Any, **options: Any) -> None:
         super().__init__(client, **options)
-        self._lookups = None if self._cluster else PipelinedConnection(_endpoint_of(client, self.name))
+        self._lookups: PipelinedConnection | None = None
+        self._cluster_lookups: ClusterLookups | None = None
+        if self._cluster:
+            self._cluster_lookups = ClusterLookups(client, self.name)
+        else:
+            self._lookups = PipelinedConnection(_endpoint_of(client, self.name))
 
     @staticmethod
     def _make_client(connection: Connection) -> Any:
         return async_redis_client(connection)
 
     async def _read(self, keys: list[str]) -> list[Any]:
-        if self._lookups is not None:
-            values = await self._lookups.call(pack_key_command(b"MGET", self._prefix, keys))
-            if isinstance(values, Exception):  # an error reply: LOADING, NOAUTH after a restart...
-                raise StoreUnavailableError(self.name, str(values))
-            return values  # type: ignore[no-any-return]
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                self._queue_reads(pipe, keys)
-                return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
-        except self._outage as exc:
-            raise self._unavailable(exc) from exc
+        if self._lookups is None:
+            assert self._cluster_lookups is not None
+            return await self._cluster_lookups.read(self._prefix, keys)
+        values = await self._lookups.call(pack_key_command(b"MGET", self._prefix, keys))
+        if isinstance(values, Exception):  # an error reply: LOADING, NOAUTH after a restart...
+            raise StoreUnavailableError(self.name, str(values))
+        return values  # type: ignore[no-any-return]
 
     async def get_rows(self, keys: list[str], dict_hash: int, min_expires_ms: int = 0) -> RowsRead:
         """The lookup path: row JSON for entries of ``dict_hash`` expiring after ``min_expires_ms``."""
@@ -336,6 +338,8 @@ class RedisStore(_RedisLayout):
     async def aclose(self) -> None:
         if self._lookups is not None:
             await self._lookups.aclose()
+        if self._cluster_lookups is not None:
+            await self._cluster_lookups.aclose()
         await self.client.aclose()
 
 

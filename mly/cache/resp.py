@@ -96,6 +96,20 @@ class _Protocol(asyncio.Protocol):
         self.waiting: deque[_Waiter] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
+        self.outgoing: list[bytes] = []
+        """Commands written by this turn of the event loop, sent together at its end: lookups
+        that start together cost one ``send`` (a syscall costs more than packing a command)."""
+
+    def write(self, packed: bytes) -> None:
+        outgoing = self.outgoing
+        outgoing.append(packed)
+        if len(outgoing) == 1:
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        outgoing, self.outgoing = self.outgoing, []
+        if outgoing and self.transport is not None and self.lost is None:
+            self.transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -168,13 +182,20 @@ class PipelinedConnection:
             fresh = await self._open()  # the retry: the old socket had died under us
             return await self._send(fresh, packed, count)
 
+    def send_now(self, packed: bytes, count: int = 1) -> asyncio.Future[Any] | None:
+        """``call`` without a coroutine when the connection is open (``None`` when it is not):
+        several connections' commands go out before the first reply is awaited. No retry."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            return None
+        return self._send(protocol, packed, count)
+
     def _send(self, protocol: _Protocol, packed: bytes, count: int) -> asyncio.Future[Any]:
         if len(protocol.waiting) >= MAX_IN_FLIGHT:
             raise TimeoutError(f"{self.name}: {MAX_IN_FLIGHT} commands already wait for Redis")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         protocol.waiting.append(_Waiter(future, count))
-        assert protocol.transport is not None
-        protocol.transport.write(packed)
+        protocol.write(packed)
         return future
 
     async def _open(self) -> _Protocol:

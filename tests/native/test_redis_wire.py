@@ -83,3 +83,38 @@ def test_pack_key_command_is_resp(command: bytes, prefix: bytes, keys: list[str 
 def test_pack_key_command_refuses_other_types() -> None:
     with pytest.raises(TypeError, match="str or bytes"):
         redis_wire.pack_key_command(b"MGET", b"", ["a", 3])  # type: ignore[list-item]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=12), st.lists(st.one_of(st.text(alphabet="ab{}c", max_size=12), st.binary(max_size=12)),
+                                        max_size=20))
+def test_key_slots_are_redis_clusters(prefix: bytes, keys: list[str | bytes]) -> None:
+    from redis.crc import key_slot  # redis-py's implementation of the cluster spec
+
+    full = [prefix + (key.encode() if isinstance(key, str) else key) for key in keys]
+    assert redis_wire.key_slots(prefix, keys) == [key_slot(key) for key in full]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="ab{}c", max_size=8), min_size=1, max_size=30), st.booleans())
+def test_split_by_owner_groups_every_key_once(keys: list[str], script: bool) -> None:
+    from array import array
+
+    from redis.crc import key_slot
+
+    owners = array("H", [slot % 3 for slot in range(16384)])
+    owners[key_slot(b"p:" + keys[0].encode())] = 65535  # a slot nobody serves
+    groups = redis_wire.split_by_owner(b"GET", b"p:", keys, memoryview(owners), b"S" if script else None)
+    assert sorted(i for _, _, group in groups for i in group) == list(range(len(keys)))
+    for owner, packed, group in groups:
+        assert all(owners[key_slot(b"p:" + keys[i].encode())] == owner for i in group)
+        reader = hiredis.Reader()
+        reader.feed(packed)
+        commands = []
+        while (reply := reader.gets()) is not False:
+            commands.append(reply)
+        wanted = [b"p:" + keys[i].encode() for i in group]
+        if script and len(group) > 1:
+            assert commands == [[b"EVAL", b"S", str(len(group)).encode(), *wanted]]
+        else:
+            assert commands == [[b"GET", key] for key in wanted]
