@@ -7,10 +7,12 @@ answers: timeouts).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +22,23 @@ from mly.config.schema import Connection, Timeout
 
 REDIS_BINARY = shutil.which("redis-server") or "/usr/bin/redis-server"
 TEST_TIMEOUT_MS = 250
+
+
+def decode_entry(value: bytes | None) -> tuple[Any, int, int] | None:
+    """One stored cache entry, decoded independently of mly: ``(row, dict_hash, expires_at_ms)``.
+
+    Layout: version byte 1, int64 LE dictionary hash, int64 LE expiry in epoch ms, row JSON.
+    """
+    if value is None:
+        return None
+    assert value[0] == 1, f"not an mly entry: {value[:20]!r}"
+    dict_hash, expires_at_ms = struct.unpack_from("<qq", value, 1)
+    return json.loads(value[17:]), dict_hash, expires_at_ms
+
+
+def encode_entry(row: Any, dict_hash: int, expires_at_ms: int) -> bytes:
+    """What mly writes for ``row`` (``decode_entry``'s inverse), written independently of mly."""
+    return b"\x01" + struct.pack("<qq", dict_hash, expires_at_ms) + json.dumps(row, separators=(",", ":")).encode()
 
 
 def free_port() -> int:

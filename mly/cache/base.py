@@ -21,6 +21,7 @@ __all__ = [
     "DICT_HASH_FIELD",
     "FALLBACK_TTL_MS",
     "AsyncStore",
+    "RowsRead",
     "StoreUnavailableError",
     "StoreWriteError",
     "StoredRow",
@@ -75,7 +76,8 @@ class StoredRow:
     (0 when the model has no dictionary, or when a Go writer left the bin out).
     """
 
-    fields: dict[str, Any]
+    fields: dict[str, Any] | None
+    """``None`` only in a copy read from a store that keeps row JSON (``json`` is set then)."""
     dict_hash: int
     ttl_ms: int | None = field(default=None, compare=False)
     """Time the entry has left, as the store said on a read (``None``: unknown, or a new
@@ -83,8 +85,24 @@ class StoredRow:
     the TTL it was first written with. On a write: at most this long (never longer than
     the store's own TTL)."""
     json: bytes | None = field(default=None, compare=False)
-    """The row's JSON exactly as the memory tier would hold it, when the store could build it
-    while decoding (``None``: the tiered cache builds it from ``fields`` with its storable)."""
+    """The row's JSON exactly as the memory tier would hold it, when known: built by a store while
+    decoding (Aerospike with the default storable), or kept whole by a store of row JSON (Redis).
+    ``None``: the tiered cache builds it from ``fields`` with its storable."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowsRead:
+    """A lookup in a store that keeps row JSON (``get_rows``): what the tiered cache serves."""
+
+    rows: list[bytes | None]
+    """Row JSON per key; ``None`` for a miss, an entry of another dictionary, or a stale one."""
+    remaining_ms: list[int]
+    """Time each hit has left (its copies keep it)."""
+    stale: int
+    """Entries refused for their dictionary hash or because they predate a reload."""
+    foreign: int = 0
+    """Values that are not entries at all (another program's data under the same keys): misses,
+    counted as errors."""
 
 
 @runtime_checkable

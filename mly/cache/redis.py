@@ -1,20 +1,24 @@
 """Redis as an L1/L2 tier (mly's addition to Go's Aerospike), async and sync over one layout.
 
-Layout, one Redis hash per cache entry:
+Layout, one Redis string per cache entry (``redis_wire`` has the byte layout):
 
 - key ``"{namespace}:{dataset}:{cache_key}"``; an empty namespace or dataset is
   left out with its colon (``"{dataset}:{cache_key}"``), so a Redis used only by
   mly needs no namespace. Keys are raw UTF-8; cache keys may contain ``:``, which
   is harmless since nothing ever splits a stored key.
-- one hash field per row field, holding that value as orjson JSON text, so
-  every type (int, float, str, bool, null, lists, nested dicts) comes back as it
-  went in; plus field ``dictHash`` holding the dictionary hash as decimal text
-  (always written, 0 included: Redis entries are mly-only, no Go reader).
-- TTL: ``PEXPIRE ttl_ms`` (0 -> Go's 1 h fallback) in the same pipeline as the
-  write, or the entry's remaining TTL when it is a copy from another tier. The
-  write is ``DEL`` + ``HSET`` + ``PEXPIRE``: the ``DEL`` drops fields a previous
-  model version wrote that this one no longer has. A read is ``HGETALL`` +
-  ``PTTL``, so a copy of the entry can keep its remaining TTL.
+- the value: a 17-byte header (layout version, the dictionary hash the row was
+  computed under, the entry's expiry time in epoch milliseconds), then the row's JSON
+  exactly as the server answers it. A hit is served as stored: no decoding, no
+  re-encoding, whatever the row holds (a ``StoredRow`` written without its JSON, by
+  code that uses the store directly, is stored as its fields' JSON, names sorted).
+- written with ``SET key value PX ttl_ms`` (0 -> Go's 1 h fallback, or the entry's
+  remaining TTL when it is a copy from another tier). A lookup is one ``MGET`` (on a
+  cluster, one pipeline of ``GET`` per node), so its cost does not grow with commands
+  per key. The TTL a copy keeps comes from the expiry time in the value, by this
+  machine's clock; Redis itself expires the key by ``PX``.
+
+Entries of the hash layout earlier versions wrote read as misses (``MGET`` answers
+nil for a key that is not a string) and are replaced by the next write of their key.
 
 A single Redis uses the first ``Hostnames`` entry (which may carry its own port,
 ``host:port``). With ``Cluster: true`` every entry is a startup node of a Redis Cluster
@@ -33,12 +37,17 @@ cache's deadline. Anything longer (backoff, probes) is the breaker's job.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
-from mly.cache.base import DICT_HASH_FIELD, StoredRow, StoreUnavailableError, effective_ttl_ms
+from mly._native.redis_wire import ENTRY_HEADER_BYTES, entry_header, pack_entry, pack_key_command, unpack_entries
+from mly.cache.base import RowsRead, StoredRow, StoreUnavailableError, effective_ttl_ms
+from mly.cache.cluster_reads import ClusterLookups
+from mly.cache.resp import PipelinedConnection, RespEndpoint
 
 if TYPE_CHECKING:
     import redis as redis_sync
@@ -56,7 +65,7 @@ __all__ = [
     "sync_redis_client",
 ]
 
-_DICT_HASH_BYTES = DICT_HASH_FIELD.encode()
+log = logging.getLogger("mly.cache")
 
 
 def _import_redis() -> Any:
@@ -148,33 +157,46 @@ def sync_redis_client(connection: Connection) -> Any:
     return redis.Redis(**redis_client_options(connection), retry=retry)
 
 
-def _encode(stored: StoredRow) -> dict[str, bytes]:
-    mapping = {name: orjson.dumps(value) for name, value in stored.fields.items()}
-    mapping[DICT_HASH_FIELD] = str(stored.dict_hash).encode()
-    return mapping
+def _entry_value(stored: StoredRow, ttl_ms: int, now_ms: int) -> bytes:
+    row_json = stored.json
+    if row_json is None:  # written through the store itself, not by a tiered cache
+        row_json = orjson.dumps(dict(sorted((stored.fields or {}).items())))
+    return pack_entry(row_json, stored.dict_hash, now_ms + ttl_ms)
 
 
-def _decode(raw: dict[Any, Any] | None, pttl: int) -> StoredRow | None:
-    """One entry from ``HGETALL`` and ``PTTL`` (-1: no expiry, -2: gone since)."""
-    if not raw or pttl == -2:
-        return None
-    dict_hash = 0
-    fields: dict[str, Any] = {}
-    for name, value in raw.items():
-        if name == _DICT_HASH_BYTES:
-            dict_hash = int(value)
-        else:
-            fields[name.decode()] = orjson.loads(value)
-    return StoredRow(fields, dict_hash, pttl if pttl >= 0 else None)
+def _stored_rows(values: list[Any], now_ms: int) -> list[StoredRow | None]:
+    """Entries as ``StoredRow`` whatever their hash (``get_many``; lookups use ``get_rows``)."""
+    out: list[StoredRow | None] = []
+    for value in values:
+        header = entry_header(value) if type(value) is bytes else None
+        if header is None or header[1] <= now_ms:
+            out.append(None)
+            continue
+        row_json = value[ENTRY_HEADER_BYTES:]
+        out.append(StoredRow(orjson.loads(row_json), header[0], header[1] - now_ms, row_json))
+    return out
 
 
-def _decode_all(raw: Sequence[Any]) -> list[StoredRow | None]:
-    """Replies of ``_queue_reads``: ``HGETALL``, ``PTTL`` per key."""
-    return [_decode(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _endpoint_of(client: Any, name: str) -> RespEndpoint:
+    """Where a single-Redis redis-py client connects, for the pipelined lookup connection."""
+    kwargs = client.connection_pool.connection_kwargs
+    return RespEndpoint(
+        kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)), db=int(kwargs.get("db") or 0),
+        username=kwargs.get("username") or "", password=kwargs.get("password") or "",
+        tls="ssl_cert_reqs" in kwargs, tls_ca_file=kwargs.get("ssl_ca_certs") or "",
+        connect_timeout_s=float(kwargs.get("socket_connect_timeout") or 1.0), name=name,
+    )
 
 
 class _RedisLayout:
     """Everything but I/O, shared by the async and sync stores."""
+
+    keeps_row_json = True
+    """Entries hold the row's JSON as served (``StoredRow.json``), not the storable's fields."""
 
     def __init__(
         self,
@@ -192,8 +214,10 @@ class _RedisLayout:
         self.dataset = dataset
         self.ttl_ms = effective_ttl_ms(ttl_ms)
         self.read_only = read_only
+        self._prefix = self.key("").encode()
         self._redis = redis = _import_redis()
         errors = redis.exceptions
+        self._cluster = isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster))
         # A cluster that lost a slot's master (until its replica takes over), or that no
         # node of answers, is down for that call like a single Redis that is.
         self._outage: tuple[type[BaseException], ...] = (
@@ -224,20 +248,31 @@ class _RedisLayout:
         return entry_key(self.namespace, self.dataset, cache_key)
 
     def _queue_reads(self, pipe: Any, keys: Sequence[str]) -> None:
+        """One ``GET`` per key: a cluster pipeline splits them per node, one round trip each."""
         for key in keys:
-            redis_key = self.key(key)
-            pipe.hgetall(redis_key)
-            pipe.pttl(redis_key)
+            pipe.get(self.key(key))
 
     def _queue_writes(self, pipe: Any, items: Sequence[tuple[str, StoredRow]]) -> None:
+        now_ms = _now_ms()
         for key, stored in items:
             ttl_ms = self.ttl_ms if stored.ttl_ms is None else min(self.ttl_ms, stored.ttl_ms)
             if ttl_ms <= 0:
                 continue  # a copy of an entry that has just expired
-            redis_key = self.key(key)
-            pipe.delete(redis_key)
-            pipe.hset(redis_key, mapping=_encode(stored))
-            pipe.pexpire(redis_key, ttl_ms)
+            pipe.set(self.key(key), _entry_value(stored, ttl_ms, now_ms), px=ttl_ms)
+
+    def _rows(self, values: list[Any], dict_hash: int, min_expires_ms: int) -> RowsRead:
+        rows, remaining, stale, foreign = unpack_entries(values, dict_hash, _now_ms(), min_expires_ms)
+        if foreign:
+            self._check_replies(values)
+            log.warning("%s: %d of %d values are not mly entries (another program's keys under prefix %r?)",
+                        self.name, foreign, len(values), self._prefix.decode())
+        return RowsRead(rows, remaining, stale, foreign)
+
+    def _check_replies(self, values: list[Any]) -> None:
+        """A node that refused a ``GET`` (a cluster's MOVED while slots migrate, LOADING) fails the call."""
+        for value in values:
+            if isinstance(value, Exception):
+                raise StoreUnavailableError(self.name, f"a read was refused: {value}")
 
     def _unavailable(self, exc: BaseException) -> OSError:
         """redis-py errors as the builtin kinds the tiered cache counts (timeouts apart)."""
@@ -250,24 +285,45 @@ class _RedisLayout:
 
 
 class RedisStore(_RedisLayout):
-    """``AsyncStore`` over ``redis.asyncio``: one pipeline per ``get_many``/``put_many``."""
+    """``AsyncStore`` over Redis: lookups on one pipelined connection (a single Redis) or a
+    ``GET`` pipeline (a cluster), writes through ``redis.asyncio`` pipelines."""
 
     client: redis_async.Redis
+
+    def __init__(self, client: Any, **options: Any) -> None:
+        super().__init__(client, **options)
+        self._lookups: PipelinedConnection | None = None
+        self._cluster_lookups: ClusterLookups | None = None
+        if self._cluster:
+            self._cluster_lookups = ClusterLookups(client, self.name)
+        else:
+            self._lookups = PipelinedConnection(_endpoint_of(client, self.name))
 
     @staticmethod
     def _make_client(connection: Connection) -> Any:
         return async_redis_client(connection)
 
+    async def _read(self, keys: list[str]) -> list[Any]:
+        if self._lookups is None:
+            assert self._cluster_lookups is not None
+            return await self._cluster_lookups.read(self._prefix, keys)
+        values = await self._lookups.call(pack_key_command(b"MGET", self._prefix, keys))
+        if isinstance(values, Exception):  # an error reply: LOADING, NOAUTH after a restart...
+            raise StoreUnavailableError(self.name, str(values))
+        return values  # type: ignore[no-any-return]
+
+    async def get_rows(self, keys: list[str], dict_hash: int, min_expires_ms: int = 0) -> RowsRead:
+        """The lookup path: row JSON for entries of ``dict_hash`` expiring after ``min_expires_ms``."""
+        if not keys:
+            return RowsRead([], [], 0)
+        return self._rows(await self._read(keys), dict_hash, min_expires_ms)
+
     async def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
         if not keys:
             return []
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                self._queue_reads(pipe, keys)
-                raw = await pipe.execute()
-        except self._outage as exc:
-            raise self._unavailable(exc) from exc
-        return _decode_all(raw)
+        values = await self._read(list(keys))
+        self._check_replies(values)
+        return _stored_rows(values, _now_ms())
 
     async def put_many(self, items: Sequence[tuple[str, StoredRow]]) -> None:
         if self.read_only or not items:
@@ -280,6 +336,10 @@ class RedisStore(_RedisLayout):
             raise self._unavailable(exc) from exc
 
     async def aclose(self) -> None:
+        if self._lookups is not None:
+            await self._lookups.aclose()
+        if self._cluster_lookups is not None:
+            await self._cluster_lookups.aclose()
         await self.client.aclose()
 
 
@@ -292,16 +352,27 @@ class SyncRedisStore(_RedisLayout):
     def _make_client(connection: Connection) -> Any:
         return sync_redis_client(connection)
 
+    def _read(self, keys: list[str]) -> list[Any]:
+        try:
+            if not self._cluster:
+                return self.client.execute_command("MGET", *[self.key(key) for key in keys])  # type: ignore[no-any-return]
+            with self.client.pipeline(transaction=False) as pipe:
+                self._queue_reads(pipe, keys)
+                return pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+        except self._outage as exc:
+            raise self._unavailable(exc) from exc
+
+    def get_rows(self, keys: list[str], dict_hash: int, min_expires_ms: int = 0) -> RowsRead:
+        if not keys:
+            return RowsRead([], [], 0)
+        return self._rows(self._read(keys), dict_hash, min_expires_ms)
+
     def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
         if not keys:
             return []
-        try:
-            with self.client.pipeline(transaction=False) as pipe:
-                self._queue_reads(pipe, keys)
-                raw = pipe.execute()
-        except self._outage as exc:
-            raise self._unavailable(exc) from exc
-        return _decode_all(raw)
+        values = self._read(list(keys))
+        self._check_replies(values)
+        return _stored_rows(values, _now_ms())
 
     def put_many(self, items: Sequence[tuple[str, StoredRow]]) -> None:
         if self.read_only or not items:

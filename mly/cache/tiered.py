@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from mly.cache.base import AsyncStore, StoredRow, StoreWriteError, effective_ttl_ms
+from mly.cache.base import AsyncStore, RowsRead, StoredRow, StoreWriteError, effective_ttl_ms
 from mly.cache.breaker import CircuitBreaker
 from mly.cache.stats import CacheCounters
 from mly.cache.storable import DEFAULT_STORABLE, Storable
@@ -59,6 +59,7 @@ log = logging.getLogger("mly.cache")
 _T = TypeVar("_T")
 _FAILED: Any = object()
 _SKIPPED: Any = object()
+_HIT: Any = object()  # a hit whose StoredRow nobody needs (no copy to L1)
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 DEFAULT_WRITE_BATCH = 256
 DEFAULT_CLOSE_TIMEOUT_S = 5.0
@@ -81,6 +82,8 @@ class _Write:
     dict_hash: int
     to_l1: bool
     to_l2: bool
+    json: bytes | None = None
+    """The row's JSON as served, for stores that keep it (``keeps_row_json``)."""
 
 
 def _partial_put(store: AsyncStore) -> Callable[[Sequence[tuple[str, StoredRow]]], Awaitable[Any]]:
@@ -262,7 +265,17 @@ class TieredCache:
         # A store that bounds its own queue wait and wire time (Aerospike) says how much longer the
         # deadline may be: time waiting for a thread is not time on the wire.
         timeout_s = self.timeout_s + getattr(tier.store, "deadline_slack_s", 0.0)
-        rows = await self._call(tier, tier.store.get_many, [keys[i] for i in pending], timeout_s=timeout_s)
+        asked = [keys[i] for i in pending]
+        get_rows = getattr(tier.store, "get_rows", None)
+        if get_rows is not None:
+            # A store that keeps row JSON checks hash and age itself and hands back what is served.
+            min_expires_ms = int(self._valid_from * 1000) + self.ttl_ms if self._valid_from else 0
+            read = await self._call(tier, lambda ks: get_rows(ks, dict_hash, min_expires_ms), asked,
+                                    timeout_s=timeout_s)
+            if read is _FAILED or read is _SKIPPED:
+                return None
+            return self._take_rows(tier, keys, pending, dict_hash, read, out)
+        rows = await self._call(tier, tier.store.get_many, asked, timeout_s=timeout_s)
         if rows is _FAILED or rows is _SKIPPED:
             return None
         if len(rows) != len(pending):
@@ -273,6 +286,7 @@ class TieredCache:
         counters = self.counters
         valid_from = self._valid_from
         now = time.time() if valid_from else 0.0
+        copy_up = tier is self.l2 and self._write_l1
         for i, stored in zip(pending, rows, strict=True):
             if stored is None:
                 continue
@@ -289,7 +303,7 @@ class TieredCache:
                     log.warning("%s: cannot decode entry %r: %s", tier.store.name, keys[i], exc)
                     continue
             out[i] = data
-            found.append((i, stored))
+            found.append((i, StoredRow(stored.fields, stored.dict_hash, stored.ttl_ms, data) if copy_up else stored))
             if self.memory is not None:
                 ttl_ms = self.ttl_ms if stored.ttl_ms is None else min(self.ttl_ms, stored.ttl_ms)
                 if ttl_ms > 0:  # else it expires now: answered, not copied
@@ -298,6 +312,33 @@ class TieredCache:
             counters.hits_l1 += len(found)
         else:
             counters.hits_l2 += len(found)
+        return found
+
+    def _take_rows(self, tier: _Tier, keys: list[str], pending: list[int], dict_hash: int, read: RowsRead,
+                   out: list[bytes | None]) -> list[tuple[int, StoredRow]] | None:
+        """``_read_tier`` for a store that answered with row JSON (``get_rows``)."""
+        rows = read.rows
+        if len(rows) != len(pending):
+            self.counters.errors += 1
+            log.warning("%s returned %d rows for %d keys", tier.store.name, len(rows), len(pending))
+            return None
+        self.counters.stale += read.stale
+        self.counters.errors += read.foreign
+        memory = self.memory
+        copy_up = tier is self.l2 and self._write_l1
+        found: list[tuple[int, StoredRow]] = []
+        ttl_ms = self.ttl_ms
+        for i, data, remaining in zip(pending, rows, read.remaining_ms):
+            if data is None:
+                continue
+            out[i] = data
+            found.append((i, StoredRow(None, dict_hash, remaining, data) if copy_up else _HIT))
+            if memory is not None:
+                memory.put(keys[i], data, dict_hash, min(ttl_ms, remaining))
+        if tier is self.l1:
+            self.counters.hits_l1 += len(found)
+        else:
+            self.counters.hits_l2 += len(found)
         return found
 
     async def _call(self, tier: _Tier, fn: Callable[[_T], Awaitable[Any]], arg: _T, *, timeout_s: float) -> Any:
@@ -354,8 +395,8 @@ class TieredCache:
                 put(key, row_json, dict_hash, self.ttl_ms)
         if not (self._write_l1 or self._write_l2):
             return
-        for key, row, _row_json in items:
-            self._enqueue(_Write(key, row, dict_hash, self._write_l1, self._write_l2), wake=False)
+        for key, row, row_json in items:
+            self._enqueue(_Write(key, row, dict_hash, self._write_l1, self._write_l2, row_json), wake=False)
         self._wake()
 
     def _enqueue(self, write: _Write, *, wake: bool = True) -> None:
@@ -417,15 +458,24 @@ class TieredCache:
         counters = self.counters
         l1_items: list[tuple[str, StoredRow]] = []
         l2_items: list[tuple[str, StoredRow]] = []
+        l1_json = self.l1 is not None and getattr(self.l1.store, "keeps_row_json", False)
+        l2_json = self.l2 is not None and getattr(self.l2.store, "keeps_row_json", False)
         for write in batch:
             stored = write.payload
-            if not isinstance(stored, StoredRow):
-                try:
-                    stored = StoredRow(self.storable.to_fields(write.payload), write.dict_hash)
-                except Exception as exc:
-                    counters.write_errors += write.to_l1 + write.to_l2
-                    log.warning("cannot store row %r: %s", write.key, exc)
-                    continue
+            try:
+                if not isinstance(stored, StoredRow):
+                    fields = None
+                    if not ((not write.to_l1 or l1_json) and (not write.to_l2 or l2_json)):
+                        fields = self.storable.to_fields(write.payload)
+                    stored = StoredRow(fields, write.dict_hash, json=write.json)
+                elif stored.fields is None and not l1_json:  # a row-JSON copy going to a fields store
+                    assert stored.json is not None
+                    stored = StoredRow(self.storable.to_fields(orjson.loads(stored.json)), stored.dict_hash,
+                                       stored.ttl_ms, stored.json)
+            except Exception as exc:
+                counters.write_errors += write.to_l1 + write.to_l2
+                log.warning("cannot store row %r: %s", write.key, exc)
+                continue
             if write.to_l1:
                 l1_items.append((write.key, stored))
             if write.to_l2:

@@ -24,7 +24,7 @@ from mly.errors import DeadlineExceededError, MlyError, PayloadTooLargeError, Re
 from mly.http.responses import error_body
 from mly.http.stream import is_ndjson, stream_eval
 from mly.logs.access import AccessLog
-from mly.service.body_hits import BodyLookup, lookup_body
+from mly.service.body_hits import BodyLookup, lookup_body, lookup_body_in_stores
 from mly.service.body_rows import evaluate_rows, read_rows
 from mly.service.generation import Generation
 from mly.service.memo import memo_key
@@ -296,13 +296,15 @@ class EvalFastPath:
                     return envelope(generation.dict_hash, started, hit[1]), hit[0], hit[0], (hit[0], 0, 0, 0)
             if lookup is None and method != "GET" and service.stream_log is None:
                 lookup = lookup_body(generation, service.cache, raw, self.max_batch_size)
+                if lookup is None and service.cache is not None and service.cache.memory is None:
+                    lookup = await lookup_body_in_stores(generation, service.cache, raw, self.max_batch_size)
             if lookup is not None and lookup.all_hit:
                 rows = len(lookup.keys)
                 answer = self._all_hit(service, generation, lookup, key, started, read_started)
-                return answer, rows, rows, (0, rows, 0, 0)
+                return answer, rows, rows, ((0, *lookup.tiers) if lookup.complete else (0, rows, 0, 0))
             read = read_rows(service, raw, lookup, self.max_batch_size) if lookup is not None else None
             if read is not None:
-                pass  # a batch that partly hit: only the rows memory lacked were read (``body_rows``)
+                pass  # a batch that partly hit: only the rows the cache lacked were read (``body_rows``)
             elif method == "GET":
                 query = raw.decode("latin-1")
                 request = parse_query(parse_qsl(query, keep_blank_values=True), generation.interface.dtypes)

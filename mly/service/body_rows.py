@@ -82,8 +82,13 @@ async def evaluate_rows(service: ModelService, read: BodyRows) -> BodyAnswer:
     deadline = asyncio.get_running_loop().time() + service._deadline_s
     generation, cache, keys = read.generation, service.cache, read.lookup.keys
     assert cache is not None
-    tally = [0, 0, 0]
-    results: list[bytes | None] = await cache.get_many(keys, generation.dict_hash, read.lookup.values, tally)
+    lookup = read.lookup
+    if lookup.complete:  # every tier was asked already (a cache with no memory tier)
+        tally = list(lookup.tiers)
+        results: list[bytes | None] = list(lookup.values or ())
+    else:
+        tally = [0, 0, 0]
+        results = await cache.get_many(keys, generation.dict_hash, lookup.values, tally)
     misses = [i for i, value in enumerate(results) if value is None]
     if misses:
         await service._fill_misses(generation, cache, read.columns, keys, misses, results, deadline, read.at)

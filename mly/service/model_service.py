@@ -246,7 +246,11 @@ class ModelService:
             # Plain JSON values: key them straight from the parsed body; hits need no encoding.
             if lookup is not None and lookup.schema is schema and not lookup.all_hit:
                 keys = lookup.keys
-                found = await cache.get_many(keys, generation.dict_hash, lookup.values, tally)
+                if lookup.complete:  # every tier was asked already (a cache with no memory tier)
+                    found = lookup.values  # type: ignore[assignment]
+                    tally[:] = lookup.tiers
+                else:
+                    found = await cache.get_many(keys, generation.dict_hash, lookup.values, tally)
                 if None not in found:
                     hits = [orjson.Fragment(value) for value in found]  # type: ignore[arg-type]
                     return EvalResult(hits, request.batch, generation.dict_hash, len(hits), tuple(tally))

@@ -81,19 +81,48 @@ async def test_read_only_store_never_writes(make_store: MakeStore) -> None:
 
 @pytest.mark.asyncio
 async def test_redis_layout(redis: Servers, new_redis_store: MakeStore) -> None:
+    from redis_server import decode_entry
+
     store = new_redis_store(redis["l1"], ttl_ms=5000)
     bare = new_redis_store(redis["l1"], namespace="", dataset="ds")
     try:
-        await store.put_many([("a/b", StoredRow({"x": [1, "y"], "z": 0.5}, 42))])
-        await bare.put_many([("k", StoredRow({"x": 1}, 0))])
+        before_ms = time.time_ns() // 1_000_000
+        # A tiered cache hands the row's JSON as served: it is stored as is.
+        await store.put_many([("a/b", StoredRow({"x": [1, "y"], "z": 0.5}, 42, json=b'{"z":0.5,"x":[1,"y"]}'))])
+        await bare.put_many([("k", StoredRow({"x": 1, "a": None}, -7))])  # no JSON: the fields', sorted
+        after_ms = time.time_ns() // 1_000_000
     finally:
         await store.aclose()
         await bare.aclose()
     with redis["l1"].client() as r:
         assert sorted(r.keys()) == [b"ds:k", b"ns:ds:a/b"]
-        assert r.hgetall("ns:ds:a/b") == {b"x": b'[1,"y"]', b"z": b"0.5", b"dictHash": b"42"}
+        assert r.type("ns:ds:a/b") == b"string"
+        raw = r.get("ns:ds:a/b")
+        assert raw[17:] == b'{"z":0.5,"x":[1,"y"]}'
+        row, dict_hash, expires_at_ms = decode_entry(raw)
+        assert (row, dict_hash) == ({"z": 0.5, "x": [1, "y"]}, 42)
+        assert before_ms + 5000 <= expires_at_ms <= after_ms + 5000
         assert 4000 < r.pttl("ns:ds:a/b") <= 5000
-        assert r.hgetall("ds:k") == {b"x": b"1", b"dictHash": b"0"}
+        assert r.get("ds:k")[17:] == b'{"a":null,"x":1}'
+        assert decode_entry(r.get("ds:k"))[1] == -7
+
+
+@pytest.mark.asyncio
+async def test_redis_rows_are_served_as_stored(redis: Servers, new_redis_store: MakeStore) -> None:
+    """``get_rows``: the lookup path hands back the stored JSON bytes, hash and age checked."""
+    store = new_redis_store(redis["l1"], ttl_ms=60_000)
+    try:
+        await store.put_many([("a", StoredRow(None, HASH, json=b'{"p":0.3}')),
+                              ("b", StoredRow(None, 5, json=b'{"p":1}'))])
+        read = await store.get_rows(["a", "b", "none"], HASH)
+        assert (read.rows, read.stale) == ([b'{"p":0.3}', None, None], 1)
+        assert 59_000 < read.remaining_ms[0] <= 60_000 and read.remaining_ms[1:] == [0, 0]
+        now_ms = time.time() * 1000
+        later = await store.get_rows(["a"], HASH, min_expires_ms=int(now_ms) + 61_000)  # written "before"
+        assert (later.rows, later.stale) == ([None], 1)
+        assert await store.get_many(["a"]) == [StoredRow({"p": 0.3}, HASH)]
+    finally:
+        await store.aclose()
 
 
 def test_sync_redis_store(redis: Servers, new_redis_store: MakeStore) -> None:

@@ -372,20 +372,24 @@ async def test_aclose_gives_up_on_a_stuck_store_in_time(faulty_store: FaultyStor
 
 
 @pytest.mark.asyncio
-async def test_store_answering_an_error_is_a_miss_not_an_outage(
+async def test_a_value_that_is_not_an_entry_is_a_miss_not_an_outage(
     redis: Servers, new_redis_store: MakeStore
 ) -> None:
     l1 = new_redis_store(redis["l1"])
     cache = make_cache(l1, memory=False)
     with redis["l1"].client() as r:
-        r.set("ns:ds:k", "not a hash")  # HGETALL answers WRONGTYPE
+        r.set("ns:ds:k", "not an entry")  # another program's string under mly's prefix
+        r.hset("ns:ds:old", mapping={"v": "1", "dictHash": str(H)})  # the hash layout earlier versions wrote
     try:
-        assert await cache.get_many(["k"], H) == [None]
-        assert cache.counters.errors == 1
+        assert await cache.get_many(["k", "old"], H) == [None, None]
+        assert cache.counters.errors == 1  # the foreign string; the old entry is only a miss
         assert cache.l1 is not None and cache.l1.breaker.state is BreakerState.CLOSED
         stats = cache.stats()
-        assert (stats["l1_breaker"], stats["errors"], stats["misses"]) == ("closed", 1, 1)
+        assert (stats["l1_breaker"], stats["errors"], stats["misses"]) == ("closed", 1, 2)
         assert "memory" not in stats
+        cache.put_many([("old", {"v": 2}, b'{"v":2}')], H)  # the next write replaces an old entry
+        assert await cache.flush()
+        assert await cache.get_many(["old"], H) == [b'{"v":2}']
     finally:
         await cache.aclose()
 

@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 from aerospike_server import NAMESPACE, aerospike_l1
+from redis_server import decode_entry
 
 from mly.client import AsyncClient, Client, SharedStores
 
@@ -37,9 +38,9 @@ class Store:
         """The entry's fields and dictHash as the store holds them."""
         if self.kind == "redis":
             with self.server.client() as r:
-                raw = r.hgetall(f"mly:t:{key}")
-            fields = {k.decode(): orjson.loads(v) for k, v in raw.items() if k != b"dictHash"}
-            return fields, int(raw[b"dictHash"])
+                entry = decode_entry(r.get(f"mly:t:{key}"))
+            assert entry is not None
+            return entry[0], entry[1]
         with self.server.connected() as client:
             _, _, bins = client.get((self.namespace, "t", key))
         dict_hash = bins.pop("dictHash", 0)

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from live_server import LiveServer
 from model_builders import expected_keras_lookup
-from redis_server import RedisServer
+from redis_server import RedisServer, decode_entry, encode_entry
 
 TIMEOUT_MS = 200
 
@@ -78,9 +78,10 @@ def test_written_behind_to_both_tiers_and_read_back(tiered_server: LiveServer, s
     key = f"mly:t:{key_of(tiered_server, row)}"
     for tier in ("l1", "l2"):
         with servers[tier].client() as r:
-            stored = r.hgetall(key)
-        assert int(stored[b"dictHash"]) == first["dictHash"]
-        assert orjson.loads(stored[b"score"]) == pytest.approx(first["data"]["score"])
+            entry = decode_entry(r.get(key))
+        assert entry is not None
+        assert entry[1] == first["dictHash"]
+        assert entry[0]["score"] == pytest.approx(first["data"]["score"])
 
     forget_memory(tiered_server)
     before = evaluated(tiered_server)
@@ -111,7 +112,8 @@ def test_entry_of_another_dictionary_is_never_served(tiered_server: LiveServer, 
     key = f"mly:t:{key_of(tiered_server, row)}"
     for tier in ("l1", "l2"):
         with servers[tier].client() as r:
-            r.hset(key, mapping={"score": "999", "label_id": "0", "vec": "[0,0,0]", "dictHash": "12345"})
+            stale = {"label_id": 0, "score": 999, "vec": [0, 0, 0]}
+            r.set(key, encode_entry(stale, 12345, int(time.time() * 1000) + 60_000), px=60_000)
     before = evaluated(tiered_server)
     out = post(tiered_server, row)
     assert evaluated(tiered_server) == before + 1

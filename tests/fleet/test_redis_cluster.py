@@ -6,8 +6,8 @@ import asyncio
 import time
 from typing import Any
 
-import orjson
 import pytest
+from redis_server import decode_entry
 
 from mly.cache.base import StoredRow
 from mly.cache.redis import RedisStore, SyncRedisStore, entry_key, sync_redis_client
@@ -42,8 +42,8 @@ async def test_a_batch_spans_every_master_in_one_call(cluster: Any) -> None:
         assert len(per_master) == 3 and all(n > 20 for n in per_master)  # spread over the slots
         routed = sync_redis_client(cluster.connection(seeds=6))  # the single-Redis layout, key for key
         try:
-            assert routed.hget(entry_key("ns", "ds", "k7"), "dictHash") == str(H).encode()
-            assert orjson.loads(routed.hget(entry_key("ns", "ds", "k7"), "s")) == "v7"
+            entry = decode_entry(routed.get(entry_key("ns", "ds", "k7")))
+            assert entry is not None and entry[1] == H and entry[0]["s"] == "v7"
         finally:
             routed.close()
     finally:
@@ -102,7 +102,7 @@ def test_cluster_config_rules() -> None:
             "Datastores": [{"ID": "d", "Connection": "c", "Dataset": "x", "Namespace": "test"}]}
     for connection, key in (({"Kind": "aerospike", "Cluster": True}, "Connections[0].Cluster"),
                             ({"Kind": "redis", "Cluster": True, "Database": 2}, "Connections[0].Database"),
-                            ({"Kind": "aerospike", "Password": "x"}, "Connections[0].Password"),
+                            ({"Kind": "aerospike", "Password": "x"}, "Connections[0].Username"),  # both or neither
                             ({"Kind": "redis", "TLSCAFile": "/ca.pem"}, "Connections[0].TLSCAFile")):
         with pytest.raises(ConfigError) as info:
             parse_config({**base, "Connections": [{"ID": "c", "Hostnames": "h:7000", **connection}]})
