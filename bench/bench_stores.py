@@ -5,6 +5,7 @@ One command, one run, figures printed, nothing asserted (see bench/README.md)::
     python bench/bench_stores.py            # ~1.5 minutes: 3 rounds x 3 servers x c=16,64, 3 s per case
     python bench/bench_stores.py --quick    # smoke run: 1 round, 1 s per case
     python bench/bench_stores.py --stores memory,aerospike   # only these tiers
+    python bench/bench_stores.py --stores memory,redis,redis-cluster   # adds a 3+3 Redis Cluster
 
 A hot keyspace of 64 keys, all pre-warmed, so every request is a cache hit, against the
 same model served three ways: the in-process memory tier only; Redis as L1 with no
@@ -57,6 +58,10 @@ def mly_cmd(workdir: str, model_dir: str, port: int, kind: str, store: Any) -> l
     }
     if kind == "memory":
         datastore["Cache"] = {"SizeMb": 256}
+    elif kind == "redis-cluster":  # every master a seed, each with its own port
+        seeds = ",".join(f"127.0.0.1:{node.port}" for node in store.masters())
+        config["Connections"] = [{"ID": "l1", "Kind": "redis", "Cluster": True, "Hostnames": seeds}]
+        datastore.update({"Connection": "l1", "Namespace": "mly", "Dataset": DATASET})
     else:
         config["Connections"] = [{"ID": "l1", "Kind": kind, "Hostnames": "127.0.0.1", "Port": store.port}]
         datastore.update({"Connection": "l1", "Namespace": "test" if kind == "aerospike" else "mly",
@@ -74,6 +79,12 @@ def stored_entries(kind: str, store: Any) -> int:
     if kind == "redis":
         with store.client() as r:
             return int(r.dbsize())
+    if kind == "redis-cluster":
+        total = 0
+        for node in store.masters():
+            with node.client() as r:
+                total += int(r.dbsize())
+        return total
     with store.connected() as client:
         return sum(1 for _ in client.query("test", DATASET).results())
 
@@ -89,6 +100,12 @@ def start_stores(workdir: Path, kinds: list[str]) -> dict[str, Any]:
         redis = RedisServer("bench", workdir)
         redis.start()
         stores["redis"] = redis
+    if "redis-cluster" in kinds and shutil.which("redis-server"):
+        from redis_cluster import RedisCluster
+
+        cluster = RedisCluster(workdir / "redis-cluster")  # 3 masters + 3 replicas on loopback
+        cluster.start()
+        stores["redis-cluster"] = cluster
     import aerospike_server
 
     if "aerospike" in kinds and not aerospike_server.tools_available():
@@ -140,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([sys.executable, str(ROOT / "examples/build_model.py"), model_dir], check=True,
                            capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
-        unknown = sorted(set(kinds) - {"memory", "redis", "aerospike"})
+        unknown = sorted(set(kinds) - {"memory", "redis", "redis-cluster", "aerospike"})
         if unknown:
-            parser.error(f"--stores: unknown tier(s) {', '.join(unknown)} (memory, redis, aerospike)")
+            parser.error(f"--stores: unknown tier(s) {', '.join(unknown)} (memory, redis, redis-cluster, aerospike)")
         stores = start_stores(Path(work), kinds)
         try:
             print(f"mly cache-tier benchmark: hot keyspace of {HOT_KEYS} pre-warmed keys (every request a hit), "
@@ -180,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                                       f"p99 {r.p99_ms:.2f} ms  errors {r.errors}", file=sys.stderr, flush=True)
         finally:
             for store in stores.values():
-                stop: Callable[[], None] | None = getattr(store, "kill", None)
+                stop: Callable[[], None] | None = getattr(store, "kill", None) or getattr(store, "stop", None)
                 if stop is not None:
                     stop()
 
@@ -194,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             rs = results.get((f"{kind}{shape}", c), [])
             if not rs:
                 continue
-            label = {"memory": "memory (in-process MRU)", "redis": "Redis L1", "aerospike": "Aerospike L1"}[kind]
+            label = {"memory": "memory (in-process MRU)", "redis": "Redis L1", "aerospike": "Aerospike L1",
+                     "redis-cluster": "Redis Cluster L1 (3+3)"}[kind]
             label += f", {args.batch}-row batches" if shape else ""
             rel = [r.rps / b.rps for r, b in zip(rs, base_rs)] if base_rs else []
             errors = sum(r.errors for r in rs)
