@@ -80,13 +80,12 @@ class ClusterLookups:
                 raise StoreUnavailableError(self.name, f"no master serves the slot of key {keys[group[0]]!r}")
             connection = self._masters[owner]
             replies = 1 if script is not None else len(group)  # a script answers with one array
-            future = connection.send_now(packed, replies)
-            if future is not None:
-                future.add_done_callback(_retrieve)
-            sent.append((group, connection, packed, replies, future))
+            sent.append((group, connection, packed, replies, connection.send_now(packed, replies)))
         out: list[Any] = [None] * len(keys)
+        awaited = 0
         try:
             for group, connection, packed, count, future in sent:
+                awaited += 1
                 replies = await future if future is not None else await connection.call(packed, count)
                 if len(group) == 1:
                     out[group[0]] = replies
@@ -100,8 +99,12 @@ class ClusterLookups:
                     return await self.read(prefix, keys)
                 for i, reply in zip(group, replies, strict=True):
                     out[i] = reply
-        except (OSError, asyncio.TimeoutError):  # StoreUnavailableError is an OSError
-            self.refresh()
+        except BaseException as exc:
+            for *_, future in sent[awaited:]:  # replies nobody will await: not errors to report
+                if future is not None:
+                    future.add_done_callback(_retrieve)
+            if isinstance(exc, (OSError, asyncio.TimeoutError)):  # StoreUnavailableError is an OSError
+                self.refresh()
             raise
         return out
 
