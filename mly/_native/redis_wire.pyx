@@ -196,16 +196,15 @@ def pack_key_command(bytes command, bytes prefix, list keys, bint each=False) ->
 
 
 def pack_eval(bytes script, bytes prefix, list keys) -> bytes:
-    """``EVAL script len(keys) prefix+key1 ...``: a script reading keys of several slots of one
-    cluster node answers them as one array (one reply to parse, not one per key)."""
-    cdef bytes count = str(PyList_GET_SIZE(keys)).encode()
-    head = pack_key_command(b"EVAL", b"", [script, count])
+    """``EVAL script 0 prefix+key1 prefix+key2 ...``: the keys go as arguments, not declared keys,
+    because a cluster refuses declared keys of several slots even to a script allowed to read
+    them (``allow-cross-slot-keys``); one node's keys of many slots then come back as one array."""
+    head = pack_key_command(b"EVAL", b"", [script, b"0"])
     body = pack_key_command(b"", prefix, keys)
     # ``body`` is ``*{n+1}\r\n$0\r\n\r\n`` + the keys: splice the keys after the head's
     # arguments with one array header for all of them.
     cdef Py_ssize_t skip = body.index(b"$0\r\n\r\n") + 6
     return b"*%d\r\n" % (PyList_GET_SIZE(keys) + 3) + head[head.index(b"\r\n") + 2:] + body[skip:]
-
 
 cdef unsigned short _CRC16[256]
 

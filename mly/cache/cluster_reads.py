@@ -30,12 +30,15 @@ __all__ = ["ClusterLookups"]
 
 log = logging.getLogger("mly.cache")
 
-MGET_SCRIPT = b"#!lua flags=no-writes,allow-cross-slot-keys\nreturn redis.call('MGET', unpack(KEYS))"
+MGET_SCRIPT = (b"#!lua flags=no-writes,allow-cross-slot-keys\n"
+               b"local out = {} for i, key in ipairs(ARGV) do out[i] = redis.call('GET', key) end return out")
 """Several slots' keys of one master read in one command and parsed as one reply (Redis >= 7.0;
-older servers refuse the flags and get one ``GET`` per key)."""
+older servers refuse the flags and get one ``GET`` per key). The keys are arguments: a cluster
+refuses a command whose declared keys span slots, even for such a script."""
 MAX_SCRIPT_KEYS = 4096
 """Lua's ``unpack`` has a stack limit near 8,000 values: larger lookups read key by key."""
-_ROUTING_ERRORS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "MASTERDOWN", "NOAUTH", "NOPERM")
+_ROUTING_ERRORS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "MASTERDOWN", "NOAUTH",
+                   "ERR Script attempted to access a non local key")  # a slot moved: the map is old
 SLOTS = 16384
 NO_OWNER = 65535
 REFRESH_INTERVAL_S = 0.25
@@ -93,7 +96,7 @@ class ClusterLookups:
                 if isinstance(replies, Exception):
                     if script is None or str(replies).startswith(_ROUTING_ERRORS):
                         raise StoreUnavailableError(self.name, f"a read was refused: {replies}")
-                    # A Redis before 7.0 (no script flags) or with scripts disabled: GETs from now on.
+                    # A Redis before 7.0 (no script flags), or a user not allowed EVAL: GETs from now on.
                     log.info("%s: reading with a script failed (%s); reading key by key", self.name, replies)
                     self._script = None
                     return await self.read(prefix, keys)
