@@ -1,0 +1,136 @@
+"""A datastore whose only tier is Redis (no memory tier): bodies answered from the store's bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from live_server import LiveServer
+from redis_server import RedisServer, decode_entry, encode_entry
+
+
+ROWS = [{"sa": "a", "sl": "b", "i1": 10, "fl": 0.5}, {"sa": "b", "sl": "c", "i1": 20, "fl": 1.25},
+        {"sa": "c", "sl": "a", "i1": 30, "fl": 2.0}, {"sa": "zz", "sl": "b", "i1": 99, "fl": 3.5}]
+
+
+@pytest.fixture(scope="module")
+def store_only(model_dirs: dict[str, str], redis_servers: dict[str, RedisServer],
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    timeout = {"Connection": 500, "Socket": 500, "Total": 500}
+    config = {
+        "Models": [{"ID": "t", "URL": model_dirs["keras"], "DataStore": "shared",
+                    "Inputs": [{"Name": "fl", "Precision": 2}]}],
+        "Connections": [{"ID": "l1", "Kind": "redis", "Hostnames": "127.0.0.1", "Port": redis_servers["l1"].port,
+                         "Timeout": timeout}],
+        "Datastores": [{"ID": "shared", "Connection": "l1", "Namespace": "so", "Dataset": "t", "TimeToLiveMs": 60000}],
+    }
+    live = LiveServer(config, tmp_path_factory.mktemp("store-only")).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def server(store_only: LiveServer, redis_servers: dict[str, RedisServer]) -> LiveServer:
+    redis_servers["l1"].ensure_up()
+    redis_servers["l1"].flush()
+    return store_only
+
+
+def batch(rows: list[dict[str, Any]]) -> bytes:
+    return orjson.dumps({"batch_size": len(rows), **{name: [row[name] for row in rows] for name in rows[0]}})
+
+
+def post(server: LiveServer, body: bytes) -> tuple[bytes, dict[str, Any]]:
+    with server.client() as client:
+        response = client.post("/v1/api/model/t/eval", content=body)
+    assert response.status_code == 200, response.text
+    return response.content, response.json()
+
+
+def evaluated(server: LiveServer) -> int:
+    return server.registry.get("t").rows_evaluated
+
+
+def flush(server: LiveServer) -> None:
+    cache = server.registry.caches["shared"]
+    assert asyncio.run_coroutine_threadsafe(cache.flush(5.0), server.loop).result(10)
+
+
+def row_json(answer: dict[str, Any]) -> list[bytes]:
+    return [orjson.dumps(row) for row in answer["data"]]
+
+
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts bodies the common path parses (a spy around the real ``parse_body``)."""
+    import mly.http.fast as fast
+
+    calls: list[int] = []
+    real = fast.parse_body
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fast, "parse_body", counting)
+    return calls
+
+
+def test_an_all_hit_batch_is_the_stored_rows_joined(
+    server: LiveServer, redis_servers: dict[str, RedisServer], parsed: list[int]
+) -> None:
+    assert server.registry.caches["shared"].memory is None
+    _, first = post(server, batch(ROWS))
+    flush(server)
+    with redis_servers["l1"].client() as r:
+        assert len(r.keys("so:t:*")) == len(ROWS)
+    before, hits = evaluated(server), server.registry.caches["shared"].counters.hits_l1
+    reordered = [ROWS[2], ROWS[0], ROWS[3], ROWS[1]]  # a body never sent before, every row stored
+    parsed.clear()
+    raw, again = post(server, batch(reordered))
+    assert evaluated(server) == before  # no TensorFlow call
+    assert parsed == []  # keys read from the body's bytes, rows joined: never parsed
+    assert server.registry.caches["shared"].counters.hits_l1 == hits + len(ROWS)
+    assert row_json(again) == [row_json(first)[i] for i in (2, 0, 3, 1)]
+    assert again["dictHash"] == first["dictHash"]
+    # The data is the stored JSON bytes joined, exactly as Redis holds them.
+    with redis_servers["l1"].client() as r:
+        generation = server.registry.get("t").current
+        assert generation.key_schema is not None
+        stored = [r.get(f"so:t:{generation.key_schema.key(row)}")[17:] for row in reordered]
+    assert b'"data":[' + b",".join(stored) + b"]" in raw
+
+
+def test_a_partly_stored_batch_evaluates_only_its_missing_rows(server: LiveServer, parsed: list[int]) -> None:
+    _, first = post(server, batch(ROWS[:2]))
+    flush(server)
+    before = evaluated(server)
+    parsed.clear()
+    _, mixed = post(server, batch([ROWS[1], ROWS[2], ROWS[0]]))
+    assert evaluated(server) == before + 1  # ROWS[2] only
+    assert parsed == []  # only the missing row was read from the body
+    _, alone = post(server, batch([ROWS[2]]))
+    assert row_json(mixed) == [row_json(first)[1], row_json(alone)[0], row_json(first)[0]]
+
+
+def test_an_entry_of_another_dictionary_is_evaluated_not_served(
+    server: LiveServer, redis_servers: dict[str, RedisServer]
+) -> None:
+    _, first = post(server, batch(ROWS[:1]))
+    flush(server)
+    generation = server.registry.get("t").current
+    assert generation.key_schema is not None
+    key = f"so:t:{generation.key_schema.key(ROWS[0])}"
+    with redis_servers["l1"].client() as r:
+        entry = decode_entry(r.get(key))
+        assert entry is not None and entry[1] == first["dictHash"]
+        r.set(key, encode_entry({"score": 999}, first["dictHash"] + 1, int(time.time() * 1000) + 60_000), px=60_000)
+    before, stale = evaluated(server), server.registry.caches["shared"].counters.stale
+    _, again = post(server, batch(ROWS[:1]))
+    assert evaluated(server) == before + 1
+    assert server.registry.caches["shared"].counters.stale == stale + 1
+    assert row_json(again) == row_json(first)
