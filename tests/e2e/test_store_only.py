@@ -12,7 +12,6 @@ import pytest
 from live_server import LiveServer
 from redis_server import RedisServer, decode_entry, encode_entry
 
-
 ROWS = [{"sa": "a", "sl": "b", "i1": 10, "fl": 0.5}, {"sa": "b", "sl": "c", "i1": 20, "fl": 1.25},
         {"sa": "c", "sl": "a", "i1": 30, "fl": 2.0}, {"sa": "zz", "sl": "b", "i1": 99, "fl": 3.5}]
 
