@@ -6,6 +6,7 @@ One command, one run, figures printed, nothing asserted (see bench/README.md)::
     python bench/bench_stores.py --quick    # smoke run: 1 round, 1 s per case
     python bench/bench_stores.py --stores memory,aerospike   # only these tiers
     python bench/bench_stores.py --stores memory,redis,redis-cluster   # adds a 3+3 Redis Cluster
+    python bench/bench_stores.py --stores memory,aerospike,aerospike-cluster   # adds 3 Aerospike nodes
 
 A hot keyspace of 64 keys, all pre-warmed, so every request is a cache hit, against the
 same model served three ways: the in-process memory tier only; Redis as L1 with no
@@ -58,6 +59,9 @@ def mly_cmd(workdir: str, model_dir: str, port: int, kind: str, store: Any) -> l
     }
     if kind == "memory":
         datastore["Cache"] = {"SizeMb": 256}
+    elif kind == "aerospike-cluster":  # 3 nodes, replication 2, every node a seed with its own port
+        config["Connections"] = [{"ID": "l1", "Kind": "aerospike", "Hostnames": store.hostnames()}]
+        datastore.update({"Connection": "l1", "Namespace": "test", "Dataset": DATASET})
     elif kind == "redis-cluster":  # every master a seed, each with its own port
         seeds = ",".join(f"127.0.0.1:{node.port}" for node in store.masters())
         config["Connections"] = [{"ID": "l1", "Kind": "redis", "Cluster": True, "Hostnames": seeds}]
@@ -85,6 +89,8 @@ def stored_entries(kind: str, store: Any) -> int:
             with node.client() as r:
                 total += int(r.dbsize())
         return total
+    if kind == "aerospike-cluster":
+        store = store.nodes[0]  # a client seeded there sees the whole cluster
     with store.connected() as client:
         return sum(1 for _ in client.query("test", DATASET).results())
 
@@ -114,6 +120,10 @@ def start_stores(workdir: Path, kinds: list[str]) -> dict[str, Any]:
         aero = aerospike_server.AerospikeServer("bench", workdir / "aerospike")
         aero.start()
         stores["aerospike"] = aero
+    if "aerospike-cluster" in kinds and aerospike_server.tools_available():
+        from aerospike_cluster import AerospikeCluster
+
+        stores["aerospike-cluster"] = AerospikeCluster(workdir / "aerospike-cluster").start()
     return stores
 
 
@@ -157,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([sys.executable, str(ROOT / "examples/build_model.py"), model_dir], check=True,
                            capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
-        unknown = sorted(set(kinds) - {"memory", "redis", "redis-cluster", "aerospike"})
+        unknown = sorted(set(kinds) - {"memory", "redis", "redis-cluster", "aerospike", "aerospike-cluster"})
         if unknown:
-            parser.error(f"--stores: unknown tier(s) {', '.join(unknown)} (memory, redis, redis-cluster, aerospike)")
+            parser.error(f"--stores: unknown tier(s) {', '.join(unknown)} (memory, redis, redis-cluster, aerospike, aerospike-cluster)")
         stores = start_stores(Path(work), kinds)
         try:
             print(f"mly cache-tier benchmark: hot keyspace of {HOT_KEYS} pre-warmed keys (every request a hit), "
@@ -212,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             if not rs:
                 continue
             label = {"memory": "memory (in-process MRU)", "redis": "Redis L1", "aerospike": "Aerospike L1",
-                     "redis-cluster": "Redis Cluster L1 (3+3)"}[kind]
+                     "redis-cluster": "Redis Cluster L1 (3+3)", "aerospike-cluster": "Aerospike cluster L1 (3, r=2)"}[kind]
             label += f", {args.batch}-row batches" if shape else ""
             rel = [r.rps / b.rps for r, b in zip(rs, base_rs)] if base_rs else []
             errors = sum(r.errors for r in rs)
