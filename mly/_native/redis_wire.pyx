@@ -194,18 +194,6 @@ def pack_key_command(bytes command, bytes prefix, list keys, bint each=False) ->
         p += 2
     return buffer[:p - start]
 
-
-def pack_eval(bytes script, bytes prefix, list keys) -> bytes:
-    """``EVAL script 0 prefix+key1 prefix+key2 ...``: the keys go as arguments, not declared keys,
-    because a cluster refuses declared keys of several slots even to a script allowed to read
-    them (``allow-cross-slot-keys``); one node's keys of many slots then come back as one array."""
-    head = pack_key_command(b"EVAL", b"", [script, b"0"])
-    body = pack_key_command(b"", prefix, keys)
-    # ``body`` is ``*{n+1}\r\n$0\r\n\r\n`` + the keys: splice the keys after the head's
-    # arguments with one array header for all of them.
-    cdef Py_ssize_t skip = body.index(b"$0\r\n\r\n") + 6
-    return b"*%d\r\n" % (PyList_GET_SIZE(keys) + 3) + head[head.index(b"\r\n") + 2:] + body[skip:]
-
 cdef unsigned short _CRC16[256]
 
 
@@ -273,11 +261,10 @@ def key_slots(bytes prefix, list keys) -> list:
     return out
 
 
-def split_by_owner(bytes command, bytes prefix, list keys, const unsigned short[:] owners, bytes script=None):
+def split_by_owner(bytes command, bytes prefix, list keys, const unsigned short[:] owners):
     """Keys grouped by the node that owns their slot (``owners[slot]``, 65535: none), each group
     packed as one ``command`` per key: ``[(owner, packed, [key index, ...]), ...]`` in the order
-    owners first appear. A group whose owner is 65535 names keys no node serves. With ``script``,
-    a group of several keys is one ``EVAL`` of it instead (``pack_eval``)."""
+    owners first appear. A group whose owner is 65535 names keys no node serves."""
     cdef Py_ssize_t n = PyList_GET_SIZE(keys), i, klen, plen = PyBytes_GET_SIZE(prefix), total
     cdef const char* kp
     cdef object key
@@ -307,9 +294,5 @@ def split_by_owner(bytes command, bytes prefix, list keys, const unsigned short[
         group.append(i)
     out = []
     for owner_key, indices in groups.items():
-        group_keys = [keys[j] for j in indices]
-        if script is not None and len(indices) > 1:
-            out.append((owner_key, pack_eval(script, prefix, group_keys), indices))
-        else:
-            out.append((owner_key, pack_key_command(command, prefix, group_keys, True), indices))
+        out.append((owner_key, pack_key_command(command, prefix, [keys[j] for j in indices], True), indices))
     return out

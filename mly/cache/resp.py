@@ -118,32 +118,32 @@ class _Protocol(asyncio.Protocol):
         reader = self.reader
         reader.feed(data)
         waiting = self.waiting
-        while True:
-            try:
-                reply = reader.gets()
-            except hiredis.ProtocolError as exc:
-                self._fail(ConnectionError(f"unreadable reply: {exc}"))
-                if self.transport is not None:
-                    self.transport.abort()
-                return
-            if reply is False:
-                return
-            if not waiting:  # a reply nobody asked for: the stream is out of step
-                self._fail(ConnectionError("a reply arrived that no command asked for"))
-                if self.transport is not None:
-                    self.transport.abort()
-                return
-            waiter = waiting[0]
-            if waiter.count == 1:
+        gets = reader.gets
+        try:
+            while True:
+                reply = gets()
+                if reply is False:
+                    return
+                if not waiting:  # a reply nobody asked for: the stream is out of step
+                    raise hiredis.ProtocolError("a reply arrived that no command asked for")
+                waiter = waiting[0]
+                if waiter.count > 1:  # a pipeline of commands (one GET per key): collect them
+                    replies = waiter.replies
+                    replies.append(reply)
+                    count = waiter.count
+                    while len(replies) < count:
+                        reply = gets()
+                        if reply is False:
+                            return
+                        replies.append(reply)
+                    reply = replies
                 waiting.popleft()
                 if not waiter.future.done():  # done: its lookup timed out and went away
                     waiter.future.set_result(reply)
-                continue
-            waiter.replies.append(reply)
-            if len(waiter.replies) == waiter.count:
-                waiting.popleft()
-                if not waiter.future.done():
-                    waiter.future.set_result(waiter.replies)
+        except hiredis.ProtocolError as exc:
+            self._fail(ConnectionError(f"unreadable reply: {exc}"))
+            if self.transport is not None:
+                self.transport.abort()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._fail(exc or ConnectionResetError("connection closed by the server"))

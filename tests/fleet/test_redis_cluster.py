@@ -6,7 +6,6 @@ import asyncio
 import time
 from typing import Any
 
-import orjson
 import pytest
 from redis_server import decode_entry
 
@@ -65,31 +64,6 @@ def test_the_sync_store_reads_what_the_async_one_wrote(cluster: Any) -> None:
         assert store.get_many([f"k{i}" for i in range(50)]) == [stored for _, stored in rows(50)]
     finally:
         store.close()
-
-
-@pytest.mark.asyncio
-async def test_a_cluster_that_refuses_scripts_is_read_key_by_key(cluster: Any) -> None:
-    """Lookups read each master's keys with one read-only script; a user not allowed EVAL (as on
-    a Redis before 7.0, which refuses script flags) still gets every row, one GET per key."""
-    store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
-    items = rows(40)
-    masters = cluster.masters()
-    try:
-        await store.put_many(items)
-        keys = [key for key, _ in items]
-        assert (await store.get_rows(keys, H)).rows == [stored.json or orjson.dumps(stored.fields) for _, stored in items]
-        assert store._cluster_lookups is not None and store._cluster_lookups._script is not None
-        for node in masters:
-            with node.client() as r:
-                r.execute_command("ACL", "SETUSER", "default", "-eval")
-        read = await store.get_rows(keys, H)
-        assert read.rows == [orjson.dumps(stored.fields) for _, stored in items]
-        assert store._cluster_lookups._script is None  # switched to GETs for good
-    finally:
-        for node in masters:
-            with node.client() as r:
-                r.execute_command("ACL", "SETUSER", "default", "+eval")
-        await store.aclose()
 
 
 @pytest.mark.asyncio

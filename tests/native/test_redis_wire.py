@@ -96,15 +96,15 @@ def test_key_slots_are_redis_clusters(prefix: bytes, keys: list[str | bytes]) ->
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(alphabet="ab{}c", max_size=8), min_size=1, max_size=30), st.booleans())
-def test_split_by_owner_groups_every_key_once(keys: list[str], script: bool) -> None:
+@given(st.lists(st.text(alphabet="ab{}c", max_size=8), min_size=1, max_size=30))
+def test_split_by_owner_groups_every_key_once(keys: list[str]) -> None:
     from array import array
 
     from redis.crc import key_slot
 
     owners = array("H", [slot % 3 for slot in range(16384)])
     owners[key_slot(b"p:" + keys[0].encode())] = 65535  # a slot nobody serves
-    groups = redis_wire.split_by_owner(b"GET", b"p:", keys, memoryview(owners), b"S" if script else None)
+    groups = redis_wire.split_by_owner(b"GET", b"p:", keys, memoryview(owners))
     assert sorted(i for _, _, group in groups for i in group) == list(range(len(keys)))
     for owner, packed, group in groups:
         assert all(owners[key_slot(b"p:" + keys[i].encode())] == owner for i in group)
@@ -113,8 +113,4 @@ def test_split_by_owner_groups_every_key_once(keys: list[str], script: bool) -> 
         commands = []
         while (reply := reader.gets()) is not False:
             commands.append(reply)
-        wanted = [b"p:" + keys[i].encode() for i in group]
-        if script and len(group) > 1:
-            assert commands == [[b"EVAL", b"S", b"0", *wanted]]
-        else:
-            assert commands == [[b"GET", key] for key in wanted]
+        assert commands == [[b"GET", b"p:" + keys[i].encode()] for i in group]
