@@ -328,6 +328,7 @@ class SyncAerospikeStore:
 
         def write(client: Any) -> None:
             for key, stored in items:
+                assert stored.fields is not None, "the tiered cache gives a fields store fields"
                 bins = {name: value for name, value in stored.fields.items() if value is not None}
                 if stored.dict_hash:
                     bins[DICT_HASH_FIELD] = stored.dict_hash
