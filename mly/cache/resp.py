@@ -199,28 +199,43 @@ class PipelinedConnection:
         return future
 
     async def _open(self) -> _Protocol:
+        """A fresh connection, one attempt shared by every lookup that needs it now.
+
+        The attempt runs in a task of its own, bounded by the connect timeout: a lookup that
+        reaches its deadline first stops waiting for it without cancelling it, so the other
+        lookups waiting on it see its outcome, never that lookup's cancellation, and a connect
+        slower than one lookup's deadline still ends in a connection for the next ones."""
         if self._closed:
             raise StoreUnavailableError(self.name, "closed")
-        if self._opening is not None:  # another lookup is connecting: share its attempt
-            return await asyncio.shield(self._opening)
-        loop = asyncio.get_running_loop()
-        self._opening = opening = loop.create_future()
+        opening = self._opening
+        if opening is None:
+            self._opening = opening = asyncio.get_running_loop().create_task(self._replace())
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if opening.cancelled() and task is not None and not task.cancelling():  # aclose() stopped it
+                raise StoreUnavailableError(self.name, "closed") from None
+            raise
+
+    async def _replace(self) -> _Protocol:
         try:
             protocol = await self._connect()
-        except BaseException as exc:
-            if isinstance(exc, TimeoutError):  # a Redis that accepts but does not answer (paused, busy)
-                exc = TimeoutError(f"{self.name}: no answer to connect within {self.endpoint.connect_timeout_s} s")
-            elif isinstance(exc, OSError) and not isinstance(exc, StoreUnavailableError):
-                exc = StoreUnavailableError(self.name, f"{type(exc).__name__}: {exc}")
-            opening.set_exception(exc)
-            opening.exception()  # retrieved: a failed connect nobody else waited for is not an error
+        except TimeoutError:  # a Redis that accepts but does not answer (paused, busy)
+            raise TimeoutError(f"{self.name}: no answer to connect within {self.endpoint.connect_timeout_s} s") from None
+        except StoreUnavailableError:
+            raise
+        except OSError as exc:
+            raise StoreUnavailableError(self.name, f"{type(exc).__name__}: {exc}") from None
+        finally:
             self._opening = None
-            raise exc from None
+        if self._closed:  # closed while connecting: nobody will use it
+            assert protocol.transport is not None
+            protocol.transport.abort()
+            raise StoreUnavailableError(self.name, "closed")
         old, self._protocol = self._protocol, protocol
         if old is not None and old.transport is not None:
             old.transport.abort()
-        opening.set_result(protocol)
-        self._opening = None
         return protocol
 
     async def _connect(self) -> _Protocol:
@@ -246,6 +261,8 @@ class PipelinedConnection:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._opening is not None:
+            self._opening.cancel()
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -14,7 +15,8 @@ from mly._native.mru import KNOWN_MISSING, MRUCache
 from mly.cache import CacheCounters, TieredCache, build_datastore
 from mly.cache.base import AsyncStore, StoredRow
 from mly.cache.breaker import BreakerState, CircuitBreaker, ExponentialBackoff
-from mly.config.schema import CacheConfig, Config, Datastore, L2Reference
+from mly.cache.redis import RedisStore
+from mly.config.schema import CacheConfig, Config, Datastore, L2Reference, Timeout
 from mly.errors import ConfigError
 
 MakeStore = Callable[..., AsyncStore]
@@ -299,6 +301,37 @@ async def test_lookups_in_flight_when_the_store_stops_count_as_one_failure(fault
         await wait_for_probe(breaker)
         assert await cache.get_many(["k5"], H) == [b'{"v":5}']
         assert breaker.state is BreakerState.CLOSED
+    finally:
+        server.ensure_up()
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_lookups_sharing_a_connect_that_outlives_the_deadline_all_miss(redis: Servers) -> None:
+    """Go's default timeouts let a connect (800 ms) outlive a lookup's deadline (450 ms). The first
+    lookup's deadline stops it while it connects to a paused Redis; the lookups that joined its
+    connect must each miss at their own deadline, not be handed its cancellation (which fails
+    their requests), and the Redis is used again once it answers."""
+    server = redis["l1"]
+    timeout = Timeout(connection=3000, socket=300, total=300)
+    l1 = RedisStore.from_connection(replace(server.connection(), timeout=timeout), namespace="ns", dataset="ds",
+                                    ttl_ms=60_000, name="redis:slow-connect")
+    cache = make_cache(l1, memory=False)
+    try:
+        await l1.put_many([(f"k{i}", StoredRow({"v": i}, H)) for i in range(5)])  # not the lookup connection
+        server.pause()
+
+        async def lookup(i: int) -> Any:
+            await asyncio.sleep(0.04 * i)  # later lookups join the connect the first one started
+            return await cache.get_many([f"k{i}"], H)
+
+        found = await asyncio.gather(*(lookup(i) for i in range(5)), return_exceptions=True)
+        assert found == [[None]] * 5
+        assert cache.counters.timeouts == 5
+        server.resume()
+        assert cache.l1 is not None
+        await wait_for_probe(cache.l1.breaker)
+        assert await cache.get_many(["k3"], H) == [b'{"v":3}']
     finally:
         server.ensure_up()
         await cache.aclose()
