@@ -338,6 +338,32 @@ async def test_lookups_sharing_a_connect_that_outlives_the_deadline_all_miss(red
 
 
 @pytest.mark.asyncio
+async def test_replies_to_lookups_that_gave_up_never_reach_later_lookups(
+    redis: Servers, new_redis_store: MakeStore
+) -> None:
+    """Lookups share one pipelined connection and Redis answers in order. Lookups that gave up
+    while Redis was paused leave their commands in the socket; the lookups sent after them, still
+    while paused, must each get their own row once Redis answers them all."""
+    server = redis["l1"]
+    l1 = new_redis_store(server)
+    try:
+        await l1.put_many([(f"k{i}", StoredRow({"v": i}, H)) for i in range(40)])
+        assert (await l1.get_rows(["k0"], H)).rows == [b'{"v":0}']  # the lookup connection is open
+        server.pause()
+        for i in range(0, 10, 2):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(l1.get_rows([f"k{i}", f"k{i + 1}"], H), 0.01)
+        later = [asyncio.ensure_future(l1.get_rows([f"k{i}"], H)) for i in range(20, 40)]
+        await asyncio.sleep(0.05)
+        server.resume()
+        found = await asyncio.wait_for(asyncio.gather(*later), 5)
+        assert [read.rows for read in found] == [[b'{"v":%d}' % i] for i in range(20, 40)]
+    finally:
+        server.ensure_up()
+        await l1.aclose()
+
+
+@pytest.mark.asyncio
 async def test_restarted_store_serves_at_once_through_stale_connections(faulty_store: FaultyStore) -> None:
     """Pooled connections to the killed process are replaced on first use, not counted as an outage."""
     server = faulty_store.server
