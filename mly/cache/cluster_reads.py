@@ -100,6 +100,9 @@ class ClusterLookups:
                     return await self.read(prefix, keys)
                 for i, reply in zip(group, replies, strict=True):
                     out[i] = reply
+            for reply in out:  # a single key's GET, or GETs key by key, answer a refusal per key
+                if isinstance(reply, Exception):
+                    raise StoreUnavailableError(self.name, f"a read was refused: {reply}")
         except (OSError, asyncio.TimeoutError):  # StoreUnavailableError is an OSError
             self.refresh()
             raise

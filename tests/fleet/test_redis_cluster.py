@@ -110,3 +110,45 @@ def test_cluster_config_rules() -> None:
     ok = parse_config({**base, "Connections": [{"ID": "c", "Hostnames": "a:7000,b:7001", "Kind": "redis",
                                                 "Cluster": True}]})
     assert ok.connections[0].cluster and ok.connections[0].seeds == [("a", 7000), ("b", 7001)]
+
+
+def replica_of_master_of(cluster: Any, key: str) -> Any:
+    """The node that replicates the master serving ``key``'s slot."""
+    with cluster.masters()[0].client() as r:
+        slot = int(r.execute_command("CLUSTER", "KEYSLOT", key))
+        master = next(s[2][2] for s in r.execute_command("CLUSTER", "SLOTS") if int(s[0]) <= slot <= int(s[1]))
+        nodes = [line.split() for line in r.execute_command("CLUSTER", "NODES").decode().splitlines()]
+    port = next(int(n[1].split("@")[0].rsplit(":", 1)[1]) for n in nodes if n[3].encode() == master)
+    return next(node for node in cluster.nodes if node.port == port)
+
+
+@pytest.mark.asyncio
+async def test_a_manual_failover_is_followed_by_single_key_lookups(cluster: Any) -> None:
+    """After ``CLUSTER FAILOVER`` the old master, now a replica, answers ``MOVED`` to the ``GET`` of a
+    one-key lookup: the slot map must be read again, so lookups reach the new master."""
+    from mly._native.mru import MRUCache
+    from mly.cache.tiered import TieredCache
+
+    store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    cache = TieredCache(MRUCache(1 << 20), store, None, ttl_ms=60_000, timeout_s=0.5)
+    promoted = replica_of_master_of(cluster, entry_key("ns", "ds", "k1"))
+    try:
+        await store.put_many(rows(10))  # a manual failover waits until the replica has them
+        assert await cache.get_many(["k1"], H) == [b'{"i":1,"s":"v1"}']  # the slot map is read
+        with promoted.client() as r:
+            r.execute_command("CLUSTER", "FAILOVER")
+        started = time.monotonic()
+        while promoted.role() != "master":
+            assert time.monotonic() - started < 10, "the failover did not happen"
+            time.sleep(0.05)
+        cluster.wait_ok()
+        recovered = None
+        while time.monotonic() - started < 15:
+            cache.memory.clear()  # type: ignore[union-attr]  # ask the store every time
+            if await cache.get_many(["k1"], H) == [b'{"i":1,"s":"v1"}']:
+                recovered = time.monotonic() - started
+                break
+            await asyncio.sleep(0.1)
+        assert recovered is not None, "single-key lookups never reached the new master"
+    finally:
+        await cache.aclose()
