@@ -196,10 +196,10 @@ def pack_key_command(bytes command, bytes prefix, list keys, bint each=False) ->
 
 
 def pack_eval(bytes script, bytes prefix, list keys) -> bytes:
-    """``EVAL script len(keys) prefix+key1 ...``: a script reading keys of several slots of one
-    cluster node answers them as one array (one reply to parse, not one per key)."""
-    cdef bytes count = str(PyList_GET_SIZE(keys)).encode()
-    head = pack_key_command(b"EVAL", b"", [script, count])
+    """``EVAL script 0 prefix+key1 ...``: a script reading keys of several slots of one cluster node
+    answers them as one array (one reply to parse, not one per key). The keys are its arguments,
+    not declared keys: Redis refuses declared keys of several slots (CROSSSLOT), flags or not."""
+    head = pack_key_command(b"EVAL", b"", [script, b"0"])
     body = pack_key_command(b"", prefix, keys)
     # ``body`` is ``*{n+1}\r\n$0\r\n\r\n`` + the keys: splice the keys after the head's
     # arguments with one array header for all of them.

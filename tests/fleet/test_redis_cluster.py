@@ -152,3 +152,27 @@ async def test_a_manual_failover_is_followed_by_single_key_lookups(cluster: Any)
         assert recovered is not None, "single-key lookups never reached the new master"
     finally:
         await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_each_master_reads_its_keys_of_many_slots_with_one_script_call(cluster: Any) -> None:
+    """A lookup whose keys span many slots of each master is one script call per master, lookup
+    after lookup: not refused (a script that declares keys of several slots is, with CROSSSLOT)
+    and not turned into one GET per key from then on."""
+    store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    try:
+        items = rows(60)
+        await store.put_many(items)
+        keys = [key for key, _ in items]
+        for node in cluster.masters():
+            with node.client() as r:
+                r.config_resetstat()
+        for _ in range(2):
+            read = await store.get_rows([*keys, "absent"], H)
+            assert read.rows == [b'{"i":%d,"s":"v%d"}' % (i, i) for i in range(60)] + [None]
+        for node in cluster.masters():
+            with node.client() as r:
+                evals = r.info("commandstats").get("cmdstat_eval", {})
+            assert (evals.get("calls"), evals.get("rejected_calls"), evals.get("failed_calls")) == (2, 0, 0)
+    finally:
+        await store.aclose()
