@@ -26,7 +26,7 @@ from mly._native.redis_wire import split_by_owner
 from mly.cache.base import StoreUnavailableError
 from mly.cache.resp import PipelinedConnection, RespEndpoint
 
-__all__ = ["ClusterLookups"]
+__all__ = ["ClusterLookups", "is_other_type"]
 
 log = logging.getLogger("mly.cache")
 
@@ -56,6 +56,12 @@ NO_OWNER = 65535
 REFRESH_INTERVAL_S = 0.25
 """At most one slot-map refresh per this long: a failing master must not turn every lookup
 into a round of ``CLUSTER SLOTS`` calls."""
+
+
+def is_other_type(reply: Exception) -> bool:
+    """``GET``'s refusal of a key that is not a string (an entry of the hash layout earlier versions
+    wrote, another program's list): nil, as ``MGET`` answers it, not an outage."""
+    return str(reply).startswith("WRONGTYPE")
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -115,8 +121,11 @@ class ClusterLookups:
                     return await self.read(prefix, keys)
                 for i, reply in zip(group, replies, strict=True):
                     out[i] = reply
-            for reply in out:  # a single key's GET, or GETs key by key, answer a refusal per key
+            for i, reply in enumerate(out):  # a single key's GET, or GETs key by key, answer a refusal per key
                 if isinstance(reply, Exception):
+                    if is_other_type(reply):
+                        out[i] = None
+                        continue
                     raise StoreUnavailableError(self.name, f"a read was refused: {reply}")
         except (OSError, asyncio.TimeoutError):  # StoreUnavailableError is an OSError
             self.refresh()

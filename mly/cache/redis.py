@@ -46,7 +46,7 @@ import orjson
 
 from mly._native.redis_wire import ENTRY_HEADER_BYTES, entry_header, pack_entry, pack_key_command, unpack_entries
 from mly.cache.base import RowsRead, StoredRow, StoreUnavailableError, effective_ttl_ms
-from mly.cache.cluster_reads import ClusterLookups
+from mly.cache.cluster_reads import ClusterLookups, is_other_type
 from mly.cache.resp import PipelinedConnection, RespEndpoint
 
 if TYPE_CHECKING:
@@ -358,7 +358,8 @@ class SyncRedisStore(_RedisLayout):
                 return self.client.execute_command("MGET", *[self.key(key) for key in keys])  # type: ignore[no-any-return]
             with self.client.pipeline(transaction=False) as pipe:
                 self._queue_reads(pipe, keys)
-                return pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+                values = pipe.execute(raise_on_error=False)
+            return [None if isinstance(value, Exception) and is_other_type(value) else value for value in values]
         except self._outage as exc:
             raise self._unavailable(exc) from exc
 

@@ -176,3 +176,33 @@ async def test_each_master_reads_its_keys_of_many_slots_with_one_script_call(clu
             assert (evals.get("calls"), evals.get("rejected_calls"), evals.get("failed_calls")) == (2, 0, 0)
     finally:
         await store.aclose()
+
+
+@pytest.mark.asyncio
+async def test_an_entry_of_the_old_hash_layout_is_a_miss_not_an_outage(cluster: Any) -> None:
+    """As on a single Redis, whose ``MGET`` answers nil for it. A one-key lookup (a ``GET``), a lookup
+    read by the script and the blocking store's pipeline all meet it: a miss, the breaker closed."""
+    from mly.cache.breaker import BreakerState
+    from mly.cache.tiered import TieredCache
+
+    store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    cache = TieredCache(None, store, None, ttl_ms=60_000, timeout_s=0.5)
+    routed = sync_redis_client(cluster.connection(seeds=6))
+    blocking = SyncRedisStore.from_connection(cluster.connection(seeds=3), namespace="ns", dataset="ds",
+                                              ttl_ms=60_000)
+    try:
+        items = rows(20)
+        await store.put_many(items)
+        routed.hset(entry_key("ns", "ds", "old"), mapping={"i": "1", "dictHash": str(H)})
+        for _ in range(3):
+            assert await cache.get_many(["old"], H) == [None]
+        found = await cache.get_many(["old", *(key for key, _ in items)], H)
+        assert found[0] is None and None not in found[1:]
+        c = cache.counters
+        assert (c.errors, c.timeouts, c.hits_l1, c.misses) == (0, 0, 20, 4)
+        assert cache.l1 is not None and cache.l1.breaker.state is BreakerState.CLOSED
+        assert blocking.get_many(["old", "k1"]) == [None, items[1][1]]
+    finally:
+        blocking.close()
+        routed.close()
+        await cache.aclose()
