@@ -157,7 +157,7 @@ class ClusterLookups:
                 password=kwargs.get("password") or "", tls="ssl_cert_reqs" in kwargs,
                 tls_ca_file=kwargs.get("ssl_ca_certs") or "",
                 connect_timeout_s=float(kwargs.get("socket_connect_timeout") or 1.0),
-                name=f"{self.name}@{node.name}",
+                reply_timeout_s=float(kwargs.get("socket_timeout") or 1.0), name=f"{self.name}@{node.name}",
             )
             self._connections[node.name] = connection = PipelinedConnection(endpoint)
         return connection

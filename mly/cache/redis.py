@@ -188,7 +188,8 @@ def _endpoint_of(client: Any, name: str) -> RespEndpoint:
         kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)), db=int(kwargs.get("db") or 0),
         username=kwargs.get("username") or "", password=kwargs.get("password") or "",
         tls="ssl_cert_reqs" in kwargs, tls_ca_file=kwargs.get("ssl_ca_certs") or "",
-        connect_timeout_s=float(kwargs.get("socket_connect_timeout") or 1.0), name=name,
+        connect_timeout_s=float(kwargs.get("socket_connect_timeout") or 1.0),
+        reply_timeout_s=float(kwargs.get("socket_timeout") or 1.0), name=name,
     )
 
 

@@ -363,6 +363,73 @@ async def test_replies_to_lookups_that_gave_up_never_reach_later_lookups(
         await l1.aclose()
 
 
+class FrozenPathRelay:
+    """A TCP relay on loopback to a real Redis whose open connections can be frozen: bytes stop
+    flowing both ways while both sockets stay open, as on a network path that died without a reset
+    (an address moved to a new machine, a dropped NAT entry). A test double of the network, since
+    loopback cannot lose packets; connections opened after the freeze flow again."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._pumps: list[asyncio.Task[None]] = []
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._link, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(1 << 16):
+                sink.write(data)
+
+        self._pumps += [asyncio.ensure_future(pump(reader, up_writer)), asyncio.ensure_future(pump(up_reader, writer))]
+
+    def freeze(self) -> None:
+        """Nothing more crosses the connections open now; they stay open."""
+        for task in self._pumps:
+            task.cancel()
+        self._pumps.clear()
+
+    async def aclose(self) -> None:
+        self.freeze()
+        for writer in self._writers:
+            writer.transport.abort()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_a_connection_whose_replies_stopped_is_replaced(redis: Servers) -> None:
+    """A network path that dies without a reset leaves the lookup connection open with nobody at the
+    other end; TCP would notice only after many minutes. Once its oldest command has waited longer
+    than a lookup may, lookups must go over a new connection, not into the dead one for ever."""
+    relay = FrozenPathRelay(redis["l1"].port)
+    await relay.start()
+    l1 = RedisStore.from_connection(replace(redis["l1"].connection(), port=relay.port), namespace="ns",
+                                    dataset="ds", ttl_ms=60_000, name="redis:relayed")
+    cache = make_cache(l1, memory=False)
+    try:
+        await l1.put_many([("k", StoredRow({"v": 1}, H))])
+        assert await cache.get_many(["k"], H) == [b'{"v":1}']
+        relay.freeze()
+        assert await cache.get_many(["k"], H) == [None]  # no answer within the deadline
+        assert cache.counters.timeouts == 1
+        started = time.monotonic()
+        while await cache.get_many(["k"], H) != [b'{"v":1}']:
+            assert time.monotonic() - started < 5, "lookups still go into the dead connection"
+            await asyncio.sleep(0.05)
+    finally:
+        await cache.aclose()
+        await relay.aclose()
+
+
 @pytest.mark.asyncio
 async def test_restarted_store_serves_at_once_through_stale_connections(faulty_store: FaultyStore) -> None:
     """Pooled connections to the killed process are replaced on first use, not counted as an outage."""
