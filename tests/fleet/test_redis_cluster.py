@@ -123,18 +123,23 @@ def replica_of_master_of(cluster: Any, key: str) -> Any:
 
 
 @pytest.mark.asyncio
-async def test_a_manual_failover_is_followed_by_single_key_lookups(cluster: Any) -> None:
-    """After ``CLUSTER FAILOVER`` the old master, now a replica, answers ``MOVED`` to the ``GET`` of a
-    one-key lookup: the slot map must be read again, so lookups reach the new master."""
+@pytest.mark.parametrize("size", [1, 60])
+async def test_lookups_follow_a_manual_failover(cluster: Any, size: int) -> None:
+    """After ``CLUSTER FAILOVER`` the old master, now a replica, refuses the ``GET`` of a one-key
+    lookup (``MOVED``) and the script of a larger one (a key it does not serve): the slot map must
+    be read again, so lookups reach the new master, and the script stays in use."""
     from mly._native.mru import MRUCache
     from mly.cache.tiered import TieredCache
 
     store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
     cache = TieredCache(MRUCache(1 << 20), store, None, ttl_ms=60_000, timeout_s=0.5)
     promoted = replica_of_master_of(cluster, entry_key("ns", "ds", "k1"))
+    items = rows(61)
+    keys = [key for key, _ in items][1:1 + size]
+    wanted = [b'{"i":%d,"s":"v%d"}' % (i, i) for i in range(1, 1 + size)]
     try:
-        await store.put_many(rows(10))  # a manual failover waits until the replica has them
-        assert await cache.get_many(["k1"], H) == [b'{"i":1,"s":"v1"}']  # the slot map is read
+        await store.put_many(items)  # a manual failover waits until the replica has them
+        assert await cache.get_many(keys, H) == wanted  # the slot map is read
         with promoted.client() as r:
             r.execute_command("CLUSTER", "FAILOVER")
         started = time.monotonic()
@@ -145,11 +150,14 @@ async def test_a_manual_failover_is_followed_by_single_key_lookups(cluster: Any)
         recovered = None
         while time.monotonic() - started < 15:
             cache.memory.clear()  # type: ignore[union-attr]  # ask the store every time
-            if await cache.get_many(["k1"], H) == [b'{"i":1,"s":"v1"}']:
+            if await cache.get_many(keys, H) == wanted:
                 recovered = time.monotonic() - started
                 break
             await asyncio.sleep(0.1)
-        assert recovered is not None, "single-key lookups never reached the new master"
+        assert recovered is not None, "lookups never reached the new master"
+        with promoted.client() as r:
+            evals = r.info("commandstats").get("cmdstat_eval", {}).get("calls", 0)
+        assert (evals > 0) == (size > 1)
     finally:
         await cache.aclose()
 
