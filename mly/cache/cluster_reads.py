@@ -26,7 +26,7 @@ from mly._native.redis_wire import split_by_owner
 from mly.cache.base import StoreUnavailableError
 from mly.cache.resp import PipelinedConnection, RespEndpoint
 
-__all__ = ["ClusterLookups"]
+__all__ = ["ClusterLookups", "is_other_type"]
 
 log = logging.getLogger("mly.cache")
 
@@ -35,6 +35,12 @@ NO_OWNER = 65535
 REFRESH_INTERVAL_S = 0.25
 """At most one slot-map refresh per this long: a failing master must not turn every lookup
 into a round of ``CLUSTER SLOTS`` calls."""
+
+
+def is_other_type(reply: Exception) -> bool:
+    """``GET``'s refusal of a key that is not a string (an entry of the hash layout earlier versions
+    wrote, another program's list): nil, as ``MGET`` answers it, not an outage."""
+    return str(reply).startswith("WRONGTYPE")
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -83,6 +89,12 @@ class ClusterLookups:
                     continue
                 for i, reply in zip(group, replies, strict=True):
                     out[i] = reply
+            for i, reply in enumerate(out):  # a GET refused for one key: MOVED, LOADING, WRONGTYPE
+                if isinstance(reply, Exception):
+                    if is_other_type(reply):  # the hash layout of earlier versions: a miss, as MGET says
+                        out[i] = None
+                        continue
+                    raise StoreUnavailableError(self.name, f"a read was refused: {reply}")
         except BaseException as exc:
             for *_, future in sent[awaited:]:  # replies nobody will await: not errors to report
                 if future is not None:
@@ -117,7 +129,7 @@ class ClusterLookups:
                 password=kwargs.get("password") or "", tls="ssl_cert_reqs" in kwargs,
                 tls_ca_file=kwargs.get("ssl_ca_certs") or "",
                 connect_timeout_s=float(kwargs.get("socket_connect_timeout") or 1.0),
-                name=f"{self.name}@{node.name}",
+                reply_timeout_s=float(kwargs.get("socket_timeout") or 1.0), name=f"{self.name}@{node.name}",
             )
             self._connections[node.name] = connection = PipelinedConnection(endpoint)
         return connection

@@ -46,7 +46,7 @@ import orjson
 
 from mly._native.redis_wire import ENTRY_HEADER_BYTES, entry_header, pack_entry, pack_key_command, unpack_entries
 from mly.cache.base import RowsRead, StoredRow, StoreUnavailableError, effective_ttl_ms
-from mly.cache.cluster_reads import ClusterLookups
+from mly.cache.cluster_reads import ClusterLookups, is_other_type
 from mly.cache.resp import PipelinedConnection, RespEndpoint
 
 if TYPE_CHECKING:
@@ -188,7 +188,8 @@ def _endpoint_of(client: Any, name: str) -> RespEndpoint:
         kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)), db=int(kwargs.get("db") or 0),
         username=kwargs.get("username") or "", password=kwargs.get("password") or "",
         tls="ssl_cert_reqs" in kwargs, tls_ca_file=kwargs.get("ssl_ca_certs") or "",
-        connect_timeout_s=float(kwargs.get("socket_connect_timeout") or 1.0), name=name,
+        connect_timeout_s=float(kwargs.get("socket_connect_timeout") or 1.0),
+        reply_timeout_s=float(kwargs.get("socket_timeout") or 1.0), name=name,
     )
 
 
@@ -358,7 +359,8 @@ class SyncRedisStore(_RedisLayout):
                 return self.client.execute_command("MGET", *[self.key(key) for key in keys])  # type: ignore[no-any-return]
             with self.client.pipeline(transaction=False) as pipe:
                 self._queue_reads(pipe, keys)
-                return pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+                values = pipe.execute(raise_on_error=False)
+            return [None if isinstance(value, Exception) and is_other_type(value) else value for value in values]
         except self._outage as exc:
             raise self._unavailable(exc) from exc
 

@@ -11,7 +11,9 @@ Only reads go this way; writes, cluster routing and probes stay with redis-py. A
 connection that fails (reset, refused, a reply the parser cannot read) fails every
 lookup waiting on it, and the next lookup opens a new one; a lookup that failed on a
 connection another lookup had already seen die is retried once on a fresh connection,
-as the redis-py client of this package is configured to do.
+as the redis-py client of this package is configured to do. A connection whose oldest command
+has waited longer than ``Timeout.Total`` is treated as dead too: a far end gone without a reset
+would otherwise hold every lookup for the many minutes TCP takes to notice.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class RespEndpoint:
 
     def __init__(self, host: str, port: int, *, db: int = 0, username: str = "", password: str = "",
                  tls: bool = False, tls_ca_file: str = "", connect_timeout_s: float = 1.0,
-                 name: str = "redis") -> None:
+                 reply_timeout_s: float = 1.0, name: str = "redis") -> None:
         self.host = host
         self.port = port
         self.db = db
@@ -56,6 +58,8 @@ class RespEndpoint:
         self.tls = tls
         self.tls_ca_file = tls_ca_file
         self.connect_timeout_s = connect_timeout_s
+        self.reply_timeout_s = reply_timeout_s
+        """A command unanswered this long means the connection is dead, even though it is open."""
         self.name = name
 
     def handshake(self) -> list[bytes]:
@@ -81,12 +85,13 @@ class RespEndpoint:
 
 
 class _Waiter:
-    __slots__ = ("count", "future", "replies")
+    __slots__ = ("count", "future", "replies", "sent_at")
 
-    def __init__(self, future: asyncio.Future[Any], count: int) -> None:
+    def __init__(self, future: asyncio.Future[Any], count: int, sent_at: float) -> None:
         self.future = future
         self.count = count
         self.replies: list[Any] = []
+        self.sent_at = sent_at
 
 
 class _Protocol(asyncio.Protocol):
@@ -172,7 +177,7 @@ class PipelinedConnection:
         when ``count > 1``). A connection that was already dead when the command went out is
         replaced and the command sent once more."""
         protocol = self._protocol
-        if protocol is None or protocol.lost is not None:
+        if protocol is None or protocol.lost is not None or self._stalled(protocol):
             protocol = await self._open()
         try:
             return await self._send(protocol, packed, count)
@@ -186,41 +191,70 @@ class PipelinedConnection:
         """``call`` without a coroutine when the connection is open (``None`` when it is not):
         several connections' commands go out before the first reply is awaited. No retry."""
         protocol = self._protocol
-        if protocol is None or protocol.lost is not None:
+        if protocol is None or protocol.lost is not None or self._stalled(protocol):
             return None
         return self._send(protocol, packed, count)
+
+    def _stalled(self, protocol: _Protocol) -> bool:
+        """Its oldest command waited longer than a reply may take: a connection whose far end is gone
+        without a reset (a moved address, a lost route), which TCP notices only after many minutes.
+        It is failed, so the lookup goes over a new one (lookups still waiting on it, if any, retry
+        there once)."""
+        waiting = protocol.waiting
+        if not waiting or asyncio.get_running_loop().time() - waiting[0].sent_at <= self.endpoint.reply_timeout_s:
+            return False
+        protocol._fail(TimeoutError(f"no reply within {self.endpoint.reply_timeout_s} s"))
+        if protocol.transport is not None:
+            protocol.transport.abort()
+        return True
 
     def _send(self, protocol: _Protocol, packed: bytes, count: int) -> asyncio.Future[Any]:
         if len(protocol.waiting) >= MAX_IN_FLIGHT:
             raise TimeoutError(f"{self.name}: {MAX_IN_FLIGHT} commands already wait for Redis")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        protocol.waiting.append(_Waiter(future, count))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        protocol.waiting.append(_Waiter(future, count, loop.time()))
         protocol.write(packed)
         return future
 
     async def _open(self) -> _Protocol:
+        """A fresh connection, one attempt shared by every lookup that needs it now.
+
+        The attempt runs in a task of its own, bounded by the connect timeout: a lookup that
+        reaches its deadline first stops waiting for it without cancelling it, so the other
+        lookups waiting on it see its outcome, never that lookup's cancellation, and a connect
+        slower than one lookup's deadline still ends in a connection for the next ones."""
         if self._closed:
             raise StoreUnavailableError(self.name, "closed")
-        if self._opening is not None:  # another lookup is connecting: share its attempt
-            return await asyncio.shield(self._opening)
-        loop = asyncio.get_running_loop()
-        self._opening = opening = loop.create_future()
+        opening = self._opening
+        if opening is None:
+            self._opening = opening = asyncio.get_running_loop().create_task(self._replace())
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if opening.cancelled() and task is not None and not task.cancelling():  # aclose() stopped it
+                raise StoreUnavailableError(self.name, "closed") from None
+            raise
+
+    async def _replace(self) -> _Protocol:
         try:
             protocol = await self._connect()
-        except BaseException as exc:
-            if isinstance(exc, TimeoutError):  # a Redis that accepts but does not answer (paused, busy)
-                exc = TimeoutError(f"{self.name}: no answer to connect within {self.endpoint.connect_timeout_s} s")
-            elif isinstance(exc, OSError) and not isinstance(exc, StoreUnavailableError):
-                exc = StoreUnavailableError(self.name, f"{type(exc).__name__}: {exc}")
-            opening.set_exception(exc)
-            opening.exception()  # retrieved: a failed connect nobody else waited for is not an error
+        except TimeoutError:  # a Redis that accepts but does not answer (paused, busy)
+            raise TimeoutError(f"{self.name}: no answer to connect within {self.endpoint.connect_timeout_s} s") from None
+        except StoreUnavailableError:
+            raise
+        except OSError as exc:
+            raise StoreUnavailableError(self.name, f"{type(exc).__name__}: {exc}") from None
+        finally:
             self._opening = None
-            raise exc from None
+        if self._closed:  # closed while connecting: nobody will use it
+            assert protocol.transport is not None
+            protocol.transport.abort()
+            raise StoreUnavailableError(self.name, "closed")
         old, self._protocol = self._protocol, protocol
         if old is not None and old.transport is not None:
             old.transport.abort()
-        opening.set_result(protocol)
-        self._opening = None
         return protocol
 
     async def _connect(self) -> _Protocol:
@@ -246,6 +280,8 @@ class PipelinedConnection:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._opening is not None:
+            self._opening.cancel()
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()

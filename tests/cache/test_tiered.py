@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -14,7 +15,8 @@ from mly._native.mru import KNOWN_MISSING, MRUCache
 from mly.cache import CacheCounters, TieredCache, build_datastore
 from mly.cache.base import AsyncStore, StoredRow
 from mly.cache.breaker import BreakerState, CircuitBreaker, ExponentialBackoff
-from mly.config.schema import CacheConfig, Config, Datastore, L2Reference
+from mly.cache.redis import RedisStore
+from mly.config.schema import CacheConfig, Config, Datastore, L2Reference, Timeout
 from mly.errors import ConfigError
 
 MakeStore = Callable[..., AsyncStore]
@@ -302,6 +304,130 @@ async def test_lookups_in_flight_when_the_store_stops_count_as_one_failure(fault
     finally:
         server.ensure_up()
         await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_lookups_sharing_a_connect_that_outlives_the_deadline_all_miss(redis: Servers) -> None:
+    """Go's default timeouts let a connect (800 ms) outlive a lookup's deadline (450 ms). The first
+    lookup's deadline stops it while it connects to a paused Redis; the lookups that joined its
+    connect must each miss at their own deadline, not be handed its cancellation (which fails
+    their requests), and the Redis is used again once it answers."""
+    server = redis["l1"]
+    timeout = Timeout(connection=3000, socket=300, total=300)
+    l1 = RedisStore.from_connection(replace(server.connection(), timeout=timeout), namespace="ns", dataset="ds",
+                                    ttl_ms=60_000, name="redis:slow-connect")
+    cache = make_cache(l1, memory=False)
+    try:
+        await l1.put_many([(f"k{i}", StoredRow({"v": i}, H)) for i in range(5)])  # not the lookup connection
+        server.pause()
+
+        async def lookup(i: int) -> Any:
+            await asyncio.sleep(0.04 * i)  # later lookups join the connect the first one started
+            return await cache.get_many([f"k{i}"], H)
+
+        found = await asyncio.gather(*(lookup(i) for i in range(5)), return_exceptions=True)
+        assert found == [[None]] * 5
+        assert cache.counters.timeouts == 5
+        server.resume()
+        assert cache.l1 is not None
+        await wait_for_probe(cache.l1.breaker)
+        assert await cache.get_many(["k3"], H) == [b'{"v":3}']
+    finally:
+        server.ensure_up()
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_replies_to_lookups_that_gave_up_never_reach_later_lookups(
+    redis: Servers, new_redis_store: MakeStore
+) -> None:
+    """Lookups share one pipelined connection and Redis answers in order. Lookups that gave up
+    while Redis was paused leave their commands in the socket; the lookups sent after them, still
+    while paused, must each get their own row once Redis answers them all."""
+    server = redis["l1"]
+    l1 = new_redis_store(server)
+    try:
+        await l1.put_many([(f"k{i}", StoredRow({"v": i}, H)) for i in range(40)])
+        assert (await l1.get_rows(["k0"], H)).rows == [b'{"v":0}']  # the lookup connection is open
+        server.pause()
+        for i in range(0, 10, 2):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(l1.get_rows([f"k{i}", f"k{i + 1}"], H), 0.01)
+        later = [asyncio.ensure_future(l1.get_rows([f"k{i}"], H)) for i in range(20, 40)]
+        await asyncio.sleep(0.05)
+        server.resume()
+        found = await asyncio.wait_for(asyncio.gather(*later), 5)
+        assert [read.rows for read in found] == [[b'{"v":%d}' % i] for i in range(20, 40)]
+    finally:
+        server.ensure_up()
+        await l1.aclose()
+
+
+class FrozenPathRelay:
+    """A TCP relay on loopback to a real Redis whose open connections can be frozen: bytes stop
+    flowing both ways while both sockets stay open, as on a network path that died without a reset
+    (an address moved to a new machine, a dropped NAT entry). A test double of the network, since
+    loopback cannot lose packets; connections opened after the freeze flow again."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._pumps: list[asyncio.Task[None]] = []
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._link, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(1 << 16):
+                sink.write(data)
+
+        self._pumps += [asyncio.ensure_future(pump(reader, up_writer)), asyncio.ensure_future(pump(up_reader, writer))]
+
+    def freeze(self) -> None:
+        """Nothing more crosses the connections open now; they stay open."""
+        for task in self._pumps:
+            task.cancel()
+        self._pumps.clear()
+
+    async def aclose(self) -> None:
+        self.freeze()
+        for writer in self._writers:
+            writer.transport.abort()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_a_connection_whose_replies_stopped_is_replaced(redis: Servers) -> None:
+    """A network path that dies without a reset leaves the lookup connection open with nobody at the
+    other end; TCP would notice only after many minutes. Once its oldest command has waited longer
+    than a lookup may, lookups must go over a new connection, not into the dead one for ever."""
+    relay = FrozenPathRelay(redis["l1"].port)
+    await relay.start()
+    l1 = RedisStore.from_connection(replace(redis["l1"].connection(), port=relay.port), namespace="ns",
+                                    dataset="ds", ttl_ms=60_000, name="redis:relayed")
+    cache = make_cache(l1, memory=False)
+    try:
+        await l1.put_many([("k", StoredRow({"v": 1}, H))])
+        assert await cache.get_many(["k"], H) == [b'{"v":1}']
+        relay.freeze()
+        assert await cache.get_many(["k"], H) == [None]  # no answer within the deadline
+        assert cache.counters.timeouts == 1
+        started = time.monotonic()
+        while await cache.get_many(["k"], H) != [b'{"v":1}']:
+            assert time.monotonic() - started < 5, "lookups still go into the dead connection"
+            await asyncio.sleep(0.05)
+    finally:
+        await cache.aclose()
+        await relay.aclose()
 
 
 @pytest.mark.asyncio

@@ -110,3 +110,115 @@ def test_cluster_config_rules() -> None:
     ok = parse_config({**base, "Connections": [{"ID": "c", "Hostnames": "a:7000,b:7001", "Kind": "redis",
                                                 "Cluster": True}]})
     assert ok.connections[0].cluster and ok.connections[0].seeds == [("a", 7000), ("b", 7001)]
+
+
+def replica_of_master_of(cluster: Any, key: str) -> Any:
+    """The node that replicates the master serving ``key``'s slot."""
+    with cluster.masters()[0].client() as r:
+        slot = int(r.execute_command("CLUSTER", "KEYSLOT", key))
+        master = next(s[2][2] for s in r.execute_command("CLUSTER", "SLOTS") if int(s[0]) <= slot <= int(s[1]))
+        nodes = [line.split() for line in r.execute_command("CLUSTER", "NODES").decode().splitlines()]
+    port = next(int(n[1].split("@")[0].rsplit(":", 1)[1]) for n in nodes if n[3].encode() == master)
+    return next(node for node in cluster.nodes if node.port == port)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("size", [1, 60])
+async def test_lookups_follow_a_manual_failover(cluster: Any, size: int) -> None:
+    """After ``CLUSTER FAILOVER`` the old master, now a replica, refuses the ``GET``s of a lookup
+    (``MOVED``): the slot map must be read again, so lookups reach the new master."""
+    from mly._native.mru import MRUCache
+    from mly.cache.tiered import TieredCache
+
+    store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    cache = TieredCache(MRUCache(1 << 20), store, None, ttl_ms=60_000, timeout_s=0.5)
+    promoted = replica_of_master_of(cluster, entry_key("ns", "ds", "k1"))
+    items = rows(61)
+    keys = [key for key, _ in items][1:1 + size]
+    wanted = [b'{"i":%d,"s":"v%d"}' % (i, i) for i in range(1, 1 + size)]
+    try:
+        await store.put_many(items)  # a manual failover waits until the replica has them
+        assert await cache.get_many(keys, H) == wanted  # the slot map is read
+        with promoted.client() as r:
+            r.execute_command("CLUSTER", "FAILOVER")
+        started = time.monotonic()
+        while promoted.role() != "master":
+            assert time.monotonic() - started < 10, "the failover did not happen"
+            time.sleep(0.05)
+        cluster.wait_ok()
+        recovered = None
+        while time.monotonic() - started < 15:
+            cache.memory.clear()  # type: ignore[union-attr]  # ask the store every time
+            if await cache.get_many(keys, H) == wanted:
+                recovered = time.monotonic() - started
+                break
+            await asyncio.sleep(0.1)
+        assert recovered is not None, "lookups never reached the new master"
+        with promoted.client() as r:
+            assert r.info("commandstats").get("cmdstat_get", {}).get("calls", 0) > 0
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_each_master_is_asked_for_its_own_keys_only(cluster: Any) -> None:
+    """A lookup whose keys span many slots of every master sends each master the ``GET``s of the
+    keys it serves, lookup after lookup: nothing refused, nothing redirected."""
+    store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    try:
+        items = rows(60)
+        await store.put_many(items)
+        keys = [key for key, _ in items]
+        for node in cluster.masters():
+            with node.client() as r:
+                r.config_resetstat()
+        for _ in range(2):
+            read = await store.get_rows([*keys, "absent"], H)
+            assert read.rows == [b'{"i":%d,"s":"v%d"}' % (i, i) for i in range(60)] + [None]
+        gets = []
+        for node in cluster.masters():
+            with node.client() as r:
+                stats = r.info("commandstats").get("cmdstat_get", {})
+                served = sum(1 for key in [*keys, "absent"]
+                             if r.execute_command("CLUSTER", "KEYSLOT", entry_key("ns", "ds", key))
+                             in {slot for start, end in _slot_ranges(r, node.port) for slot in range(start, end + 1)})
+            assert (stats.get("rejected_calls", 0), stats.get("failed_calls", 0)) == (0, 0)
+            gets.append((stats.get("calls", 0), 2 * served))
+        assert all(calls == wanted for calls, wanted in gets) and sum(c for c, _ in gets) == 2 * 61
+    finally:
+        await store.aclose()
+
+
+def _slot_ranges(r: Any, port: int) -> list[tuple[int, int]]:
+    return [(int(start), int(end)) for start, end, master, *_ in r.execute_command("CLUSTER", "SLOTS")
+            if int(master[1]) == port]
+
+
+@pytest.mark.asyncio
+async def test_an_entry_of_the_old_hash_layout_is_a_miss_not_an_outage(cluster: Any) -> None:
+    """As on a single Redis, whose ``MGET`` answers nil for it. A one-key lookup, a larger one and
+    the blocking store's pipeline all meet it: a miss, the breaker closed."""
+    from mly.cache.breaker import BreakerState
+    from mly.cache.tiered import TieredCache
+
+    store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    cache = TieredCache(None, store, None, ttl_ms=60_000, timeout_s=0.5)
+    routed = sync_redis_client(cluster.connection(seeds=6))
+    blocking = SyncRedisStore.from_connection(cluster.connection(seeds=3), namespace="ns", dataset="ds",
+                                              ttl_ms=60_000)
+    try:
+        items = rows(20)
+        await store.put_many(items)
+        routed.hset(entry_key("ns", "ds", "old"), mapping={"i": "1", "dictHash": str(H)})
+        for _ in range(3):
+            assert await cache.get_many(["old"], H) == [None]
+        found = await cache.get_many(["old", *(key for key, _ in items)], H)
+        assert found[0] is None and None not in found[1:]
+        c = cache.counters
+        assert (c.errors, c.timeouts, c.hits_l1, c.misses) == (0, 0, 20, 4)
+        assert cache.l1 is not None and cache.l1.breaker.state is BreakerState.CLOSED
+        assert blocking.get_many(["old", "k1"]) == [None, items[1][1]]
+    finally:
+        blocking.close()
+        routed.close()
+        await cache.aclose()
