@@ -26,7 +26,6 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport int64_t, uint8_t, uint64_t
-from libc.stdio cimport snprintf
 from libc.string cimport memcpy
 
 DEF _HEADER = 17
@@ -120,11 +119,29 @@ cdef inline Py_ssize_t _bulk_size(Py_ssize_t n) noexcept nogil:
     return 1 + digits + 2 + n + 2
 
 
-cdef inline char* _put_bulk(char* p, const char* data, Py_ssize_t n) noexcept nogil:
+cdef inline char* _put_header(char* p, char kind, Py_ssize_t n) noexcept nogil:
+    """``$<n>\r\n`` or ``*<n>\r\n`` (``n >= 0``) without printf's format parsing."""
     cdef char digits[24]
-    cdef int d = snprintf(digits, 24, "$%zd\r\n", n)
-    memcpy(p, digits, d)
-    p += d
+    cdef int d = 0
+    p[0] = kind
+    p += 1
+    while True:
+        digits[d] = <char>(48 + n % 10)
+        d += 1
+        n //= 10
+        if n == 0:
+            break
+    while d:
+        d -= 1
+        p[0] = digits[d]
+        p += 1
+    p[0] = b'\r'
+    p[1] = b'\n'
+    return p + 2
+
+
+cdef inline char* _put_bulk(char* p, const char* data, Py_ssize_t n) noexcept nogil:
+    p = _put_header(p, b'$', n)
     memcpy(p, data, n)
     p += n
     p[0] = b'\r'
@@ -133,10 +150,7 @@ cdef inline char* _put_bulk(char* p, const char* data, Py_ssize_t n) noexcept no
 
 
 cdef inline char* _put_count(char* p, Py_ssize_t n) noexcept nogil:
-    cdef char digits[24]
-    cdef int d = snprintf(digits, 24, "*%zd\r\n", n)
-    memcpy(p, digits, d)
-    return p + d
+    return _put_header(p, b'*', n)
 
 
 def pack_key_command(bytes command, bytes prefix, list keys, bint each=False) -> bytes:
@@ -167,8 +181,6 @@ def pack_key_command(bytes command, bytes prefix, list keys, bint each=False) ->
     buffer = PyBytes_FromStringAndSize(NULL, size)
     cdef char* start = PyBytes_AS_STRING(buffer)
     cdef char* p = start
-    cdef char digits[24]
-    cdef int d
     if not each:
         p = _put_count(p, n + 1)
         p = _put_bulk(p, PyBytes_AS_STRING(command), clen)
@@ -182,9 +194,7 @@ def pack_key_command(bytes command, bytes prefix, list keys, bint each=False) ->
         if each:
             p = _put_count(p, 2)
             p = _put_bulk(p, PyBytes_AS_STRING(command), clen)
-        d = snprintf(digits, 24, "$%zd\r\n", plen + klen)
-        memcpy(p, digits, d)
-        p += d
+        p = _put_header(p, b'$', plen + klen)
         memcpy(p, PyBytes_AS_STRING(prefix), plen)
         p += plen
         memcpy(p, kp, klen)
