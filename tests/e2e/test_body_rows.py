@@ -6,6 +6,7 @@ one string is written as an escape (the native reader leaves such bodies alone).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from live_server import LiveServer
 
 import mly.http.fast as fast
@@ -143,3 +146,78 @@ def test_an_error_in_a_missing_row_is_the_common_paths(server: LiveServer, old: 
         assert client.post(EVAL, content=body([ROWS[0], ROWS[2]])).status_code == 200  # rows 0 and 2 hit
         answer = client.post(EVAL, content=raw)
     assert (answer.status_code, answer.content) == common_path_error(server, raw)
+
+
+#: Values of each ``sli``/``aux`` input the generated bodies draw from: hits, misses and values
+#: the common path refuses (a float past float32, an int past int64, a wrong type, ``null``).
+_STRINGS = st.sampled_from(["a", "b", "c", "zz", "", "x/y", "ü"])
+_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "sa": _STRINGS, "sl": _STRINGS, "kf": _STRINGS, "note": _STRINGS,
+    "i1": st.sampled_from([10, 20, 30, 999, 0, -1, 2**63 - 1, 2**63, 1.0, True]),
+    "fl": st.one_of(st.sampled_from([61.01, 0.005, 0.015, -0.0, 1e-320, 3.4e38, 1e39, 1e306, 7, "7", None]),
+                    st.floats(-1e4, 1e4)),
+}
+
+
+@st.composite
+def bodies(draw: Any, names: tuple[str, ...]) -> bytes:
+    """A body of ``names``' inputs: one row or a batch (a column of 1 value broadcasts), maybe
+    with a column of the wrong length, a scalar for a list, ``batch_size`` off by one, an input
+    missing, an unknown field or a name given twice; in any JSON spacing."""
+    n = draw(st.one_of(st.none(), st.integers(1, 4)))
+    values: dict[str, Any] = {}
+    for name in names:
+        if n is None:
+            values[name] = draw(_VALUES[name])
+        else:
+            values[name] = draw(st.lists(_VALUES[name], min_size=1, max_size=1) | st.lists(
+                _VALUES[name], min_size=n, max_size=n))
+    how = draw(st.sampled_from(["plain"] * 4 + ["scalar", "length", "batch_size", "missing", "extra", "twice"]))
+    name = draw(st.sampled_from(names))
+    if how == "scalar" and n is not None:
+        values[name] = values[name][0]
+    elif how == "length":
+        values[name] = [values[name]] * 2 if n is None else values[name] * 2
+    elif how == "missing":
+        del values[name]
+    elif how == "extra":
+        values["extra"] = values[name]
+    if n is not None:
+        values["batch_size"] = n + 1 if how == "batch_size" else n
+    items = list(values.items())
+    draw(st.randoms()).shuffle(items)
+    raw = json.dumps(dict(items), indent=draw(st.sampled_from([None, 1])), ensure_ascii=False).encode()
+    if how == "twice":
+        raw = raw[:-1].rstrip() + b',"' + name.encode() + b'":' + json.dumps(draw(_VALUES[name])).encode() + b"}"
+    return raw
+
+
+def common_path(raw: bytes) -> bytes:
+    """The same body with a ``cache_key`` (accepted, never trusted): the same request, but one the
+    native readers leave to the common path."""
+    return b'{"cache_key":"k",' + raw[1:]
+
+
+@pytest.mark.parametrize("model", ["sli", "aux"])
+def test_any_body_is_answered_as_the_common_path_answers_it(server: LiveServer, model: str) -> None:
+    """Differential: whatever the body, the native readers' answer (status and bytes) is the
+    common path's, each from the same cache state: empty but for the rows of another body
+    (some of this body's rows hit, the others are evaluated)."""
+    service = server.registry.get(model)
+    names = tuple(service.current.interface.dtypes)
+    path = f"/v1/api/model/{model}/eval"
+    with server.client() as client:
+
+        @settings(max_examples=150, deadline=None, database=None)
+        @given(bodies(names), bodies(names))
+        def check(raw: bytes, seed: bytes) -> None:
+            answers = []
+            for send in (raw, common_path(raw)):
+                assert service.cache is not None
+                service.cache.forget_older_entries()
+                client.post(path, content=common_path(seed))
+                answers.append(client.post(path, content=send))
+            native, common = answers
+            assert (native.status_code, untimed(native.content)) == (common.status_code, untimed(common.content)), raw
+
+        check()
