@@ -7,8 +7,10 @@ one string is written as an escape (the native reader leaves such bodies alone).
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -221,3 +223,22 @@ def test_any_body_is_answered_as_the_common_path_answers_it(server: LiveServer, 
             assert (native.status_code, untimed(native.content)) == (common.status_code, untimed(common.content)), raw
 
         check()
+
+
+def test_concurrent_batches_sharing_missing_rows_get_their_own_rows(server: LiveServer) -> None:
+    """Batches that miss the same rows at once: one evaluates each row, the others wait for it
+    (single-flight), and every batch gets its own rows in its own order, as alone."""
+    rnd = random.Random(7)
+    batches = [[ROWS[rnd.randrange(len(ROWS))] for _ in range(rnd.randint(2, 6))] for _ in range(24)]
+    bodies = [body(rows) for rows in batches]
+    expected = []
+    with server.client() as client:
+        for raw in bodies:
+            forget(server)
+            expected.append(untimed(client.post(EVAL, content=common(raw)).content))
+    for _round in range(3):
+        forget(server)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda raw: server.client().post(EVAL, content=raw), bodies))
+        assert [a.status_code for a in answers] == [200] * len(bodies)
+        assert [untimed(a.content) for a in answers] == expected
