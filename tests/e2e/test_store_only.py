@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 import pytest
+from e2e.test_body_rows import bodies, common_path, untimed
+from hypothesis import given, settings
 from live_server import LiveServer
 from redis_server import RedisServer, decode_entry, encode_entry
 
@@ -133,3 +135,28 @@ def test_an_entry_of_another_dictionary_is_evaluated_not_served(
     assert evaluated(server) == before + 1
     assert server.registry.caches["shared"].counters.stale == stale + 1
     assert row_json(again) == row_json(first)
+
+
+def test_any_body_is_answered_as_the_common_path_answers_it(
+    server: LiveServer, redis_servers: dict[str, RedisServer]
+) -> None:
+    """Differential, as ``test_body_rows``'s on a memory tier: the answer from the store's bytes
+    (``lookup_body_in_stores``, then the rows Redis lacked) is the common path's, each from the
+    same store: empty but for another body's rows."""
+    names = tuple(server.registry.get("t").current.interface.dtypes)
+    with server.client() as client:
+
+        @settings(max_examples=200, deadline=None, database=None)
+        @given(bodies(names), bodies(names))
+        def check(raw: bytes, seed: bytes) -> None:
+            answers = []
+            for send in (raw, common_path(raw)):
+                redis_servers["l1"].flush()
+                client.post("/v1/api/model/t/eval", content=common_path(seed))
+                flush(server)
+                answers.append(client.post("/v1/api/model/t/eval", content=send))
+                flush(server)
+            native, common = answers
+            assert (native.status_code, untimed(native.content)) == (common.status_code, untimed(common.content)), raw
+
+        check()
