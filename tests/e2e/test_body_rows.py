@@ -6,19 +6,24 @@ one string is written as an escape (the native reader leaves such bodies alone).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
+import model_builders
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from live_server import LiveServer
+from reloading import point, wait_until
 
 import mly.http.fast as fast
 import mly.service.model_service as model_service
@@ -242,3 +247,58 @@ def test_concurrent_batches_sharing_missing_rows_get_their_own_rows(server: Live
             answers = list(pool.map(lambda raw: server.client().post(EVAL, content=raw), bodies))
         assert [a.status_code for a in answers] == [200] * len(bodies)
         assert [untimed(a.content) for a in answers] == expected
+
+
+@pytest.fixture(scope="module")
+def versions(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("body-rows-versions")
+    v1 = root / "v1"
+    shutil.copytree(model_dirs["keras"], v1)
+    # Same vocabularies, so the same dictHash: only the generation tells the answers apart.
+    retrained = Path(model_builders.build_reweighted_model(str(root / "retrained")))
+    return {"v1": v1, "retrained": retrained, "link": root / "current"}
+
+
+@pytest.fixture(scope="module")
+def reloading(versions: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    point(versions["link"], versions["v1"])
+    config = {
+        "Models": [{"ID": "m", "URL": str(versions["link"]), "DataStore": "mem", "ReloadIntervalSec": 0.2,
+                    "Inputs": [{"Name": "fl", "Precision": 2}]}],
+        "Datastores": [{"ID": "mem", "Cache": {"SizeMb": 4}}],
+    }
+    live = LiveServer(config, tmp_path_factory.mktemp("body-rows-reload")).start()
+    yield live
+    live.stop()
+
+
+def test_a_reload_between_the_lookup_and_the_evaluation_answers_with_the_new_version(
+        reloading: LiveServer, versions: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection reads a batch's keys and memory values under v1 (``answer_now``); v2 lands
+    before the rest of the request runs. The answer is v2's for every row: never v1's cached rows
+    joined with v2's evaluated ones. (The wrapper only times the reload; the reload is real.)"""
+    service, path = reloading.registry.get("m"), "/v1/api/model/m/eval"
+    raw = body(ROWS[:4])
+    original = fast.EvalFastPath.answer_post
+
+    async def reload_first(self: fast.EvalFastPath, at: str, sent: bytes, lookup: Any = None) -> tuple[int, bytes]:
+        assert lookup is not None and not lookup.all_hit  # rows 0 and 1 were found in memory
+        reloads = service.reloads
+        point(versions["link"], versions["retrained"])
+        while service.reloads == reloads:
+            await asyncio.sleep(0.05)
+        return await original(self, at, sent, lookup)
+
+    with reloading.client() as client:
+        assert client.post(path, content=body(ROWS[:2])).status_code == 200  # v1's rows 0 and 1, cached
+        monkeypatch.setattr(fast.EvalFastPath, "answer_post", reload_first)
+        answer = client.post(path, content=raw)
+        monkeypatch.undo()
+        assert service.cache is not None
+        service.cache.forget_older_entries()
+        expected = client.post(path, content=common(raw))  # v2 evaluates every row
+    reloads = service.reloads  # back to v1 for any later test
+    point(versions["link"], versions["v1"])
+    wait_until(lambda: service.reloads > reloads, "the reload back to v1")
+    assert answer.status_code == expected.status_code == 200
+    assert untimed(answer.content) == untimed(expected.content)
