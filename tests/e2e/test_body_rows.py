@@ -256,7 +256,8 @@ def versions(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactor
     shutil.copytree(model_dirs["keras"], v1)
     # Same vocabularies, so the same dictHash: only the generation tells the answers apart.
     retrained = Path(model_builders.build_reweighted_model(str(root / "retrained")))
-    return {"v1": v1, "retrained": retrained, "link": root / "current"}
+    grown = Path(model_builders.build_changed_vocab_model(str(root / "grown")))  # another dictHash
+    return {"v1": v1, "retrained": retrained, "grown": grown, "link": root / "current"}
 
 
 @pytest.fixture(scope="module")
@@ -272,8 +273,9 @@ def reloading(versions: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
     live.stop()
 
 
+@pytest.mark.parametrize("version", ["retrained", "grown"])
 def test_a_reload_between_the_lookup_and_the_evaluation_answers_with_the_new_version(
-        reloading: LiveServer, versions: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+        reloading: LiveServer, versions: dict[str, Path], monkeypatch: pytest.MonkeyPatch, version: str) -> None:
     """The connection reads a batch's keys and memory values under v1 (``answer_now``); v2 lands
     before the rest of the request runs. The answer is v2's for every row: never v1's cached rows
     joined with v2's evaluated ones. (The wrapper only times the reload; the reload is real.)"""
@@ -284,7 +286,7 @@ def test_a_reload_between_the_lookup_and_the_evaluation_answers_with_the_new_ver
     async def reload_first(self: fast.EvalFastPath, at: str, sent: bytes, lookup: Any = None) -> tuple[int, bytes]:
         assert lookup is not None and not lookup.all_hit  # rows 0 and 1 were found in memory
         reloads = service.reloads
-        point(versions["link"], versions["retrained"])
+        point(versions["link"], versions[version])
         while service.reloads == reloads:
             await asyncio.sleep(0.05)
         return await original(self, at, sent, lookup)
