@@ -91,3 +91,18 @@ def test_a_partly_cached_body_looks_each_row_up_once_and_evaluates_only_the_miss
     assert after["cache"]["lookups"] - before["cache"]["lookups"] == 2
     assert after["cache"]["hitsMemory"] - before["cache"]["hitsMemory"] == 1
     assert untimed(answer.content) == untimed(again.content)
+
+
+@pytest.mark.parametrize("extra", [0, 1], ids=["at-the-limit", "past-the-limit"])
+def test_a_broadcast_batch_at_and_past_the_max_batch_size_is_the_common_paths(server: LiveServer, extra: int) -> None:
+    """A few bytes can ask for ``MaxBatchSize`` rows (every column one value): at the limit each
+    row is the one cached row; one past it, the common path's error, not a cached answer."""
+    limit = server.config.endpoint.max_batch_size
+    raw = orjson.dumps({"batch_size": limit + extra, "sa": ["b"], "sl": ["zz"], "i1": [20], "fl": [7.14]})
+    with server.client() as client:
+        assert client.post(EVAL, content=escaped(orjson.dumps({"sa": "b", "sl": "zz", "i1": 20, "fl": 7.14}))
+                           ).status_code == 200  # the row is cached
+        native = client.post(EVAL, content=raw)
+        common = client.post(EVAL, content=raw.replace(b'"b"', b'"\\u0062"'))
+    assert native.status_code == common.status_code == (200 if extra == 0 else 413)
+    assert untimed(native.content) == untimed(common.content)
