@@ -16,7 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from service.test_body_keys import DTYPES, INPUTS, MAX_ROWS, SCHEMA, anything, plain_batches, values
 
+from mly.common.dictionary import Dictionary, Layer
+from mly.common.keys import KeySchema
 from mly.common.request import encode_columns, encoders_for, parse_body
+from mly.config.schema import InputField
 from mly.errors import InputError, MlyError
 
 ENCODERS = encoders_for([f.name for f in INPUTS], DTYPES, {f.name: f.precision for f in INPUTS})
@@ -99,3 +102,44 @@ def test_rows_outside_the_batch_are_refused() -> None:
     assert SCHEMA.rows_of_body(body, [], PRECISIONS, MAX_ROWS) is not None
     with pytest.raises(IndexError):
         SCHEMA.rows_of_body(body, [2], PRECISIONS, MAX_ROWS)
+
+
+#: Slot kinds ``INPUTS`` lacks: a float32 wildcard (keyed as float32), a float64 wildcard that is
+#: also rounded (keyed exactly, fed rounded), an int32 vocabulary, an unkeyed float32, an int64
+#: wildcard, a float32 with 6 decimals.
+OTHER_INPUTS = (
+    InputField("wf32", 0, "float", wildcard=True), InputField("v32", 1, "int32"), InputField("f32", 2, "float"),
+    InputField("w64", 3, "int64", wildcard=True), InputField("wp", 4, "float64", wildcard=True, precision=2),
+    InputField("p6", 5, "float", precision=6),
+)
+OTHER_DTYPES = {"wf32": "float32", "v32": "int32", "f32": "float32", "w64": "int64", "wp": "float64", "p6": "float32"}
+OTHER = KeySchema(OTHER_INPUTS, Dictionary.build([Layer.of_ints("v32", [1, 7, -5])]))
+OTHER_ENCODERS = encoders_for(list(OTHER_DTYPES), OTHER_DTYPES, {f.name: f.precision for f in OTHER_INPUTS})
+_any_float = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.floats(-1e4, 1e4, width=32),
+                       st.sampled_from([3.4028235e38, 3.4028236e38, 1.4e-45, 0.0049999, 0.005, -0.0]))
+OTHER_VALUES = {"wf32": _any_float, "v32": st.one_of(st.sampled_from([1, 7, -5]), st.integers(-(2**31), 2**31 - 1)),
+                "f32": _any_float, "w64": st.integers(-(2**63), 2**63 - 1), "wp": _any_float, "p6": _any_float}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 5).flatmap(lambda n: st.tuples(st.just(n), st.fixed_dictionaries(
+    {name: st.lists(v, min_size=n, max_size=n) | st.lists(v, min_size=1, max_size=1)
+     for name, v in OTHER_VALUES.items()}))), st.randoms())
+def test_other_slot_kinds_are_keyed_and_encoded_as_the_common_path_does(
+        batch: tuple[int, dict[str, Any]], rnd: Any) -> None:
+    n, columns = batch
+    raw = orjson.dumps({"batch_size": n, **columns})
+    rows = sorted(rnd.sample(range(n), rnd.randrange(n + 1)))
+    keys = OTHER.keys_of_body(raw, MAX_ROWS)
+    native = OTHER.rows_of_body(raw, rows, tuple(p for _n, _c, p in OTHER_ENCODERS), MAX_ROWS)
+    request = parse_body(raw, max_batch_size=MAX_ROWS)
+    try:
+        encoded = encode_columns(request, OTHER_DTYPES, OTHER_ENCODERS)
+    except InputError:  # past float32, too large to round: the common path's error
+        assert native is None, raw
+        return
+    expected = OTHER.keys_if_plain(request.values, n)
+    assert keys == (None if expected is None else (expected, True)), raw
+    if keys is not None:
+        assert native is not None and same(native, [encoded[f.name][np.asarray(rows, dtype=np.intp)]
+                                                    for f in OTHER_INPUTS]), (raw, rows)
