@@ -155,3 +155,28 @@ def test_bytes_the_common_path_refuses_are_never_keyed() -> None:
     ]
     for body in cases:
         assert check(body) is None, body
+
+
+#: JSON tokens at the edges of what the native reader takes, spliced into a plain body's bytes.
+EDGE_TOKENS = [b"-0", b"-0.0", b"1e400", b"1E5", b"1e-400", b"0.125", b"9223372036854775807", b"9223372036854775808",
+               b"-9223372036854775809", b"2147483648", b"true", b"null", b'"\\u0000"', b'"\\/"', b'"\\ud800"',
+               b'"b/c"', b"[", b"]", b",", b" ", b"\t", b"{", b"}", b":", b"1.0", b"0", b"4.5e-324", b"3.4028236e38",
+               b"1e22", b"1e23", b"123456789012345678", b"0.30000000000000004", b'"batch_size"', b'"s"', b"00",
+               b"-", b"1e", b".5", b"\xef\xbb\xbf", "\"ü\"".encode()]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from(EDGE_TOKENS), st.booleans()), min_size=1,
+                max_size=3))
+def test_edge_tokens_spliced_into_a_body_are_keyed_the_same_or_left_to_the_common_path(
+        splices: list[tuple[int, bytes, bool]]) -> None:
+    raw = bytearray(orjson.dumps({"batch_size": 2, "s": ["a", "zz"], "i": [1, 2], "f32": [1.5, 2.25], "f64": [0.5],
+                                  "w": ["x", "y"], "i32": [3, 4], "b": [True, False], "aux": ["n", "m"],
+                                  "wf": [0.1, -2.5e-7]}))
+    for at, token, replace in splices:
+        at %= len(raw) + 1
+        end = at
+        while replace and end < len(raw) and raw[end] not in b",]}":  # the value (or its rest) there
+            end += 1
+        raw[at:end] = token
+    check(bytes(raw))
