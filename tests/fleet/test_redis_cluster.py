@@ -139,12 +139,18 @@ async def test_lookups_follow_a_manual_failover(cluster: Any, size: int) -> None
     try:
         await store.put_many(items)  # a manual failover waits until the replica has them
         assert await cache.get_many(keys, H) == wanted  # the slot map is read
-        with promoted.client() as r:
-            r.execute_command("CLUSTER", "FAILOVER")
+        # A manual failover gives up after 5 s when its master is slow to pause (a busy machine):
+        # ask again, up to three times, as an operator would.
+        for _ in range(3):
+            with promoted.client() as r:
+                r.execute_command("CLUSTER", "FAILOVER")
+            asked = time.monotonic()
+            while promoted.role() != "master" and time.monotonic() - asked < 8:
+                time.sleep(0.05)
+            if promoted.role() == "master":
+                break
+        assert promoted.role() == "master", "the failover did not happen in three attempts"
         started = time.monotonic()
-        while promoted.role() != "master":
-            assert time.monotonic() - started < 10, "the failover did not happen"
-            time.sleep(0.05)
         cluster.wait_ok()
         recovered = None
         while time.monotonic() - started < 15:
