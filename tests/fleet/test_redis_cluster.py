@@ -112,14 +112,22 @@ def test_cluster_config_rules() -> None:
     assert ok.connections[0].cluster and ok.connections[0].seeds == [("a", 7000), ("b", 7001)]
 
 
-def replica_of_master_of(cluster: Any, key: str) -> Any:
-    """The node that replicates the master serving ``key``'s slot."""
-    with cluster.masters()[0].client() as r:
-        slot = int(r.execute_command("CLUSTER", "KEYSLOT", key))
-        master = next(s[2][2] for s in r.execute_command("CLUSTER", "SLOTS") if int(s[0]) <= slot <= int(s[1]))
-        nodes = [line.split() for line in r.execute_command("CLUSTER", "NODES").decode().splitlines()]
-    port = next(int(n[1].split("@")[0].rsplit(":", 1)[1]) for n in nodes if n[3].encode() == master)
-    return next(node for node in cluster.nodes if node.port == port)
+def replica_of_master_of(cluster: Any, key: str, timeout_s: float = 20.0) -> Any:
+    """The node that replicates the master serving ``key``'s slot. After an earlier test killed a
+    master, its restarted node becomes a replica only after a while: wait for one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with cluster.masters()[0].client() as r:
+            slot = int(r.execute_command("CLUSTER", "KEYSLOT", key))
+            master = next(s[2][2] for s in r.execute_command("CLUSTER", "SLOTS") if int(s[0]) <= slot <= int(s[1]))
+            nodes = [line.split() for line in r.execute_command("CLUSTER", "NODES").decode().splitlines()]
+        ports = [int(n[1].split("@")[0].rsplit(":", 1)[1]) for n in nodes
+                 if n[3].encode() == master and "fail" not in n[2]]
+        replicas = [node for node in cluster.nodes if node.port in ports and node.replicating()]
+        if replicas:
+            return replicas[0]
+        assert time.monotonic() < deadline, f"no replica of the master of {key!r} in sync"
+        time.sleep(0.2)
 
 
 @pytest.mark.asyncio
