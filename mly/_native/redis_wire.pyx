@@ -153,6 +153,16 @@ cdef inline char* _put_count(char* p, Py_ssize_t n) noexcept nogil:
     return _put_header(p, b'*', n)
 
 
+cdef inline const char* _key_bytes(object key, Py_ssize_t* size) except NULL:
+    """A key's bytes: a ``str``'s UTF-8 (cached by CPython after the first call) or a ``bytes``'."""
+    if type(key) is str:
+        return PyUnicode_AsUTF8AndSize(key, size)
+    if type(key) is bytes:
+        size[0] = PyBytes_GET_SIZE(key)
+        return PyBytes_AS_STRING(key)
+    raise TypeError(f"a key must be str or bytes, not {type(key).__name__}")
+
+
 def pack_key_command(bytes command, bytes prefix, list keys, bint each=False) -> bytes:
     """``command prefix+key1 prefix+key2 ...`` in RESP, or with ``each`` one command per key
     (``GET k1``, ``GET k2``: a pipeline whose keys may live in different cluster slots).
@@ -162,17 +172,9 @@ def pack_key_command(bytes command, bytes prefix, list keys, bint each=False) ->
     cdef Py_ssize_t n = PyList_GET_SIZE(keys), i, size = 0, klen
     cdef Py_ssize_t plen = PyBytes_GET_SIZE(prefix), clen = PyBytes_GET_SIZE(command)
     cdef const char* kp
-    cdef object key
-    # Two passes: sizes, then bytes. A str's UTF-8 is cached by CPython on the first call,
-    # so the second pass does not encode again.
+    # Two passes: sizes, then bytes (the second does not encode a str again).
     for i in range(n):
-        key = <object>PyList_GET_ITEM(keys, i)
-        if type(key) is str:
-            kp = PyUnicode_AsUTF8AndSize(key, &klen)
-        elif type(key) is bytes:
-            klen = PyBytes_GET_SIZE(key)
-        else:
-            raise TypeError(f"a key must be str or bytes, not {type(key).__name__}")
+        _key_bytes(<object>PyList_GET_ITEM(keys, i), &klen)
         size += _bulk_size(plen + klen)
     if each:
         size += n * (_bulk_size(clen) + 4 + 20)
@@ -185,12 +187,7 @@ def pack_key_command(bytes command, bytes prefix, list keys, bint each=False) ->
         p = _put_count(p, n + 1)
         p = _put_bulk(p, PyBytes_AS_STRING(command), clen)
     for i in range(n):
-        key = <object>PyList_GET_ITEM(keys, i)
-        if type(key) is str:
-            kp = PyUnicode_AsUTF8AndSize(key, &klen)
-        else:
-            kp = PyBytes_AS_STRING(key)
-            klen = PyBytes_GET_SIZE(key)
+        kp = _key_bytes(<object>PyList_GET_ITEM(keys, i), &klen)
         if each:
             p = _put_count(p, 2)
             p = _put_bulk(p, PyBytes_AS_STRING(command), clen)
@@ -248,19 +245,11 @@ def key_slots(bytes prefix, list keys) -> list:
     ``{...}`` honoured as Redis does: the first ``{`` and the first ``}`` after it)."""
     cdef Py_ssize_t n = PyList_GET_SIZE(keys), i, klen, plen = PyBytes_GET_SIZE(prefix), total
     cdef const char* kp
-    cdef object key
     cdef bytearray buffer = bytearray(256)
     cdef unsigned char* full
     out = [0] * n
     for i in range(n):
-        key = <object>PyList_GET_ITEM(keys, i)
-        if type(key) is str:
-            kp = PyUnicode_AsUTF8AndSize(key, &klen)
-        elif type(key) is bytes:
-            kp = PyBytes_AS_STRING(key)
-            klen = PyBytes_GET_SIZE(key)
-        else:
-            raise TypeError(f"a key must be str or bytes, not {type(key).__name__}")
+        kp = _key_bytes(<object>PyList_GET_ITEM(keys, i), &klen)
         total = plen + klen
         if total > len(buffer):
             buffer = bytearray(total)
@@ -275,33 +264,18 @@ def split_by_owner(bytes command, bytes prefix, list keys, const unsigned short[
     """Keys grouped by the node that owns their slot (``owners[slot]``, 65535: none), each group
     packed as one ``command`` per key: ``[(owner, packed, [key index, ...]), ...]`` in the order
     owners first appear. A group whose owner is 65535 names keys no node serves."""
-    cdef Py_ssize_t n = PyList_GET_SIZE(keys), i, klen, plen = PyBytes_GET_SIZE(prefix), total
-    cdef const char* kp
-    cdef object key
-    cdef bytearray buffer = bytearray(256)
-    cdef unsigned short owner
     if owners.shape[0] != 16384:
         raise ValueError("owners must have one entry per slot (16384)")
+    cdef Py_ssize_t i = 0
+    cdef unsigned short owner
     groups = {}
-    for i in range(n):
-        key = <object>PyList_GET_ITEM(keys, i)
-        if type(key) is str:
-            kp = PyUnicode_AsUTF8AndSize(key, &klen)
-        elif type(key) is bytes:
-            kp = PyBytes_AS_STRING(key)
-            klen = PyBytes_GET_SIZE(key)
-        else:
-            raise TypeError(f"a key must be str or bytes, not {type(key).__name__}")
-        total = plen + klen
-        if total > len(buffer):
-            buffer = bytearray(total)
-        memcpy(<char*>buffer, PyBytes_AS_STRING(prefix), plen)
-        memcpy(<char*>buffer + plen, kp, klen)
-        owner = owners[_key_slot(<unsigned char*><char*>buffer, total)]
+    for slot in key_slots(prefix, keys):
+        owner = owners[<Py_ssize_t>slot]
         group = groups.get(owner)
         if group is None:
             groups[owner] = group = []
         group.append(i)
+        i += 1
     out = []
     for owner_key, indices in groups.items():
         out.append((owner_key, pack_key_command(command, prefix, [keys[j] for j in indices], True), indices))
