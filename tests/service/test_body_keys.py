@@ -111,12 +111,9 @@ def test_a_plain_row_is_keyed_from_its_bytes_as_after_parsing(row: dict[str, Any
     assert SCHEMA.keys_of_body(orjson.dumps({**row, "i32": 5}), MAX_ROWS) is None
 
 
-@settings(max_examples=500, deadline=None)
-@given(plain_batches(), st.sampled_from(list(values) + ["batch_size", "cache_key", "extra"]), anything,
-       st.sampled_from(["replace", "drop", "inner", "duplicate"]))
-def test_an_unusual_body_is_keyed_the_same_or_left_to_the_common_path(
-        batch: tuple[int, dict[str, Any]], name: str, value: Any, how: str) -> None:
-    n, columns = batch
+def unusual_body(n: int, columns: dict[str, Any], name: str, value: Any, how: str) -> bytes:
+    """A plain batch body with ``name`` replaced by ``value``, dropped, its first item replaced
+    (``inner``) or sent twice (``duplicate``); json, so integers past 64 bits are written too."""
     body: dict[str, Any] = {"batch_size": n, **columns}
     if how == "replace":
         body[name] = value
@@ -124,13 +121,22 @@ def test_an_unusual_body_is_keyed_the_same_or_left_to_the_common_path(
         body.pop(name, None)
     elif how == "inner" and isinstance(body.get(name), list):
         body[name] = [value, *body[name][1:]]
-    def dumps(obj: Any) -> bytes:  # json: integers past 64 bits too
+
+    def dumps(obj: Any) -> bytes:
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
     raw = dumps(body)
     if how == "duplicate":
         raw = raw[:-1] + b',"' + name.encode() + b'":' + dumps(value) + b"}"
-    check(raw)
+    return raw
+
+
+@settings(max_examples=500, deadline=None)
+@given(plain_batches(), st.sampled_from(list(values) + ["batch_size", "cache_key", "extra"]), anything,
+       st.sampled_from(["replace", "drop", "inner", "duplicate"]))
+def test_an_unusual_body_is_keyed_the_same_or_left_to_the_common_path(
+        batch: tuple[int, dict[str, Any]], name: str, value: Any, how: str) -> None:
+    check(unusual_body(*batch, name, value, how))
 
 
 def test_bytes_the_common_path_refuses_are_never_keyed() -> None:

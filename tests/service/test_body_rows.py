@@ -14,7 +14,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from service.test_body_keys import DTYPES, INPUTS, MAX_ROWS, SCHEMA, anything, plain_batches, values
+from service.test_body_keys import DTYPES, INPUTS, MAX_ROWS, SCHEMA, anything, plain_batches, unusual_body, values
 
 from mly.common.dictionary import Dictionary, Layer
 from mly.common.keys import KeySchema
@@ -66,15 +66,8 @@ def test_rows_of_a_plain_batch_are_encoded_as_the_common_path_encodes_them(
        st.sampled_from(["replace", "drop", "inner"]))
 def test_an_unusual_body_is_encoded_the_same_or_left_to_the_common_path(
         batch: tuple[int, dict[str, Any]], name: str, value: Any, how: str) -> None:
-    n, columns = batch
-    body: dict[str, Any] = {"batch_size": n, **columns}
-    if how == "replace":
-        body[name] = value
-    elif how == "drop":
-        body.pop(name, None)
-    elif isinstance(body.get(name), list):
-        body[name] = [value, *body[name][1:]]
-    raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    n, _columns = batch
+    raw = unusual_body(*batch, name, value, how)
     native = SCHEMA.rows_of_body(raw, list(range(n)), PRECISIONS, MAX_ROWS)
     if native is not None:
         assert SCHEMA.keys_of_body(raw, MAX_ROWS) is not None, raw
