@@ -26,7 +26,7 @@ from mly._native.redis_wire import split_by_owner
 from mly.cache.base import StoreUnavailableError
 from mly.cache.resp import PipelinedConnection, RespEndpoint
 
-__all__ = ["ClusterLookups", "is_other_type"]
+__all__ = ["ClusterLookups", "settle_refusals"]
 
 log = logging.getLogger("mly.cache")
 
@@ -37,10 +37,16 @@ REFRESH_INTERVAL_S = 0.25
 into a round of ``CLUSTER SLOTS`` calls."""
 
 
-def is_other_type(reply: Exception) -> bool:
-    """``GET``'s refusal of a key that is not a string (an entry of the hash layout earlier versions
-    wrote, another program's list): nil, as ``MGET`` answers it, not an outage."""
-    return str(reply).startswith("WRONGTYPE")
+def settle_refusals(values: list[Any], name: str) -> list[Any]:
+    """Per-key refusals of ``GET`` replies, in place: a key that is not a string (an entry of the
+    hash layout earlier versions wrote, another program's list) is nil, as ``MGET`` answers it;
+    any other refusal (``MOVED`` while slots move, ``LOADING``) fails the call as an outage."""
+    for i, value in enumerate(values):
+        if isinstance(value, Exception):
+            if not str(value).startswith("WRONGTYPE"):
+                raise StoreUnavailableError(name, f"a read was refused: {value}")
+            values[i] = None
+    return values
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -89,12 +95,7 @@ class ClusterLookups:
                     continue
                 for i, reply in zip(group, replies, strict=True):
                     out[i] = reply
-            for i, reply in enumerate(out):  # a GET refused for one key: MOVED, LOADING, WRONGTYPE
-                if isinstance(reply, Exception):
-                    if is_other_type(reply):  # the hash layout of earlier versions: a miss, as MGET says
-                        out[i] = None
-                        continue
-                    raise StoreUnavailableError(self.name, f"a read was refused: {reply}")
+            settle_refusals(out, self.name)
         except BaseException as exc:
             for *_, future in sent[awaited:]:  # replies nobody will await: not errors to report
                 if future is not None:

@@ -46,7 +46,7 @@ import orjson
 
 from mly._native.redis_wire import ENTRY_HEADER_BYTES, entry_header, pack_entry, pack_key_command, unpack_entries
 from mly.cache.base import RowsRead, StoredRow, StoreUnavailableError, effective_ttl_ms
-from mly.cache.cluster_reads import ClusterLookups, is_other_type
+from mly.cache.cluster_reads import ClusterLookups, settle_refusals
 from mly.cache.resp import PipelinedConnection, RespEndpoint
 
 if TYPE_CHECKING:
@@ -264,16 +264,9 @@ class _RedisLayout:
     def _rows(self, values: list[Any], dict_hash: int, min_expires_ms: int) -> RowsRead:
         rows, remaining, stale, foreign = unpack_entries(values, dict_hash, _now_ms(), min_expires_ms)
         if foreign:
-            self._check_replies(values)
             log.warning("%s: %d of %d values are not mly entries (another program's keys under prefix %r?)",
                         self.name, foreign, len(values), self._prefix.decode())
         return RowsRead(rows, remaining, stale, foreign)
-
-    def _check_replies(self, values: list[Any]) -> None:
-        """A node that refused a ``GET`` (a cluster's MOVED while slots migrate, LOADING) fails the call."""
-        for value in values:
-            if isinstance(value, Exception):
-                raise StoreUnavailableError(self.name, f"a read was refused: {value}")
 
     def _unavailable(self, exc: BaseException) -> OSError:
         """redis-py errors as the builtin kinds the tiered cache counts (timeouts apart)."""
@@ -322,9 +315,7 @@ class RedisStore(_RedisLayout):
     async def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
         if not keys:
             return []
-        values = await self._read(list(keys))
-        self._check_replies(values)
-        return _stored_rows(values, _now_ms())
+        return _stored_rows(await self._read(list(keys)), _now_ms())
 
     async def put_many(self, items: Sequence[tuple[str, StoredRow]]) -> None:
         if self.read_only or not items:
@@ -360,7 +351,7 @@ class SyncRedisStore(_RedisLayout):
             with self.client.pipeline(transaction=False) as pipe:
                 self._queue_reads(pipe, keys)
                 values = pipe.execute(raise_on_error=False)
-            return [None if isinstance(value, Exception) and is_other_type(value) else value for value in values]
+            return settle_refusals(values, self.name)
         except self._outage as exc:
             raise self._unavailable(exc) from exc
 
@@ -372,9 +363,7 @@ class SyncRedisStore(_RedisLayout):
     def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
         if not keys:
             return []
-        values = self._read(list(keys))
-        self._check_replies(values)
-        return _stored_rows(values, _now_ms())
+        return _stored_rows(self._read(list(keys)), _now_ms())
 
     def put_many(self, items: Sequence[tuple[str, StoredRow]]) -> None:
         if self.read_only or not items:
