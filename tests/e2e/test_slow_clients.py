@@ -168,6 +168,20 @@ def test_the_read_timeout_starts_with_each_request_not_the_connection(slow_serve
             time.sleep(READ_TIMEOUT_MS / 1000 * 1.8)
 
 
+def test_a_first_request_answered_from_the_read_ends_the_accepts_read_deadline(slow_server: LiveServer) -> None:
+    """A cached row's request, the connection's first, is answered straight from the read
+    (``answer_plain``); the deadline that ran from the accept must end with it."""
+    body = orjson.dumps({**ROW, "fl": 9.75})
+    with connect(slow_server.url) as sock:
+        sock.sendall(post_request(EVAL, body))
+        assert split(read_response(sock))[0] == 200
+    with connect(slow_server.url) as sock:
+        for _ in range(2):
+            sock.sendall(post_request(EVAL, body))
+            assert split(read_response(sock))[0] == 200
+            time.sleep(READ_TIMEOUT_MS / 1000 * 1.8)
+
+
 def ndjson_put() -> bytes:
     return (f"PUT {EVAL} HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-ndjson\r\n"
             "Transfer-Encoding: chunked\r\n\r\n").encode()

@@ -1,0 +1,3 @@
+def plain_post(
+    data: bytes | bytearray | memoryview, start: int, max_head: int, max_body: int
+) -> tuple[str, int, int] | None: ...
