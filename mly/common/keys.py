@@ -10,6 +10,7 @@ build keys through this one class, so they always agree.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,13 +27,18 @@ __all__ = ["KeySchema", "Slot"]
 
 _INT = (int,)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT32 = (float,)  # its own tuple: ``key_if_plain`` tells float32 inputs apart by identity
+_FLOAT64 = (float,)
+#: A double whose magnitude reaches this narrows to float32 infinity (half an ulp past
+#: float32's largest value, where rounding goes up): encoding refuses it.
+_FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
 #: Plain JSON types accepted without encoding, per input dtype (int32 needs a range check
 #: the int64 one does not cover, so it always takes the full path).
 _SCALAR_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "int64": _INT,
-    "float32": (float,),
-    "float64": (float,),
+    "float32": _FLOAT32,
+    "float64": _FLOAT64,
     "bool": (bool,),
 }
 
@@ -145,5 +151,11 @@ class KeySchema:
             if types is None or type(value) not in types:
                 return None
             if types is _INT and not _INT64_MIN <= int(value) <= _INT64_MAX:  # type: ignore[arg-type]
+                return None
+            # Checked for every input, keyed or not: a hit must not hide that encoding refuses
+            # the value (NaN fails both comparisons).
+            if types is _FLOAT32 and not -_FLOAT32_OVERFLOW < value < _FLOAT32_OVERFLOW:  # type: ignore[operator]
+                return None
+            if types is _FLOAT64 and not -math.inf < value < math.inf:  # type: ignore[operator]
                 return None
         return self.key(row)

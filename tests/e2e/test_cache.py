@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -105,6 +106,32 @@ def test_cached_row_with_a_wrong_typed_auxiliary_input_is_still_rejected(server:
     with server.client() as client:
         response = client.post("/v1/api/model/aux/eval", content=orjson.dumps({**row, "note": 5}))
     assert response.status_code == 400 and "note" in response.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def boost_server(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """``boost``: an auxiliary float32 input, in no key."""
+    config = {"Models": [{"ID": "boost", "URL": model_dirs["keras"], "DataStore": "m", "Inputs": [
+        {"Name": "fl", "Precision": 1}, {"Name": "boost", "DataType": "float32", "Auxiliary": True}]}],
+        "Datastores": [{"ID": "m", "Cache": {"SizeMb": 2}}]}
+    live = LiveServer(config, tmp_path_factory.mktemp("boost")).start()
+    yield live
+    live.stop()
+
+
+@pytest.mark.parametrize("value", [1e39, -3.5e38, 2.0**128 - 2.0**103])
+def test_cached_row_with_an_auxiliary_float32_past_its_range_is_still_rejected(
+    boost_server: LiveServer, value: float
+) -> None:
+    row = {"sa": "a", "sl": "b", "fl": 0.5, "i1": 10, "boost": 0.5}
+    with boost_server.client() as client:
+        assert client.post("/v1/api/model/boost/eval", content=orjson.dumps(row)).status_code == 200
+        hit = client.post("/v1/api/model/boost/eval", content=orjson.dumps({**row, "boost": 3.4028235e38}))
+        assert hit.status_code == 200  # float32's largest value: fine, and a hit
+        for body in ({**row, "boost": value}, {**{k: [v] for k, v in row.items()}, "boost": [value], "batch_size": 1}):
+            response = client.post("/v1/api/model/boost/eval", content=orjson.dumps(body))
+            assert response.status_code == 400, (body, response.text)
+            assert response.json()["error"].startswith("boost") and "out of range for float32" in response.json()["error"]
 
 
 def test_batch_of_hits_is_answered_from_the_json_and_one_new_row_is_the_only_miss(server: LiveServer) -> None:

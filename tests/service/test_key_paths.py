@@ -4,6 +4,9 @@ a row written by one path would be missed, or worse, mismatched, by the other.""
 
 from __future__ import annotations
 
+import math
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,6 +14,7 @@ from mly._native import encode
 from mly.common.dictionary import Dictionary, Layer
 from mly.common.keys import KeySchema
 from mly.config.schema import InputField
+from mly.errors import InputError
 
 INPUTS = (
     InputField("s", 0, "string"),
@@ -50,6 +54,29 @@ def test_unusual_values_take_the_full_path() -> None:
     assert SCHEMA.key_if_plain(row) is not None
     for name, value in (("i", True), ("i", 1.0), ("f32", 1), ("s", 5), ("i", 2**63), ("wf", None), ("aux", 5)):
         assert SCHEMA.key_if_plain({**row, name: value}) is None, (name, value)
+
+
+AUX_FLOATS = KeySchema(
+    (InputField("s", 0, "string"), InputField("f", 1, "float", precision=2),
+     InputField("boost", 2, "float", auxiliary=True), InputField("d", 3, "float64", auxiliary=True)),
+    Dictionary.build([Layer.of_strings("s", ["a"])]),
+)
+_FLOAT32_OVERFLOW = 2.0**128 - 2.0**103  # half an ulp past float32's largest: narrows to infinity
+
+
+def test_floats_encoding_refuses_take_the_full_path_keyed_or_not() -> None:
+    """A cached row must not turn a value encoding refuses (past float32, not finite) into a 200."""
+    row = {"s": "a", "f": 0.5, "boost": 0.5, "d": 0.5}
+    codes = {"s": encode.DT_STRING, "f": encode.DT_FLOAT32, "boost": encode.DT_FLOAT32, "d": encode.DT_FLOAT64}
+    largest_fine = math.nextafter(_FLOAT32_OVERFLOW, 0)
+    for name, value in (("boost", 3.4028235e38), ("boost", -largest_fine), ("f", largest_fine), ("d", 1e308)):
+        assert AUX_FLOATS.key_if_plain({**row, name: value}) is not None, (name, value)
+        encode.encode_column(name, codes[name], value, 1, False, 2 if name == "f" else 0)  # accepted there too
+    for name, value in (("boost", 1e39), ("boost", -3.5e38), ("boost", _FLOAT32_OVERFLOW), ("boost", math.inf),
+                        ("boost", math.nan), ("f", 1e39), ("f", -math.inf), ("d", math.inf), ("d", math.nan)):
+        assert AUX_FLOATS.key_if_plain({**row, name: value}) is None, (name, value)
+        with pytest.raises(InputError):
+            encode.encode_column(name, codes[name], value, 1, False, 2 if name == "f" else 0)
 
 
 # --- batches: keys straight from the JSON lists (all-hit batches skip encoding) ------------------
