@@ -34,13 +34,13 @@ import uvicorn
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
-from mly._native.http1 import plain_post
 from mly.config.schema import EndpointConfig
 from mly.http.coalesce import CoalescingCycle
 from mly.http.fast import EvalFastPath, eval_model_id
 from mly.http.h1limits import COUNTERS, GatedFlow, H1Limits, LimitedConnection, h1_limits, read_deadlines
 from mly.http.h2engine import connection_class, h2_engine, native_available
 from mly.http.h2limits import PREFACE, H2Settings, h2_available
+from mly.http.plain import PlainRequests
 from mly.http.stream import is_ndjson
 from mly.service.body_hits import BodyLookup
 
@@ -56,7 +56,7 @@ _CLOSE = b"connection: close\r\n"
 _JSON_LENGTH = b"content-type: application/json\r\ncontent-length: "
 
 
-class MlyHttpProtocol(LimitedConnection, HttpToolsProtocol):
+class MlyHttpProtocol(PlainRequests, LimitedConnection, HttpToolsProtocol):
     """Pass as ``uvicorn.Config(http=functools.partial(MlyHttpProtocol, h2=settings))``."""
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
@@ -86,9 +86,7 @@ class MlyHttpProtocol(LimitedConnection, HttpToolsProtocol):
             front = front.app
         self.front = front if isinstance(front, EvalFastPath) and front.front_body_limit else None
         self.deferred: tuple[RequestResponseCycle, Any] | None = None
-        self.plain = self.front is not None and PLAIN_PATH
-        self.carried: tuple[bytes, BodyLookup | None] | None = None
-        """What ``answer_plain`` read for a body it left to the full parser, for ``answer``."""
+        self.plain_init()
         self.head_source: list[tuple[bytes, bytes]] | None = None
         self.heads: dict[int, bytes] = {}
 
@@ -202,10 +200,7 @@ class MlyHttpProtocol(LimitedConnection, HttpToolsProtocol):
         assert self.front is not None
         if not cycle.keep_alive:  # the server began stopping: uvicorn's path closes the connection after
             return False
-        carried, self.carried = self.carried, None
-        if carried is not None and carried[0] == cycle.body:  # ``answer_plain`` looked it up this turn
-            lookup = carried[1]
-        elif not self.flow.write_paused:  # else the client is not reading: the task waits for it
+        if not self.flow.write_paused:  # else the client is not reading: the task waits for it
             body, lookup = self.front.answer_now(cycle.scope["path"], cycle.body)
             if body is not None:
                 self.write_answer(cycle, 200, body)
@@ -253,54 +248,12 @@ class MlyHttpProtocol(LimitedConnection, HttpToolsProtocol):
         super().connection_lost(exc)
         self.__dict__.pop("data_received", None)  # the bound method ``settle`` stored is a reference cycle
 
-    # --- the plainest requests, recognised natively -----------------------------------------
-    #
-    # Between requests (nothing parsed but not answered, nothing half read), a read that
-    # begins with a plain keep-alive eval POST (``mly._native.http1.plain_post``: a strict
-    # subset of what llhttp accepts) whose answer is ready (``EvalFastPath.answer_now``)
-    # is answered without llhttp's callbacks or uvicorn's per-request objects. Pipelined
-    # requests in the same read are taken the same way while they qualify; the first that
-    # does not, and everything after it, goes to the full parser, so answers keep their order.
-
-    def between_requests(self) -> bool:
-        cycle = self.cycle
-        return (not self.head_open and self.deferred is None and not self.pipeline
-                and (cycle is None or (cycle.response_complete and not cycle.more_body))
-                and not self.flow.write_paused and not self.transport.is_closing())
-
-    def answer_plain(self, data: bytes) -> int:
-        """Answer the plain requests ``data`` begins with; how many bytes they took."""
-        front = self.front
-        assert front is not None
-        pos = 0
-        answers: list[bytes] = []
-        max_head = self.limits.max_head_bytes
-        while True:
-            plain = plain_post(data, pos, max_head, front.front_body_limit)
-            if plain is None:
-                break
-            path, body_start, end = plain
-            if not eval_model_id(path):
-                break
-            body = data[body_start:end]
-            answer, lookup = front.answer_now(path, body)
-            if answer is None:
-                self.carried = (body, lookup)
-                break
-            answers.append(self.head(200) + b"%d\r\n\r\n%s" % (len(answer), answer))
-            self.server_state.total_requests += 1
-            pos = end
-        if answers:
-            self.read_since = 0.0  # the accept's read deadline ends with the first request, as in ``on_message_complete``
-            self.transport.write(answers[0] if len(answers) == 1 else b"".join(answers))
-            if pos == len(data):  # idle again: what ``on_response_complete`` does then
-                self.timeout_keep_alive_task = self.loop.call_later(
-                    self.timeout_keep_alive, self.timeout_keep_alive_handler)
-        return pos
-
     def feed(self, data: bytes) -> None:
         """uvicorn's ``data_received``, with the head-size bound and the h2c upgrade declined."""
         self._unset_keepalive_if_required()
+        if self.backlog is not None:  # a plain request is being answered: this waits for it
+            self.hold(data)
+            return
         if self.plain and self.between_requests():
             taken = self.answer_plain(data)
             if taken:
@@ -313,7 +266,6 @@ class MlyHttpProtocol(LimitedConnection, HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self.carried = None
             if self.transport.is_closing():  # a limit answered it (``_HeadRefused``)
                 return
             msg = "Invalid HTTP request received."
@@ -328,7 +280,6 @@ class MlyHttpProtocol(LimitedConnection, HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
-        self.carried = None  # its request was answered (or queued) by now
         if self.head_open:
             if self.head_fresh:
                 self.head_fresh = False
@@ -399,12 +350,6 @@ def h2_settings(endpoint: EndpointConfig, *, enabled: bool | None = None) -> H2S
         max_header_list_size=endpoint.max_header_bytes + 2048,  # HPACK counts 32 bytes more per field
     )
 
-
-#: Set to ``off`` to take every HTTP/1.1 request through llhttp and uvicorn's callbacks, even
-#: the plain eval POSTs ``MlyHttpProtocol.answer_plain`` answers natively: the A/B switch
-#: for measuring that path and for checking it answers byte for byte the same.
-PLAIN_PATH_ENV = "MLY_HTTP1_PLAIN"
-PLAIN_PATH = os.environ.get(PLAIN_PATH_ENV, "on") != "off"
 
 #: Set to ``httptools`` to serve with uvicorn's plain protocol (HTTP/1.1 only): the A/B switch
 #: for measuring what the first-bytes check costs (docs/performance.md). Not for production:

@@ -18,7 +18,8 @@ from live_server import BUFFER_SIZE, LiveServer
 from raw_http import connect, post_request, read_response, split
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from mly.http import protocol
+from mly.http import plain as plain_module
+from mly.http.plain import BACKLOG_LIMIT
 
 EVAL = "/v1/api/model/sli/eval"
 RAW = "/v1/api/model/raw/eval"
@@ -71,7 +72,7 @@ def both_ways(server: LiveServer, monkeypatch: pytest.MonkeyPatch, writes: list[
     """The answers with the plain path on (rows cold), off (rows cached by then), on again."""
     seen = []
     for plain in (True, False, True):
-        monkeypatch.setattr(protocol, "PLAIN_PATH", plain)
+        monkeypatch.setattr(plain_module, "PLAIN_PATH", plain)
         seen.append(exchange(server, writes, answers))
     assert seen[0] == seen[1] == seen[2]
     return seen[0]
@@ -86,6 +87,8 @@ def cases() -> list[tuple[str, list[bytes], int]]:
         ("pipelined", [hit + post_request(EVAL, two) + post_request(EVAL, three)], 3),
         ("plain, uncached model, plain", [hit + post_request(RAW, two) + hit], 3),
         ("plain then GET", [hit + f"GET {EVAL}?sa=a&sl=b&i1=10&fl=2.5 HTTP/1.1\r\nHost: t\r\n\r\n".encode()], 2),
+        ("uncached then GET", [post_request(RAW, two) + f"GET {RAW}?sa=a&sl=b&i1=10&fl=2.5 HTTP/1.1\r\nHost: t\r\n\r\n".encode()], 2),
+        ("uncached then half of one", [post_request(RAW, two) + hit[:30], hit[30:]], 2),
         ("split head and body", [hit[:-5], hit[-5:]], 1),
         ("plain then half of one", [hit + hit[:40], hit[40:]], 2),
         ("Connection: close", [post_request(EVAL, one, "Connection: close") + hit], 1),
@@ -107,6 +110,19 @@ def test_the_same_bytes_with_the_plain_path_on_and_off(
     assert got and all(a.startswith(b"HTTP/1.1 ") for a in got)
 
 
+def test_a_plain_miss_before_garbage_is_answered_before_the_400(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one difference: with the full parser alone, the garbage's 400 (and the close) is
+    written while the POST before it is still evaluated, so the POST is never answered."""
+    writes = [post_request(RAW, row()) + b"NOT HTTP\r\n\r\n"]
+    monkeypatch.setattr(plain_module, "PLAIN_PATH", True)
+    on = exchange(server, writes, 2)
+    assert [a.split(b"\r\n", 1)[0] for a in on] == [b"HTTP/1.1 200 OK", b"HTTP/1.1 400 Bad Request"]
+    monkeypatch.setattr(plain_module, "PLAIN_PATH", False)
+    assert [a.split(b"\r\n", 1)[0] for a in exchange(server, writes, 2)] == [b"HTTP/1.1 400 Bad Request"]
+
+
 def test_cached_plain_posts_take_no_asgi_cycle(server: LiveServer, asgi_cycles: list[str]) -> None:
     body = row()
     with server.client() as client:
@@ -123,20 +139,56 @@ def test_cached_plain_posts_take_no_asgi_cycle(server: LiveServer, asgi_cycles: 
     assert perf.total.metric(perf.keys, "eval") == evals + 3  # counted like any answer
 
 
-def test_a_plain_hit_behind_a_miss_in_flight_waits_for_it(server: LiveServer) -> None:
-    """The miss is evaluated in a task; the hit, read while it runs, must not be answered first."""
+@pytest.fixture(scope="module")
+def lazy_server(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """``lazy``: every evaluation waits 100 ms for a batch to fill, so a miss is in flight long
+    enough for the next request to arrive in another read; ``sli``: cached."""
+    config = {"Models": [
+        {"ID": "lazy", "URL": model_dirs["keras"], "Batch": {"BatchWait": 100_000_000, "MaxBatchSize": 1000}},
+        {"ID": "sli", "URL": model_dirs["keras"], "DataStore": "mem", "Inputs": [{"Name": "fl", "Precision": 2}]}],
+        "Datastores": [{"ID": "mem", "Cache": {"SizeMb": 2}}]}
+    live = LiveServer(config, tmp_path_factory.mktemp("lazy")).start()
+    yield live
+    live.stop()
+
+
+def test_a_plain_hit_read_while_a_plain_miss_is_answered_waits_for_it(
+    lazy_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The miss is answered by a task; the hit, read while it runs, must not be answered first."""
     cached = row()
-    with server.client() as client:
+    with lazy_server.client() as client:
         expected = client.post(EVAL, content=cached).json()["data"]
-    for _ in range(10):
-        with connect(server.url) as sock:
-            sock.sendall(post_request(RAW, row()))  # no cache: always evaluated
-            sock.sendall(post_request(EVAL, cached))
+    for plain in (True, False):
+        monkeypatch.setattr(plain_module, "PLAIN_PATH", plain)
+        with connect(lazy_server.url) as sock:
+            started = time.monotonic()
+            sock.sendall(post_request("/v1/api/model/lazy/eval", row()))
+            time.sleep(0.03)  # in another read, while the miss waits for its batch
+            sock.sendall(post_request(EVAL, cached) + post_request(EVAL, cached))
             pending = bytearray()
-            first, second = split(read_response(sock, pending)), split(read_response(sock, pending))
-        # Out of order, the hit's answer (one row of ``sli``) would come first.
-        assert "sa" not in first[2]["data"] or first[2]["data"] != expected
-        assert second[2]["data"] == expected
+            answers = [split(read_response(sock, pending)) for _ in range(3)]
+            assert time.monotonic() - started > 0.09  # the miss was still in flight when the hit came
+        assert [a[0] for a in answers] == [200] * 3, plain
+        # Out of order, the hit's answer would come first.
+        assert answers[0][2]["data"] != expected and answers[1][2]["data"] == answers[2][2]["data"] == expected
+
+
+def test_a_long_burst_behind_a_slow_plain_miss_is_answered_in_order(lazy_server: LiveServer) -> None:
+    """Past ``BACKLOG_LIMIT`` bytes held behind the miss, reading pauses; it resumes after the answer."""
+    cached = row()
+    with lazy_server.client() as client:
+        expected = client.post(EVAL, content=cached).json()["data"]
+    hit = post_request(EVAL, cached)
+    burst = BACKLOG_LIMIT // len(hit) * 3
+    with connect(lazy_server.url) as sock:
+        sock.sendall(post_request("/v1/api/model/lazy/eval", row()))
+        time.sleep(0.03)
+        sock.sendall(hit * burst)
+        pending = bytearray()
+        answers = [split(read_response(sock, pending)) for _ in range(burst + 1)]
+    assert answers[0][0] == 200 and answers[0][2]["data"] != expected
+    assert all(a[0] == 200 and a[2]["data"] == expected for a in answers[1:])
 
 
 def test_a_plain_hit_then_silence_is_closed_after_the_idle_timeout(server: LiveServer) -> None:

@@ -1,0 +1,149 @@
+"""Plain eval POSTs answered by the HTTP/1.1 connection without llhttp or uvicorn's cycle.
+
+Why: a cached eval answer costs a few microseconds, while taking its request through
+llhttp's callbacks and uvicorn's per-request objects (scope, header list, cycle, task,
+keep-alive bookkeeping) cost several times that in Python; so did a store lookup's or a
+miss's request. Most requests a serving fleet sees have one shape: a keep-alive ``POST`` of
+a JSON body with a ``Content-Length``. ``mly._native.http1.plain_post`` recognises exactly
+that shape (a strict subset of what llhttp accepts), and this mixin answers such requests:
+
+- only between requests (nothing parsed and not answered, nothing half read), so llhttp is
+  always at a message boundary when it takes over again;
+- an answer that is ready (memo or memory-tier hits, ``EvalFastPath.answer_now``) is written
+  at once, and the next plain request of the same read is taken the same way;
+- any other plain request (a miss, a store lookup, an error) is answered by a task
+  (``EvalFastPath.answer_post``); while it runs, what the client sends next waits unparsed
+  (reading pauses past ``BACKLOG_LIMIT`` bytes) and is fed on after the answer is written,
+  so answers keep their order;
+- anything that is not plain, and everything after it in that read, goes to the full parser.
+
+``MLY_HTTP1_PLAIN=off`` turns this off (the A/B switch; ``PLAIN_PATH`` is read per connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING, Any
+
+from mly._native.http1 import plain_post
+from mly.http.fast import EvalFastPath, eval_model_id
+
+if TYPE_CHECKING:
+    from mly.http.h1limits import H1Limits
+    from mly.service.body_hits import BodyLookup
+
+__all__ = ["BACKLOG_LIMIT", "PLAIN_PATH", "PLAIN_PATH_ENV", "PlainRequests"]
+
+PLAIN_PATH_ENV = "MLY_HTTP1_PLAIN"
+PLAIN_PATH = os.environ.get(PLAIN_PATH_ENV, "on") != "off"
+BACKLOG_LIMIT = 65536
+"""Bytes a connection may send while its plain request is answered before reading pauses."""
+
+
+class PlainRequests:
+    """Mixed into ``MlyHttpProtocol`` (before uvicorn's protocol, whose ``shutdown`` it extends)."""
+
+    front: EvalFastPath | None
+    limits: H1Limits
+    flow: Any  # a GatedFlow
+    transport: Any
+    loop: asyncio.AbstractEventLoop
+    cycle: Any
+    pipeline: Any
+    tasks: set[asyncio.Task[None]]
+    server_state: Any
+    head_open: bool
+    deferred: Any
+    read_since: float
+    timeout_keep_alive: Any
+    timeout_keep_alive_handler: Any
+    timeout_keep_alive_task: Any
+    head: Any
+    feed: Any
+
+    def plain_init(self) -> None:
+        self.plain = self.front is not None and PLAIN_PATH
+        self.plain_task: asyncio.Task[None] | None = None
+        self.backlog: bytearray | None = None
+        """What the client sent while ``plain_task`` answers (``None``: no task)."""
+        self.plain_stop = False  # the server began stopping while ``plain_task`` ran
+
+    def between_requests(self) -> bool:
+        cycle = self.cycle
+        return (not self.head_open and self.deferred is None and not self.pipeline
+                and (cycle is None or (cycle.response_complete and not cycle.more_body))
+                and not self.flow.write_paused and not self.transport.is_closing())
+
+    def hold(self, data: bytes) -> None:
+        """Keep ``data`` (unparsed) until ``plain_task``'s answer is written."""
+        assert self.backlog is not None
+        self.backlog += data
+        if len(self.backlog) > BACKLOG_LIMIT:
+            self.flow.pause_reading()
+
+    def answer_plain(self, data: bytes) -> int:
+        """Answer (or start answering) the plain requests ``data`` begins with; the bytes taken."""
+        front = self.front
+        assert front is not None
+        pos = 0
+        answers: list[bytes] = []
+        max_head = self.limits.max_head_bytes
+        while True:
+            plain = plain_post(data, pos, max_head, front.front_body_limit)
+            if plain is None:
+                break
+            path, body_start, end = plain
+            if not eval_model_id(path):
+                break
+            body = data[body_start:end]
+            answer, lookup = front.answer_now(path, body)
+            if answer is None:
+                self.plain_task = task = self.loop.create_task(self.answer_later(path, body, lookup))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+                self.backlog = bytearray(data[end:])
+                pos = len(data)
+                break
+            answers.append(self.head(200) + b"%d\r\n\r\n%s" % (len(answer), answer))
+            self.server_state.total_requests += 1
+            pos = end
+        if pos:
+            self.read_since = 0.0  # the accept's read deadline ends with the first request, as in ``on_message_complete``
+        if answers:
+            self.transport.write(answers[0] if len(answers) == 1 else b"".join(answers))
+            if pos == len(data) and self.plain_task is None:  # idle again: what ``on_response_complete`` does then
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        return pos
+
+    async def answer_later(self, path: str, body: bytes, lookup: BodyLookup | None) -> None:
+        """The answer of a plain request that was not ready, then what the client sent meanwhile."""
+        assert self.front is not None
+        try:
+            status, answer = await self.front.answer_post(path, body, lookup)
+            if self.flow.write_paused and not self.transport.is_closing():
+                await self.flow.drain()  # the client stopped reading: wait, as uvicorn's send does
+            if self.transport.is_closing():
+                return  # the client is gone
+            stop = self.plain_stop
+            self.transport.write(self.head(status, close=stop) + b"%d\r\n\r\n%s" % (len(answer), answer))
+            self.server_state.total_requests += 1
+            if stop:
+                self.transport.close()
+                return
+        finally:
+            self.plain_task = None
+            backlog, self.backlog = self.backlog, None
+        self.flow.resume_reading()
+        if backlog:
+            self.feed(bytes(backlog))
+        else:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful stop: a plain request being answered is answered, then the connection closes."""
+        if self.plain_task is not None:
+            self.plain_stop = True
+            return
+        super().shutdown()  # type: ignore[misc]
