@@ -20,7 +20,10 @@ The subset:
 - exactly one ``Content-Length`` of at most 9 digits, and the whole body present;
 - no ``Transfer-Encoding``, ``Expect``, ``Upgrade``, ``HTTP2-Settings`` or ``TE``,
   and ``Connection`` only as ``keep-alive``;
-- the head no longer than the server's head limit, the body no longer than asked.
+- the head no longer than the server's head limit, the body no longer than asked. The
+  head is measured both as its bytes and as ``h1limits.head_size`` counts what llhttp
+  reports (each field as ``name: value`` and CRLF: a field with no space after the colon
+  counts a byte more than it has), so a head the full path refuses is never taken here.
 """
 
 from libc.stdint cimport uint8_t
@@ -95,7 +98,7 @@ def plain_post(const unsigned char[::1] data, Py_ssize_t start, Py_ssize_t max_h
     cdef const unsigned char* name
     cdef const unsigned char* value
     cdef const unsigned char* value_end
-    cdef Py_ssize_t path_len, name_len, head_len, length = -1, i
+    cdef Py_ssize_t path_len, name_len, head_len, counted, length = -1, i
     cdef int kind
     if start < 0 or size - start < 16:
         return None
@@ -113,6 +116,7 @@ def plain_post(const unsigned char[::1] data, Py_ssize_t start, Py_ssize_t max_h
     while p < end and _CLASS[p[0]] & _PATH:
         p += 1
     path_len = p - path
+    counted = path_len + 16  # ``head_size``: the request line as ``POST <target> HTTP/1.1\r\n``
     if end - p < 11 or p[0] != 32:
         return None
     p += 1
@@ -142,6 +146,7 @@ def plain_post(const unsigned char[::1] data, Py_ssize_t start, Py_ssize_t max_h
             p += 1
         if end - p < 2 or p[0] != 13 or p[1] != 10:
             return None
+        counted += name_len + (p - value) + 4  # llhttp's value keeps trailing whitespace
         value_end = p
         while value_end > value and ((value_end - 1)[0] == 32 or (value_end - 1)[0] == 9):
             value_end -= 1
@@ -159,7 +164,7 @@ def plain_post(const unsigned char[::1] data, Py_ssize_t start, Py_ssize_t max_h
                 if not 48 <= value[i] <= 57:
                     return None
                 length = length * 10 + (value[i] - 48)
-    if length < 0 or length > max_body:
+    if length < 0 or length > max_body or (max_head > 0 and counted > max_head):
         return None
     head_len = p - (base + start)
     if size - start - head_len < length:

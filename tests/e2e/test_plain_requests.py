@@ -19,6 +19,7 @@ from raw_http import connect, post_request, read_response, split
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from mly.http import plain as plain_module
+from mly.http.h1limits import HEAD_SLACK
 from mly.http.plain import BACKLOG_LIMIT
 
 EVAL = "/v1/api/model/sli/eval"
@@ -206,3 +207,29 @@ def test_a_plain_hit_then_silence_is_closed_after_the_idle_timeout(server: LiveS
         except TimeoutError:  # pragma: no cover - the failure this test is for
             rest = b"still open"
     assert rest == b"" and time.monotonic() - started < idle + 5
+
+
+def head_of(size: int, body: bytes) -> bytes:
+    """A plain eval POST head of exactly ``size`` bytes, padded with fields that have no space
+    after the colon (which ``h1limits.head_size`` counts as ``name: value``, one byte more each)."""
+    start = f"POST {EVAL} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n".encode()
+    rest = size - len(start) - 2
+    full = rest // 100 - 1
+    last = rest - full * 100
+    fields = [b"a:" + b"v" * 96 + b"\r\n"] * full + [b"a:" + b"v" * (last - 4) + b"\r\n"]
+    head = start + b"".join(fields) + b"\r\n"
+    assert len(head) == size
+    return head
+
+
+def test_a_head_the_limits_count_past_max_header_bytes_is_refused_with_the_path_on(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most ``MaxHeaderBytes`` plus the slack on the wire, but more as ``h1limits`` counts
+    it: 431 with the path off, so with it on too, even for a row whose answer is ready."""
+    limit = server.config.endpoint.max_header_bytes + HEAD_SLACK
+    body = row()
+    with server.client() as client:
+        assert client.post(EVAL, content=body).status_code == 200
+    got = both_ways(server, monkeypatch, [head_of(limit, body) + body], 1)
+    assert got[0].startswith(b"HTTP/1.1 431 ")

@@ -18,6 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mly._native.http1 import plain_post
+from mly.http.h1limits import LimitedConnection
 
 MAX_HEAD = 8192
 MAX_BODY = 32768
@@ -33,6 +34,7 @@ def reference(data: bytes, start: int, max_head: int, max_body: int) -> tuple[st
         return None
     pos = line.end()
     length = -1
+    counted = len(line.group(1)) + 16  # as ``h1limits.head_size`` counts what llhttp reports
     while True:
         if data[pos:pos + 2] == b"\r\n":
             pos += 2
@@ -41,6 +43,7 @@ def reference(data: bytes, start: int, max_head: int, max_body: int) -> tuple[st
         if field is None:
             return None
         pos = field.end()
+        counted += len(field.group(1)) + len(field.group(2)) + 4
         name, value = field.group(1).lower(), field.group(2).rstrip(b" \t")
         if name in _REFUSED:
             return None
@@ -50,7 +53,7 @@ def reference(data: bytes, start: int, max_head: int, max_body: int) -> tuple[st
             if length != -1 or not value.isdigit() or len(value) > 9:
                 return None
             length = int(value)
-    if pos - start > max_head or length < 0 or length > max_body or len(data) - pos < length:
+    if pos - start > max_head or counted > max_head or length < 0 or length > max_body or len(data) - pos < length:
         return None
     return line.group(1).decode(), pos, pos + length
 
@@ -93,6 +96,7 @@ def check(data: bytes, start: int = 0, max_head: int = MAX_HEAD, max_body: int =
     assert parser.should_keep_alive() and not parser.should_upgrade()
     assert collect.url.decode() == path and collect.body == data[body_start:end]
     assert not {name for name, _ in collect.headers} & _REFUSED
+    assert LimitedConnection.head_size(collect) <= max_head  # type: ignore[arg-type]  # the full path's count
 
 
 def request(path: bytes = b"/v1/api/model/m/eval", fields: list[tuple[bytes, bytes]] | None = None,
@@ -153,6 +157,17 @@ def test_the_head_and_body_limits_hold() -> None:
     assert plain_post(data, 0, head - 1, MAX_BODY) is None
     assert plain_post(data, 0, MAX_HEAD, 7) is not None
     assert plain_post(data, 0, MAX_HEAD, 6) is None
+
+
+def test_a_head_is_measured_as_the_full_path_counts_it_too() -> None:
+    """``h1limits.head_size`` counts each field as ``name: value`` and CRLF, so fields with no
+    space after the colon count more than their bytes; the full path refuses a head by that count."""
+    data = request(fields=[(b"X-Pad", b"p")] * 20).replace(b": ", b":")
+    head = data.index(b"\r\n\r\n") + 4
+    assert plain_post(data, 0, head, MAX_BODY) is None
+    assert plain_post(data, 0, head + 20, MAX_BODY) is not None
+    check(data, 0, head)
+    check(data, 0, head + 20)
 
 
 def test_connection_keep_alive_in_any_case_and_spacing_is_plain() -> None:
