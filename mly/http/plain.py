@@ -68,6 +68,8 @@ class PlainRequests:
         self.backlog: bytearray | None = None
         """What the client sent while ``plain_task`` answers (``None``: no task)."""
         self.plain_stop = False  # the server began stopping while ``plain_task`` ran
+        self.plain_answered = False
+        """The first request is past (no cycle was made for it): ``data_received`` settles on it."""
 
     def between_requests(self) -> bool:
         cycle = self.cycle
@@ -110,12 +112,17 @@ class PlainRequests:
             pos = end
         if pos:
             self.read_since = 0.0  # the accept's read deadline ends with the first request, as in ``on_message_complete``
+            self.plain_answered = True
         if answers:
             self.transport.write(answers[0] if len(answers) == 1 else b"".join(answers))
-            if pos == len(data) and self.plain_task is None:  # idle again: what ``on_response_complete`` does then
-                self.timeout_keep_alive_task = self.loop.call_later(
-                    self.timeout_keep_alive, self.timeout_keep_alive_handler)
+            if self.plain_task is None:
+                self.idle_again()
         return pos
+
+    def idle_again(self) -> None:
+        """The keep-alive timer, as ``on_response_complete`` arms it. A request in what follows
+        stops it as it begins (``on_message_begin``); bytes that begin none (a stray CRLF) do not."""
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     async def answer_later(self, path: str, body: bytes, lookup: BodyLookup | None) -> None:
         """The answer of a plain request that was not ready, then what the client sent meanwhile."""
@@ -137,9 +144,9 @@ class PlainRequests:
             backlog, self.backlog = self.backlog, None
         self.flow.resume_reading()
         if backlog:
-            self.feed(bytes(backlog))
-        else:
-            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+            self.feed(bytes(backlog))  # stops the timer first: armed below if nothing began
+        if self.timeout_keep_alive_task is None and self.plain_task is None and self.between_requests():
+            self.idle_again()
 
     def shutdown(self) -> None:
         """uvicorn's graceful stop: a plain request being answered is answered, then the connection closes."""

@@ -103,7 +103,7 @@ class MlyHttpProtocol(PlainRequests, LimitedConnection, HttpToolsProtocol):
                 self.switch_to_h2(data)
                 return
         self.feed(data)
-        if self.cycle is not None and self.parser is not None:
+        if (self.cycle is not None or self.plain_answered) and self.parser is not None:
             self.settle()
 
     def settle(self) -> None:

@@ -192,14 +192,19 @@ def test_a_long_burst_behind_a_slow_plain_miss_is_answered_in_order(lazy_server:
     assert all(a[0] == 200 and a[2]["data"] == expected for a in answers[1:])
 
 
-def test_a_plain_hit_then_silence_is_closed_after_the_idle_timeout(server: LiveServer) -> None:
+@pytest.mark.parametrize(("model", "tail"), [("sli", b""), ("sli", b"\r\n"), ("raw", b""), ("raw", b"\r\n")],
+                         ids=["hit", "hit then a stray CRLF", "miss", "miss then a stray CRLF"])
+def test_a_plain_answer_then_silence_is_closed_after_the_idle_timeout(server: LiveServer, model: str, tail: bytes) -> None:
+    """Some clients end a POST with an extra CRLF, which llhttp skips without beginning a
+    request: the connection is idle after it all the same, so the idle timer must run. A miss
+    is answered by a task, the CRLF then held and fed on after its answer."""
     idle = server.config.endpoint.idle_timeout_s
     cached = row()
     with server.client() as client:
         assert client.post(EVAL, content=cached).status_code == 200
     with connect(server.url) as sock:
         sock.settimeout(idle + 10)
-        sock.sendall(post_request(EVAL, cached))
+        sock.sendall(post_request(f"/v1/api/model/{model}/eval", cached) + tail)
         assert split(read_response(sock))[0] == 200
         started = time.monotonic()
         try:
@@ -233,3 +238,19 @@ def test_a_head_the_limits_count_past_max_header_bytes_is_refused_with_the_path_
         assert client.post(EVAL, content=body).status_code == 200
     got = both_ways(server, monkeypatch, [head_of(limit, body) + body], 1)
     assert got[0].startswith(b"HTTP/1.1 431 ")
+
+
+def test_an_h2c_offer_after_a_plain_answer_is_refused_as_on_any_later_request(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a connection's first request may offer ``Upgrade: h2c`` (then declined and served);
+    a later one gets 400, also when the first was answered straight from the read."""
+    body = row()
+    with server.client() as client:
+        assert client.post(EVAL, content=body).status_code == 200
+    offer = post_request(EVAL, body, "Connection: Upgrade, HTTP2-Settings", "Upgrade: h2c",
+                         "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA")
+    got = both_ways(server, monkeypatch, [post_request(EVAL, body), offer], 2)
+    assert got[0].startswith(b"HTTP/1.1 200 ") and got[1].startswith(b"HTTP/1.1 400 ")
+    raw = both_ways(server, monkeypatch, [post_request(RAW, body), offer.replace(EVAL.encode(), RAW.encode())], 2)
+    assert raw[0].startswith(b"HTTP/1.1 200 ") and raw[1].startswith(b"HTTP/1.1 400 ")
