@@ -187,6 +187,14 @@ class PipelinedConnection:
             fresh = await self._open()  # the retry: the old socket had died under us
             return await self._send(fresh, packed, count)
 
+    async def resend(self, packed: bytes, count: int = 1) -> Any:
+        """``packed`` once more, after ``send_now``'s connection died under it: on the connection another
+        lookup has opened meanwhile, else on a fresh one. No further retry."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None or self._stalled(protocol):
+            protocol = await self._open()
+        return await self._send(protocol, packed, count)
+
     def send_now(self, packed: bytes, count: int = 1) -> asyncio.Future[Any] | None:
         """``call`` without a coroutine when the connection is open (``None`` when it is not):
         several connections' commands go out before the first reply is awaited. No retry."""
