@@ -4,6 +4,7 @@ from typing import Final
 PARTITIONS: Final[int]
 NO_OWNER: Final[int]
 NEVER_EXPIRES_MS: Final[int]
+STALE: Final[int]
 RESULT_OK: Final[int]
 RESULT_NOT_FOUND: Final[int]
 

@@ -153,12 +153,15 @@ DEF _MAX_REPLY = 64 * 1024 * 1024
 DEF _CITRUSLEAF_EPOCH = 1262304000
 DEF _MAX_BINS = 512
 DEF _NEVER_MS = 4294967295000
+DEF _STALE = -1
 
 PARTITIONS = _PARTITIONS
 NO_OWNER = _NO_OWNER
 NEVER_EXPIRES_MS = _NEVER_MS
 """``remaining_ms`` of a record that never expires (void time 0): the TTL the official client
 reports for it (``0xFFFFFFFF`` s), in milliseconds."""
+STALE = _STALE
+"""``remaining_ms`` of an entry refused for its dictionary hash or its age."""
 RESULT_OK = 0
 RESULT_NOT_FOUND = 2
 
@@ -737,7 +740,7 @@ def decode_reply(bytes reply, list rows, list remaining, list fallback, int64_t 
 
     ``rows[i]`` gets the row JSON of a hit of ``dict_hash`` whose entry expires after
     ``min_expires_ms``, ``remaining[i]`` the time it has left (``NEVER_EXPIRES_MS`` for a record
-    without expiry); ``fallback`` gets the positions of records to read through the official client.
+    without expiry; ``STALE`` for an entry refused for its hash or age); ``fallback`` gets the positions of records to read through the official client.
     Returns ``(stale, result)``: entries refused for their hash or age, and the batch's result
     code (0, or why the node refused the whole batch)."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(reply)
@@ -820,6 +823,7 @@ def decode_reply(bytes reply, list rows, list remaining, list fallback, int64_t 
                 if hash_value != dict_hash or (min_expires_ms and (
                         ttl_s == 0xFFFFFFFF or now_ms + left_ms < min_expires_ms)):
                     stale += 1
+                    remaining[index] = _STALE
                     continue
                 out.length = 0
                 if _put_row(&out, bins, count) == -2:

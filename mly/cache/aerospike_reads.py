@@ -39,8 +39,9 @@ from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from mly._native.aerospike_wire import NEVER_EXPIRES_MS, NO_OWNER, PARTITIONS, decode_reply, reply_end, route
+from mly._native.aerospike_wire import NEVER_EXPIRES_MS, NO_OWNER, PARTITIONS, STALE, decode_reply, reply_end, route
 from mly.cache.base import RowsRead, StoredRow, StoreUnavailableError
+from mly.cache.coalesce import DEFAULT_MAX_BATCH_KEYS
 from mly.cache.resp import PipelinedConnection, RespEndpoint, _Protocol
 
 __all__ = ["MAP_CHECK_INTERVAL_S", "AerospikeLookups", "NodeConnection", "parse_replicas", "request_info"]
@@ -53,7 +54,10 @@ every 0.5 s for writes)."""
 REFRESH_INTERVAL_S = 0.25
 """At most one map read per this long after failures: a dead node must not turn every lookup
 into a round of info requests."""
+MAX_MERGED_KEYS = DEFAULT_MAX_BATCH_KEYS
+"""Keys of the lookups read together at most; past this a burst's lookups make several reads."""
 _RESULT_TIMEOUT = 9
+_STALE = STALE
 _INFO_HEADER = struct.Struct(">Q")
 
 
@@ -180,6 +184,21 @@ def read_partition_map(nodes: list[tuple[str, int]], namespace: str, timeout_s: 
     return _PartitionMap(nodes, ranks, generations)
 
 
+_Sent = tuple["_PartitionMap", list[tuple[list[int], "NodeConnection | None", bytes, "asyncio.Future[Any] | None"]]]
+"""The map a lookup was routed with, and per node: key positions, connection, request, reply."""
+
+
+class _Merged:
+    """Lookups of one turn of the event loop with the same hash and age bound: read as one."""
+
+    __slots__ = ("keys", "parts")
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.parts: list[tuple[int, int, asyncio.Future[RowsRead]]] = []
+        """``(offset in keys, count, future)`` per lookup."""
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """A reply nobody awaits any more (the lookup failed on another node) is not an error."""
     if not future.cancelled():
@@ -219,52 +238,112 @@ class AerospikeLookups:
         self._refreshed_at = 0.0
         self._checked_at = 0.0
         self._closed = False
+        self._merging: dict[tuple[int, int], _Merged] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.bound_s = (self.timeout_ms / 1000 or 1.0) + connect_timeout_s
+        """The longest a merged read may take (a connect, then a reply): its lookups' own deadlines
+        are shorter; this only ends a read nobody waits for any more."""
 
     # ------------------------------------------------------------------ lookups
 
     async def get_rows(self, keys: list[str], dict_hash: int, min_expires_ms: int = 0) -> RowsRead:
-        """Row JSON for entries of ``dict_hash`` expiring after ``min_expires_ms`` (see ``RowsRead``)."""
+        """Row JSON for entries of ``dict_hash`` expiring after ``min_expires_ms`` (see ``RowsRead``).
+
+        Lookups made in the same turn of the event loop (a burst of requests) are read together:
+        one batch read per node for all of them, so a node handles one batch, not one per lookup."""
         n = len(keys)
         if not n:
             return RowsRead([], [], 0)
-        if self._map is None:
+        if self._closed:
+            raise StoreUnavailableError(self.name, "closed")
+        group = (dict_hash, min_expires_ms)
+        merged = self._merging.get(group)
+        if merged is None or len(merged.keys) + n > MAX_MERGED_KEYS:
+            self._merging[group] = merged = _Merged()
+            asyncio.get_running_loop().call_soon(self._start, group, merged)
+        future: asyncio.Future[RowsRead] = asyncio.get_running_loop().create_future()
+        merged.parts.append((len(merged.keys), n, future))
+        merged.keys += keys
+        return await future
+
+    def _start(self, group: tuple[int, int], merged: _Merged) -> None:
+        """The turn's lookups go out now; their replies are awaited in a task."""
+        if self._merging.get(group) is merged:
+            del self._merging[group]
+        sent = None
+        if self._map is not None and not self._closed:
+            if time.monotonic() - self._checked_at > MAP_CHECK_INTERVAL_S:
+                self._schedule_refresh(check=True)
+            try:
+                sent = self._send(merged.keys, None, 0)
+            except Exception:  # raised again in the task, where the lookups hear of it
+                sent = None
+        task = asyncio.get_running_loop().create_task(self._read_merged(merged, *group, sent))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_merged(self, merged: _Merged, dict_hash: int, min_expires_ms: int, sent: _Sent | None) -> None:
+        """Read every key of the merged lookups (``sent``: already asked for) and hand each its part."""
+        parts = merged.parts
+        try:
+            async with asyncio.timeout(self.bound_s):
+                rows, remaining = await self._read_keys(merged.keys, dict_hash, min_expires_ms, sent)
+        except BaseException as exc:
+            for *_, future in parts:
+                if not future.done():
+                    if isinstance(exc, asyncio.CancelledError):  # closed
+                        future.set_exception(StoreUnavailableError(self.name, "closed"))
+                    else:
+                        future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for offset, count, future in parts:
+            if future.done():  # its lookup timed out and went away
+                continue
+            part_rows, part_left = (rows, remaining) if len(parts) == 1 else (
+                rows[offset:offset + count], remaining[offset:offset + count])
+            stale = part_left.count(_STALE)
+            if stale:
+                part_left = [0 if left == _STALE else left for left in part_left]
+            future.set_result(RowsRead(part_rows, part_left, stale))
+
+    async def _read_keys(self, keys: list[str], dict_hash: int, min_expires_ms: int,
+                         sent: _Sent | None = None) -> tuple[list[bytes | None], list[int]]:
+        """Row JSON and time left per key (``_STALE``: refused for its hash or age)."""
+        if sent is None and self._map is None:
             task = self._refresh_task or self._schedule_refresh(force=True)
             if task is not None:
                 await asyncio.shield(task)
             if self._map is None:
                 raise StoreUnavailableError(self.name, "no node answered with a partition map")
-        elif time.monotonic() - self._checked_at > MAP_CHECK_INTERVAL_S:
+        elif sent is None and time.monotonic() - self._checked_at > MAP_CHECK_INTERVAL_S:
             self._schedule_refresh(check=True)
+        n = len(keys)
         rows: list[bytes | None] = [None] * n
         remaining = [0] * n
         fallback: list[int] = []
         now_ms = time.time_ns() // 1_000_000
-        stale = await self._read(keys, None, 0, rows, remaining, fallback, dict_hash, now_ms, min_expires_ms,
-                                 retry=True)
+        await self._read(keys, None, 0, rows, remaining, fallback, dict_hash, now_ms, min_expires_ms, retry=True,
+                         sent=sent)
         if fallback:
-            stale += await self._read_fallback(keys, fallback, rows, remaining, dict_hash, now_ms, min_expires_ms)
-        return RowsRead(rows, remaining, stale)
+            await self._read_fallback(keys, fallback, rows, remaining, dict_hash, now_ms, min_expires_ms)
+        return rows, remaining
 
     async def _read(self, keys: list[str], only: list[int] | None, rank: int, rows: list[bytes | None],
                     remaining: list[int], fallback: list[int], dict_hash: int, now_ms: int,
-                    min_expires_ms: int, *, retry: bool) -> int:
-        """One batch read per node holding the keys at ``rank`` (0: master). With ``retry`` the keys
-        of a node that fails are read once more: from their master in a map read meanwhile, else
-        from their replica. Returns the stale count."""
-        pmap = self._map
-        assert pmap is not None
-        nodes = self._nodes
-        sent: list[tuple[list[int], NodeConnection | None, bytes, asyncio.Future[Any] | None]] = []
-        for owner, packed, members in route(self.namespace, self.dataset, keys, pmap.ranks[rank],
-                                            self.timeout_ms, only):
-            connection = None if owner == NO_OWNER else nodes[owner]
-            sent.append((members, connection, packed, connection.send_now(packed) if connection else None))
-        stale = 0
+                    min_expires_ms: int, *, retry: bool, sent: _Sent | None = None) -> None:
+        """One batch read per node holding the keys at ``rank`` (0: master), unless ``sent`` already.
+        With ``retry`` the keys of a node that fails are read once more: from their master in a map
+        read meanwhile, else from their replica."""
+        if sent is None:
+            sent = self._send(keys, only, rank)
+        pmap, requests = sent
         failed: list[int] = []
         problem: BaseException | None = None
         awaited = 0
         try:
-            for members, connection, packed, future in sent:
+            for members, connection, packed, future in requests:
                 awaited += 1
                 try:
                     if connection is None:
@@ -276,8 +355,7 @@ class AerospikeLookups:
                             reply = await future
                         except StoreUnavailableError:  # the connection died (maybe before it was sent):
                             reply = await connection.resend(packed)  # once more, on a fresh one
-                    node_stale, result = decode_reply(reply, rows, remaining, fallback, dict_hash, now_ms,
-                                                      min_expires_ms)
+                    _, result = decode_reply(reply, rows, remaining, fallback, dict_hash, now_ms, min_expires_ms)
                 except ValueError as exc:  # framed right, but not a reply to this request
                     failed += members
                     problem = StoreUnavailableError(self.name, f"unreadable reply: {exc}")
@@ -286,48 +364,59 @@ class AerospikeLookups:
                     failed += members
                     problem = exc
                     continue
-                stale += node_stale
                 if result == _RESULT_TIMEOUT:
                     raise TimeoutError(f"{self.name}: batch read timed out on the server")
                 if result:
                     failed += members
                     problem = StoreUnavailableError(self.name, f"batch read failed with status {result}")
         except BaseException:
-            for *_, future in sent[awaited:]:
+            for *_, future in requests[awaited:]:
                 if future is not None:
                     future.add_done_callback(_retrieve)
             raise
         if problem is None:
-            return stale
+            return
         task = self._schedule_refresh() or self._refresh_task
         if retry:
             if task is not None:  # the keys' owners may have moved: read where the fresh map says
                 await asyncio.shield(task)
             try:
-                return stale + await self._read(keys, failed, 1 if self._map is pmap else 0, rows, remaining,
-                                                fallback, dict_hash, now_ms, min_expires_ms, retry=False)
+                await self._read(keys, failed, 1 if self._map is pmap else 0, rows, remaining, fallback, dict_hash,
+                                 now_ms, min_expires_ms, retry=False)
+                return
             except (OSError, asyncio.TimeoutError):
                 pass
         if isinstance(problem, StoreUnavailableError | TimeoutError):
             raise problem
         raise StoreUnavailableError(self.name, f"{type(problem).__name__}: {problem}")
 
+    def _send(self, keys: list[str], only: list[int] | None, rank: int) -> _Sent:
+        """One batch read to each node holding the keys at ``rank``, written now."""
+        pmap = self._map
+        assert pmap is not None
+        nodes = self._nodes
+        requests: list[tuple[list[int], NodeConnection | None, bytes, asyncio.Future[Any] | None]] = []
+        for owner, packed, members in route(self.namespace, self.dataset, keys, pmap.ranks[rank],
+                                            self.timeout_ms, only):
+            connection = None if owner == NO_OWNER else nodes[owner]
+            future = connection.send_now(packed, at_once=True) if connection is not None else None
+            requests.append((members, connection, packed, future))
+        return pmap, requests
+
     async def _read_fallback(self, keys: list[str], positions: list[int], rows: list[bytes | None],
-                             remaining: list[int], dict_hash: int, now_ms: int, min_expires_ms: int) -> int:
+                             remaining: list[int], dict_hash: int, now_ms: int, min_expires_ms: int) -> None:
         """Records the native decoder left to the official client, judged as ``decode_reply`` judges."""
         stored = await self._run(self._fallback_read, [keys[i] for i in positions])
-        stale = 0
         for i, row in zip(positions, stored, strict=True):
             if row is None:
                 continue
             left_ms = NEVER_EXPIRES_MS if row.ttl_ms is None else row.ttl_ms
             if row.dict_hash != dict_hash or (min_expires_ms and (
                     row.ttl_ms is None or now_ms + left_ms < min_expires_ms)):
-                stale += 1
+                remaining[i] = _STALE
                 continue
             rows[i] = row.json
             remaining[i] = left_ms
-        return stale
 
     # ------------------------------------------------------------------ partition map
 
@@ -389,6 +478,8 @@ class AerospikeLookups:
         self._closed = True
         if self._refresh_task is not None:
             self._refresh_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         for connection in self._connections.values():
             await connection.aclose()
         self._connections.clear()

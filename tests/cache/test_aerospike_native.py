@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from mly._native import aerospike_wire
 from mly.cache import TieredCache
 from mly.cache.aerospike import AerospikeStore, narrow_float
-from mly.cache.aerospike_reads import AerospikeLookups
+from mly.cache.aerospike_reads import AerospikeLookups, request_info
 from mly.cache.base import StoredRow, StoreUnavailableError
 from mly.config.schema import Connection
 
@@ -224,6 +224,29 @@ async def test_a_large_lookup_spans_several_reply_chunks(pair: Pair) -> None:
     await pair.official.put_many([(f"big{i}", StoredRow({"s": big, "i": i}, H)) for i in range(400)])
     rows = await pair.compare([f"big{i}" for i in range(400)])
     assert all(row is not None for row in rows)
+
+
+def batches_started(server: AerospikeServer) -> int:
+    statistics = request_info(server.host, server.port, ["statistics"], 2.0)["statistics"]
+    return int(dict(item.split("=", 1) for item in statistics.split(";") if "=" in item)["batch_index_initiate"])
+
+
+@pytest.mark.asyncio
+async def test_lookups_of_one_loop_turn_are_one_batch_read_each_answered_as_alone(
+    pair: Pair, aero: AerospikeServer
+) -> None:
+    await pair.official.put_many([(f"m{i}", StoredRow({"i": i}, H if i % 3 else H + 1)) for i in range(40)])
+    lookups = [([f"m{i}" for i in range(start, start + 12)] + ["absent"], dict_hash)
+               for start, dict_hash in ((0, H), (5, H), (20, H + 1), (28, H), (30, H + 1))]
+    alone = [await pair.native.get_rows(keys, dict_hash) for keys, dict_hash in lookups]
+    before = batches_started(aero)
+    together = await asyncio.gather(*(pair.native.get_rows(keys, dict_hash) for keys, dict_hash in lookups))
+    assert batches_started(aero) - before == 2  # one per (hash, age bound) in that turn, not one per lookup
+    for one, other, (keys, dict_hash) in zip(alone, together, lookups, strict=True):
+        assert other.rows == one.rows and other.stale == one.stale
+        written = [int(key[1:]) for key in keys[:-1] if int(key[1:]) < 40]
+        assert other.stale == sum(1 for i in written if (i % 3 == 0) != (dict_hash == H + 1))
+        assert all(abs(a - b) <= 1000 for a, b in zip(one.remaining_ms, other.remaining_ms, strict=True))
 
 
 # ------------------------------------------------------------------ where the native path is used
