@@ -32,6 +32,7 @@ from mly.cache import TieredCache
 from mly.cache.aerospike import AerospikeStore, narrow_float
 from mly.cache.aerospike_reads import AerospikeLookups, request_info
 from mly.cache.base import StoredRow, StoreUnavailableError
+from mly.cache.breaker import CircuitBreaker, ExponentialBackoff
 from mly.config.schema import Connection
 
 H = 1234567890123
@@ -293,6 +294,30 @@ async def test_lookups_survive_the_server_closing_their_connection(aero: Aerospi
         assert await cache.get_many(["k"], 0) == [b'{"v":2}']
         assert cache.counters.errors == 0 and cache.counters.timeouts == 0
     finally:
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_frozen_server_times_lookups_out_and_they_hit_again_once_it_answers(aero: AerospikeServer) -> None:
+    dataset = f"nat_{uuid.uuid4().hex[:8]}"
+    l1 = store(aero, dataset, native=True, timeout_ms=300)
+    breaker = CircuitBreaker(ExponentialBackoff(base_s=0.2, cap_s=0.5, jitter=0.0), name="frozen")
+    cache = TieredCache(None, l1, None, ttl_ms=60_000, timeout_s=0.3, breaker_factory=lambda name: breaker)
+    try:
+        await l1.put_many([("k", StoredRow({"v": 1}, H))])
+        assert await cache.get_many(["k"], H) == [b'{"v":1}']
+        aero.pause()
+        started = time.monotonic()
+        assert await asyncio.gather(*(cache.get_many(["k"], H) for _ in range(5))) == [[None]] * 5
+        assert time.monotonic() - started < 1.0  # bounded by Timeout.Total, not by TCP
+        assert cache.counters.timeouts >= 1
+        aero.resume()
+        deadline = time.monotonic() + 5
+        while await cache.get_many(["k"], H) != [b'{"v":1}']:  # once the breaker lets a probe through
+            assert time.monotonic() < deadline, "lookups did not hit again after the server answered"
+            await asyncio.sleep(0.05)
+    finally:
+        aero.ensure_up()
         await cache.aclose()
 
 
