@@ -56,35 +56,51 @@ REFRESH_INTERVAL_S = 0.25
 into a round of info requests."""
 MAX_MERGED_KEYS = DEFAULT_MAX_BATCH_KEYS
 """Keys of the lookups read together at most; past this a burst's lookups make several reads."""
+RECEIVE_BUFFER_BYTES = 256 * 1024
+"""A connection's receive buffer; a longer reply grows it."""
 _RESULT_TIMEOUT = 9
 _STALE = STALE
 _INFO_HEADER = struct.Struct(">Q")
 
 
-class _BatchProtocol(_Protocol):
-    """``resp._Protocol`` reading whole batch replies instead of RESP replies."""
+class _BatchProtocol(_Protocol, asyncio.BufferedProtocol):
+    """``resp._Protocol`` reading whole batch replies instead of RESP replies, received into one
+    buffer kept for the connection's life (no fresh buffer per read, as a plain protocol gets)."""
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
-        self.pending = bytearray()
-        """The start of a reply that has not fully arrived yet."""
+        self.buffer = bytearray(RECEIVE_BUFFER_BYTES)
+        self.view = memoryview(self.buffer)
+        self.start = 0
+        """Where the first reply not yet handed out begins."""
+        self.end = 0
+        """Where the bytes received end."""
 
-    def data_received(self, data: bytes) -> None:
-        pending = self.pending
-        if pending:
-            pending += data
-            data = bytes(pending)
-            pending.clear()
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.end == len(self.buffer):  # full: drop what was handed out, or grow for a long reply
+            kept = self.view[self.start:self.end]
+            size = len(self.buffer) * (2 if self.start == 0 else 1)
+            buffer = bytearray(size)
+            buffer[:len(kept)] = kept
+            kept.release()
+            self.view.release()
+            self.buffer, self.view = buffer, memoryview(buffer)
+            self.start, self.end = 0, self.end - self.start
+        return self.view[self.end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.end += nbytes
         waiting = self.waiting
+        view = self.view
         try:
-            while data:
-                end = reply_end(data)
+            while True:
+                end = reply_end(view[self.start:self.end])
                 if end < 0:
-                    pending += data
-                    return
+                    break
                 if not waiting:
                     raise ValueError("a reply arrived that no request asked for")
-                reply, data = (data, b"") if end == len(data) else (data[:end], data[end:])
+                reply = bytes(view[self.start:self.start + end])
+                self.start += end
                 waiter = waiting.popleft()
                 if not waiter.future.done():  # done: its lookup timed out and went away
                     waiter.future.set_result(reply)
@@ -92,6 +108,9 @@ class _BatchProtocol(_Protocol):
             self._fail(ConnectionError(f"unreadable reply: {exc}"))
             if self.transport is not None:
                 self.transport.abort()
+            return
+        if self.start == self.end:
+            self.start = self.end = 0
 
 
 class NodeConnection(PipelinedConnection):

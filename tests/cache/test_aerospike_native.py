@@ -389,6 +389,12 @@ class DoubleServer:
                 elif behaviour == "close":
                     writer.close()
                     return
+                elif behaviour == "dribble":  # a reply arriving in many small reads
+                    for at in range(0, len(reply), 7):
+                        writer.write(reply[at:at + 7])
+                        await writer.drain()
+                        await asyncio.sleep(0.001)
+                    continue
                 elif behaviour == "server-timeout":
                     writer.write(_proto(_message(info3=1, result=9)))
                 else:
@@ -453,6 +459,18 @@ async def test_a_connection_the_server_closed_is_replaced_without_failing_the_lo
             double.script = ["close"]
             assert (await lookups.get_rows(["a", "b", "c"], H)).rows == EXPECTED
             assert double.batches == 3
+        finally:
+            await lookups.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_reply_arriving_in_pieces_is_read_whole(double: DoubleServer) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        lookups = lookups_on(double, pool)
+        try:
+            double.script = ["dribble", "ok", "dribble"]
+            for _ in range(3):
+                assert (await lookups.get_rows(["a", "b", "c"], H)).rows == EXPECTED
         finally:
             await lookups.aclose()
 
