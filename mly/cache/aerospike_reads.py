@@ -88,6 +88,18 @@ class _BatchProtocol(_Protocol, asyncio.BufferedProtocol):
             self.start, self.end = 0, self.end - self.start
         return self.view[self.end:]
 
+    def data_received(self, data: bytes) -> None:
+        """What an event loop that hands over bytes instead of filling ``get_buffer`` calls (uvloop
+        does so for this class, whose base is a plain protocol): the same, after one copy."""
+        at, size = 0, len(data)
+        while at < size:
+            free = self.get_buffer(size - at)
+            taken = min(len(free), size - at)
+            free[:taken] = data[at:at + taken]
+            free.release()
+            self.buffer_updated(taken)
+            at += taken
+
     def buffer_updated(self, nbytes: int) -> None:
         self.end += nbytes
         waiting = self.waiting

@@ -250,6 +250,23 @@ async def test_lookups_of_one_loop_turn_are_one_batch_read_each_answered_as_alon
         assert all(abs(a - b) <= 1000 for a, b in zip(one.remaining_ms, other.remaining_ms, strict=True))
 
 
+def test_lookups_under_uvloop(aero: AerospikeServer) -> None:
+    """The server's event loop (uvloop) hands a protocol its bytes differently from asyncio's."""
+    import uvloop
+
+    async def check() -> None:
+        both = Pair(aero, f"nat_{uuid.uuid4().hex[:8]}")
+        try:
+            await both.official.put_many([(f"u{i}", StoredRow({"i": i, "s": "x" * 2000}, H)) for i in range(200)])
+            rows = await both.compare([f"u{i}" for i in range(200)])
+            assert all(row is not None for row in rows)
+        finally:
+            await both.aclose()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(check())
+
+
 # ------------------------------------------------------------------ where the native path is used
 
 
