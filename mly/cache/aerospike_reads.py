@@ -56,6 +56,9 @@ REFRESH_INTERVAL_S = 0.25
 into a round of info requests."""
 MAX_MERGED_KEYS = DEFAULT_MAX_BATCH_KEYS
 """Keys of the lookups read together at most; past this a burst's lookups make several reads."""
+DIGESTS_REMEMBERED = 32_768
+"""Digests of recent keys kept per store (about 6 MB): a hot key's digest is a dictionary hit
+instead of a RIPEMD-160 (about 0.5 µs for a 60-byte key, 18 µs per 32-row lookup)."""
 RECEIVE_BUFFER_BYTES = 256 * 1024
 """A connection's receive buffer; a longer reply grows it."""
 _RESULT_TIMEOUT = 9
@@ -270,6 +273,7 @@ class AerospikeLookups:
         self._checked_at = 0.0
         self._closed = False
         self._merging: dict[tuple[int, int], _Merged] = {}
+        self._digests: dict[str, bytes] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.bound_s = (self.timeout_ms / 1000 or 1.0) + connect_timeout_s
         """The longest a merged read may take (a connect, then a reply): its lookups' own deadlines
@@ -427,8 +431,10 @@ class AerospikeLookups:
         assert pmap is not None
         nodes = self._nodes
         requests: list[tuple[list[int], NodeConnection | None, bytes, asyncio.Future[Any] | None]] = []
+        if len(self._digests) >= DIGESTS_REMEMBERED:  # start over: the keys hot now are learnt again
+            self._digests.clear()
         for owner, packed, members in route(self.namespace, self.dataset, keys, pmap.ranks[rank],
-                                            self.timeout_ms, only):
+                                            self.timeout_ms, only, self._digests, DIGESTS_REMEMBERED):
             connection = None if owner == NO_OWNER else nodes[owner]
             future = connection.send_now(packed, at_once=True) if connection is not None else None
             requests.append((members, connection, packed, future))

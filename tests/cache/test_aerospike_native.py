@@ -15,6 +15,7 @@ import random
 import struct
 import time
 import uuid
+from array import array
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -112,6 +113,18 @@ def test_digests_of_keys_across_block_boundaries() -> None:
     for size in range(0, 200):
         key = "k" * size
         assert aerospike_wire.digest(b"set", key) == aerospike.calc_digest(NAMESPACE, "set", key), size
+
+
+@given(st.lists(st.text(max_size=70), max_size=40), st.integers(0, 50))
+@settings(max_examples=200, deadline=None)
+def test_remembered_digests_route_as_computed_ones(keys: list[str], remember: int) -> None:
+    owners = array("H", range(4096))
+    memo: dict[str, bytes] = {}
+    fresh = aerospike_wire.route(b"ns", b"set", keys, owners, 100)
+    assert aerospike_wire.route(b"ns", b"set", keys, owners, 100, None, memo, remember) == fresh
+    assert aerospike_wire.route(b"ns", b"set", keys, owners, 100, None, memo, remember) == fresh
+    assert len(memo) <= remember
+    assert all(digest == aerospike_wire.digest(b"set", key) for key, digest in memo.items())
 
 
 @given(st.one_of(st.floats(), st.floats(width=32), st.integers(0, 2**64 - 1).map(
