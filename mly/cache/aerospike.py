@@ -32,22 +32,30 @@ batch reads and writes. A failed command is
 retried once at once (the client takes a fresh connection); after a server
 restart the client finds the node again by itself within its tend interval.
 
-The official client is blocking. ``SyncAerospikeStore`` is the plain store (for
-the sync client); ``AerospikeStore`` runs the same calls in a small dedicated
-thread pool so the event loop never blocks on the network. Its lookups go
-through a ``CoalescingReader``: those that arrive while a read is in flight are
-read together in the next batch, so a burst does not queue one read per
-lookup (whose wait the lookup deadline would count as the store being slow),
-and the wait is bounded (past ``max_queued_keys`` waiting keys, or half of
-``Timeout.Total`` waiting, a lookup is a miss, not a failure). The client connects
-lazily on first use, and again on the next call if that failed, so a cluster
-that was down at start-up is picked up by the breaker's probe.
+Lookups of the default storable (the server's own datastores) without a login go over
+mly's own connections (``aerospike_reads``): keys hashed and grouped per node natively, one
+batch read per node for all the lookups of one event-loop turn, replies decoded natively
+straight into the row JSON the memory tier would hold, byte for byte what the official
+client's bins give below (a record it cannot decode natively is read through the official
+client). ``MLY_AEROSPIKE_NATIVE_READS=0`` sends them through the official client instead, as
+do a ``Username`` (mly's reads do not speak the login protocol) and a custom storable. Per
+32-row lookup that path costs about 45 µs of CPU in process, where the official client's
+batch read alone costs 70-85 µs (a Python result object per record) and decoding its bins
+35-40 µs more.
 
-A hit is decoded once, on the read thread: the client's bins dict becomes the row's
-fields, and for the default storable (``json_rows``) the row JSON the memory tier would
-hold is built there too, so the event loop only joins it into the answer. Per 32-row
-lookup on one core, the client's batch read itself (about 2 µs a record, mostly building
-its Python result objects) is the larger part of what a hit costs.
+Writes, ``get_many`` and the sync store use the official client, which is blocking.
+``SyncAerospikeStore`` is the plain store (for the sync client); ``AerospikeStore`` runs the
+same calls in a small dedicated thread pool so the event loop never blocks on the network.
+Its ``get_many`` goes through a ``CoalescingReader``: lookups that arrive while a read is in
+flight are read together in the next batch, so a burst does not queue one read per lookup
+(whose wait the lookup deadline would count as the store being slow), and the wait is
+bounded (past ``max_queued_keys`` waiting keys, or half of ``Timeout.Total`` waiting, a lookup
+is a miss, not a failure). The client connects lazily on first use, and again on the next
+call if that failed, so a cluster that was down at start-up is picked up by the breaker's probe.
+
+On that path a hit is decoded once, on the read thread: the client's bins dict becomes the
+row's fields, and for the default storable (``json_rows``) the row JSON the memory tier would
+hold is built there too, so the event loop only joins it into the answer.
 """
 
 from __future__ import annotations

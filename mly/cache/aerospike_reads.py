@@ -2,13 +2,17 @@
 
 Why not the official client: its batch read builds a Python result object per record
 (about 2 µs each, 70-85 µs for 32 rows) and mly then turns each record's bins into row
-JSON (35-40 µs more), while a whole memory-tier request costs about 50 µs. Here each
-lookup's keys are hashed and grouped by the node that masters their partition natively
-(``aerospike_wire.route``), each node gets one batch read on its own pipelined connection,
-every node's read is in flight before the first reply is awaited, and each reply is decoded
-natively straight into row JSON (``aerospike_wire.decode_reply``). A record the native
+JSON (35-40 µs more), while a whole memory-tier request costs about 50 µs. Here the keys of
+the lookups made in one turn of the event loop are hashed (digests of recent keys are
+remembered) and grouped by the node that masters their partition natively
+(``aerospike_wire.route``), each node gets one batch read for all of them on its own pipelined
+connection, written at once, every node's read is in flight before the first reply is awaited,
+and each reply is decoded natively straight into row JSON (``aerospike_wire.decode_reply``)
+and handed out to the lookups. A node then answers one batch per turn rather than one per
+lookup, which on a 3-node cluster halved the CPU a 32-row lookup costs. A record the native
 decoder does not handle (maps, blobs, booleans...) is read again through the official
 client, so it costs a round trip, never a wrong answer. Writes stay with the official client.
+Per 32-row lookup, in process, 16 at once: about 40-50 µs of CPU, one node or three.
 
 The connections are ``resp.PipelinedConnection`` with an Aerospike framing: the server
 answers the requests of one connection in order, so a FIFO of futures is the whole
