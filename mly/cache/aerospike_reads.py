@@ -14,11 +14,8 @@ decoder does not handle (maps, blobs, booleans...) is read again through the off
 client, so it costs a round trip, never a wrong answer. Writes stay with the official client.
 Per 32-row lookup, in process, 16 at once: about 40-50 µs of CPU, one node or three.
 
-The connections are ``resp.PipelinedConnection`` with an Aerospike framing: the server
-answers the requests of one connection in order, so a FIFO of futures is the whole
-bookkeeping, and a connection that dies, stalls past ``Timeout.Total`` or sends a reply
-that is not a batch reply fails the lookups waiting on it and is replaced (a lookup that
-met a connection already dead is retried once on a fresh one).
+The connections and the info requests are ``aerospike_nodes``'; a lookup that met a
+connection already dead is retried once on a fresh one.
 
 The partition map comes from the nodes themselves: the official client (connected for
 writes anyway) knows the nodes, and each node's ``partition-generation`` and ``replicas``
@@ -34,21 +31,18 @@ and the breaker counts an outage.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import socket
-import struct
 import time
-from array import array
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mly._native.aerospike_wire import NEVER_EXPIRES_MS, NO_OWNER, PARTITIONS, STALE, decode_reply, reply_end, route
+from mly._native.aerospike_wire import NEVER_EXPIRES_MS, NO_OWNER, STALE, decode_reply, route
+from mly.cache.aerospike_nodes import NodeConnection, PartitionMap, read_partition_map, request_info
 from mly.cache.base import RowsRead, StoredRow, StoreUnavailableError
 from mly.cache.coalesce import DEFAULT_MAX_BATCH_KEYS
-from mly.cache.resp import PipelinedConnection, RespEndpoint, _Protocol
+from mly.cache.resp import RespEndpoint
 
-__all__ = ["MAP_CHECK_INTERVAL_S", "AerospikeLookups", "NodeConnection", "parse_replicas", "request_info"]
+__all__ = ["MAP_CHECK_INTERVAL_S", "AerospikeLookups"]
 
 log = logging.getLogger("mly.cache")
 
@@ -63,166 +57,11 @@ MAX_MERGED_KEYS = DEFAULT_MAX_BATCH_KEYS
 DIGESTS_REMEMBERED = 32_768
 """Digests of recent keys kept per store (about 6 MB): a hot key's digest is a dictionary hit
 instead of a RIPEMD-160 (about 0.5 µs for a 60-byte key, 18 µs per 32-row lookup)."""
-RECEIVE_BUFFER_BYTES = 256 * 1024
-"""A connection's receive buffer; a longer reply grows it."""
 _RESULT_TIMEOUT = 9
 _STALE = STALE
-_INFO_HEADER = struct.Struct(">Q")
 
 
-class _BatchProtocol(_Protocol, asyncio.BufferedProtocol):
-    """``resp._Protocol`` reading whole batch replies instead of RESP replies, received into one
-    buffer kept for the connection's life (no fresh buffer per read, as a plain protocol gets)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.buffer = bytearray(RECEIVE_BUFFER_BYTES)
-        self.view = memoryview(self.buffer)
-        self.start = 0
-        """Where the first reply not yet handed out begins."""
-        self.end = 0
-        """Where the bytes received end."""
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        if self.end == len(self.buffer):  # full: drop what was handed out, or grow for a long reply
-            kept = self.view[self.start:self.end]
-            size = len(self.buffer) * (2 if self.start == 0 else 1)
-            buffer = bytearray(size)
-            buffer[:len(kept)] = kept
-            kept.release()
-            self.view.release()
-            self.buffer, self.view = buffer, memoryview(buffer)
-            self.start, self.end = 0, self.end - self.start
-        return self.view[self.end:]
-
-    def data_received(self, data: bytes) -> None:
-        """What an event loop that hands over bytes instead of filling ``get_buffer`` calls (uvloop
-        does so for this class, whose base is a plain protocol): the same, after one copy."""
-        at, size = 0, len(data)
-        while at < size:
-            free = self.get_buffer(size - at)
-            taken = min(len(free), size - at)
-            free[:taken] = data[at:at + taken]
-            free.release()
-            self.buffer_updated(taken)
-            at += taken
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.end += nbytes
-        waiting = self.waiting
-        view = self.view
-        try:
-            while True:
-                end = reply_end(view[self.start:self.end])
-                if end < 0:
-                    break
-                if not waiting:
-                    raise ValueError("a reply arrived that no request asked for")
-                reply = bytes(view[self.start:self.start + end])
-                self.start += end
-                waiter = waiting.popleft()
-                if not waiter.future.done():  # done: its lookup timed out and went away
-                    waiter.future.set_result(reply)
-        except ValueError as exc:
-            self._fail(ConnectionError(f"unreadable reply: {exc}"))
-            if self.transport is not None:
-                self.transport.abort()
-            return
-        if self.start == self.end:
-            self.start = self.end = 0
-
-
-class NodeConnection(PipelinedConnection):
-    """Batch reads of one event loop over one socket to one Aerospike node, reopened when it dies."""
-
-    async def _connect(self) -> _Protocol:
-        endpoint = self.endpoint
-        loop = asyncio.get_running_loop()
-        _, protocol = await asyncio.wait_for(
-            loop.create_connection(lambda: _BatchProtocol(self.name), endpoint.host, endpoint.port),
-            endpoint.connect_timeout_s,
-        )
-        return protocol
-
-
-def request_info(host: str, port: int, names: Sequence[str], timeout_s: float) -> dict[str, str]:
-    """Blocking info request (proto type 1) to one node: ``{name: value}``."""
-    payload = "".join(f"{name}\n" for name in names).encode()
-    with socket.create_connection((host, port), timeout=timeout_s) as sock:
-        sock.sendall(_INFO_HEADER.pack((2 << 56) | (1 << 48) | len(payload)) + payload)
-        header = _receive(sock, 8)
-        (value,) = _INFO_HEADER.unpack(header)
-        if value >> 56 != 2 or (value >> 48) & 0xFF != 1:
-            raise ConnectionError(f"not an info reply from {host}:{port}")
-        body = _receive(sock, value & 0xFFFFFFFFFFFF).decode(errors="replace")
-    out: dict[str, str] = {}
-    for line in body.split("\n"):
-        name, _, text = line.partition("\t")
-        if name:
-            out[name] = text
-    return out
-
-
-def _receive(sock: socket.socket, size: int) -> bytes:
-    chunks: list[bytes] = []
-    while size:
-        chunk = sock.recv(min(size, 1 << 20))
-        if not chunk:
-            raise ConnectionResetError("connection closed by the server")
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def parse_replicas(text: str, namespace: str) -> tuple[int, list[bytes]]:
-    """The ``replicas`` info of one node for ``namespace``: ``(regime, [bitmap per replica])``, each
-    bitmap 512 bytes, bit ``0x80 >> (p % 8)`` of byte ``p // 8`` set when the node holds partition
-    ``p`` at that replica rank (0: master). ``(0, [])`` when the node has no such namespace."""
-    for entry in text.split(";"):
-        name, _, rest = entry.partition(":")
-        if name != namespace or not rest:
-            continue
-        parts = rest.split(",")
-        regime, count = int(parts[0]), int(parts[1])
-        bitmaps = [base64.b64decode(part) for part in parts[2:2 + count]]
-        if len(bitmaps) != count or any(len(b) != PARTITIONS // 8 for b in bitmaps):
-            raise ValueError(f"replicas info of namespace {namespace!r} is malformed")
-        return regime, bitmaps
-    return 0, []
-
-
-class _PartitionMap:
-    """Which node masters (rank 0) and holds the first replica (rank 1) of every partition."""
-
-    def __init__(self, nodes: list[tuple[str, int]], ranks: list[array[int]], generations: dict[str, str]) -> None:
-        self.nodes = nodes
-        self.ranks = ranks
-        self.generations = generations
-
-
-def read_partition_map(nodes: list[tuple[str, int]], namespace: str, timeout_s: float) -> _PartitionMap:
-    """Ask every node for its partitions (blocking). A node that does not answer owns nothing."""
-    ranks = [array("H", [NO_OWNER]) * PARTITIONS, array("H", [NO_OWNER]) * PARTITIONS]
-    regimes = [array("I", [0]) * PARTITIONS, array("I", [0]) * PARTITIONS]
-    generations: dict[str, str] = {}
-    for index, (host, port) in enumerate(nodes):
-        try:
-            info = request_info(host, port, ["partition-generation", "replicas"], timeout_s)
-            regime, bitmaps = parse_replicas(info.get("replicas", ""), namespace)
-        except (OSError, ValueError) as exc:
-            log.debug("aerospike node %s:%d: no partition map: %s", host, port, exc)
-            continue
-        generations[f"{host}:{port}"] = info.get("partition-generation", "")
-        for rank, bitmap in enumerate(bitmaps[:2]):
-            owners, seen = ranks[rank], regimes[rank]
-            for partition in range(PARTITIONS):
-                if bitmap[partition >> 3] & (0x80 >> (partition & 7)) and regime >= seen[partition]:
-                    owners[partition] = index
-                    seen[partition] = regime
-    return _PartitionMap(nodes, ranks, generations)
-
-
-_Sent = tuple["_PartitionMap", list[tuple[list[int], "NodeConnection | None", bytes, "asyncio.Future[Any] | None"]]]
+_Sent = tuple[PartitionMap, list[tuple[list[int], "NodeConnection | None", bytes, "asyncio.Future[Any] | None"]]]
 """The map a lookup was routed with, and per node: key positions, connection, request, reply."""
 
 
@@ -269,7 +108,7 @@ class AerospikeLookups:
         self.timeout_ms = max(0, timeout_ms)
         """Sent as the batch's server-side timeout (0: the server's default) and the time a reply may take."""
         self.connect_timeout_s = connect_timeout_s
-        self._map: _PartitionMap | None = None
+        self._map: PartitionMap | None = None
         self._connections: dict[tuple[str, int], NodeConnection] = {}
         self._nodes: list[NodeConnection] = []
         self._refresh_task: asyncio.Task[None] | None = None
@@ -485,7 +324,7 @@ class AerospikeLookups:
         if pmap is not None and not self._closed:
             self._install(pmap)
 
-    def _read_map(self, current: _PartitionMap | None) -> _PartitionMap | None:
+    def _read_map(self, current: PartitionMap | None) -> PartitionMap | None:
         """The map, blocking; ``None`` when ``current`` is still right (same nodes, same generations)."""
         nodes = sorted(self._list_nodes())
         timeout_s = min(self.connect_timeout_s, self.timeout_ms / 1000 or self.connect_timeout_s)
@@ -501,7 +340,7 @@ class AerospikeLookups:
                 return None
         return read_partition_map(nodes, self.namespace.decode(), timeout_s)
 
-    def _install(self, pmap: _PartitionMap) -> None:
+    def _install(self, pmap: PartitionMap) -> None:
         connections: list[NodeConnection] = []
         for host, port in pmap.nodes:
             connection = self._connections.get((host, port))

@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 from mly._native import aerospike_wire
 from mly.cache import TieredCache
 from mly.cache.aerospike import AerospikeStore, narrow_float
-from mly.cache.aerospike_reads import AerospikeLookups, request_info
+from mly.cache.aerospike_nodes import request_info
+from mly.cache.aerospike_reads import AerospikeLookups
 from mly.cache.base import StoredRow, StoreUnavailableError
 from mly.cache.breaker import CircuitBreaker, ExponentialBackoff
 from mly.config.schema import Connection
