@@ -26,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - build environment problem
     raise SystemExit("mly needs Cython>=3.0 to build mly._native: pip install 'Cython>=3.0,<4'") from exc
 
 DEBUG = os.environ.get("MLY_DEBUG") == "1"
-NATIVE_MODULES = ["fnv", "keys", "encode", "mru", "redis_wire", "http1"]
+NATIVE_MODULES = ["fnv", "keys", "encode", "mru", "redis_wire", "http1", "aerospike_wire"]
 
 extensions = [
     Extension(

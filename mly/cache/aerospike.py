@@ -32,28 +32,37 @@ batch reads and writes. A failed command is
 retried once at once (the client takes a fresh connection); after a server
 restart the client finds the node again by itself within its tend interval.
 
-The official client is blocking. ``SyncAerospikeStore`` is the plain store (for
-the sync client); ``AerospikeStore`` runs the same calls in a small dedicated
-thread pool so the event loop never blocks on the network. Its lookups go
-through a ``CoalescingReader``: those that arrive while a read is in flight are
-read together in the next batch, so a burst does not queue one read per
-lookup (whose wait the lookup deadline would count as the store being slow),
-and the wait is bounded (past ``max_queued_keys`` waiting keys, or half of
-``Timeout.Total`` waiting, a lookup is a miss, not a failure). The client connects
-lazily on first use, and again on the next call if that failed, so a cluster
-that was down at start-up is picked up by the breaker's probe.
+Lookups of the default storable (the server's own datastores) without a login go over
+mly's own connections (``aerospike_reads``): keys hashed and grouped per node natively, one
+batch read per node for all the lookups of one event-loop turn, replies decoded natively
+straight into the row JSON the memory tier would hold, byte for byte what the official
+client's bins give below (a record it cannot decode natively is read through the official
+client). ``MLY_AEROSPIKE_NATIVE_READS=0`` sends them through the official client instead, as
+do a ``Username`` (mly's reads do not speak the login protocol) and a custom storable. Per
+32-row lookup that path costs about 45 µs of CPU in process, where the official client's
+batch read alone costs 70-85 µs (a Python result object per record) and decoding its bins
+35-40 µs more.
 
-A hit is decoded once, on the read thread: the client's bins dict becomes the row's
-fields, and for the default storable (``json_rows``) the row JSON the memory tier would
-hold is built there too, so the event loop only joins it into the answer. Per 32-row
-lookup on one core, the client's batch read itself (about 2 µs a record, mostly building
-its Python result objects) is the larger part of what a hit costs.
+Writes, ``get_many`` and the sync store use the official client, which is blocking.
+``SyncAerospikeStore`` is the plain store (for the sync client); ``AerospikeStore`` runs the
+same calls in a small dedicated thread pool so the event loop never blocks on the network.
+Its ``get_many`` goes through a ``CoalescingReader``: lookups that arrive while a read is in
+flight are read together in the next batch, so a burst does not queue one read per lookup
+(whose wait the lookup deadline would count as the store being slow), and the wait is
+bounded (past ``max_queued_keys`` waiting keys, or half of ``Timeout.Total`` waiting, a lookup
+is a miss, not a failure). The client connects lazily on first use, and again on the next
+call if that failed, so a cluster that was down at start-up is picked up by the breaker's probe.
+
+On that path a hit is decoded once, on the read thread: the client's bins dict becomes the
+row's fields, and for the default storable (``json_rows``) the row JSON the memory tier would
+hold is built there too, so the event loop only joins it into the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import struct
 import threading
 from collections.abc import Callable, Sequence
@@ -62,6 +71,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
+from mly.cache.aerospike_reads import AerospikeLookups
 from mly.cache.base import DICT_HASH_FIELD, StoredRow, StoreUnavailableError, StoreWriteError, effective_ttl_ms
 from mly.cache.coalesce import DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_QUEUED_KEYS, CoalescingReader
 
@@ -69,6 +79,7 @@ if TYPE_CHECKING:
     from mly.config.schema import Connection
 
 __all__ = [
+    "NATIVE_READS_ENV",
     "AerospikeStore",
     "SyncAerospikeStore",
     "aerospike_client_config",
@@ -93,6 +104,8 @@ _UNAVAILABLE_RESULTS = frozenset({
     -6,  # async connection error
     11,  # cluster error
 })
+NATIVE_READS_ENV = "MLY_AEROSPIKE_NATIVE_READS"
+"""Set to ``0`` to send lookups through the official client instead of mly's own batch reads."""
 DEFAULT_EXECUTOR_WORKERS = 4
 """Threads for (merged) batch reads; one more thread serves writes, so writes never hold up reads."""
 COMMAND_RETRIES = 1
@@ -349,6 +362,10 @@ class SyncAerospikeStore:
             key, exc = refused[0]
             raise StoreWriteError(self.name, len(refused), len(items), f"first {key!r}: {type(exc).__name__}: {exc}")
 
+    def nodes(self) -> list[tuple[str, int]]:
+        """``(host, port)`` of every node the client knows (the native lookups' routing starts here)."""
+        return [(str(host), int(port)) for host, port, *_ in self._call(lambda c: c.get_nodes())]
+
     def close(self) -> None:
         with self._lock:
             client, self._client = self._client, None
@@ -366,6 +383,7 @@ class AerospikeStore:
         max_workers: int = DEFAULT_EXECUTOR_WORKERS,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
         max_queued_keys: int = DEFAULT_MAX_QUEUED_KEYS,
+        native_reads: bool = True,
     ) -> None:
         self.sync = store
         self.name = store.name
@@ -382,19 +400,33 @@ class AerospikeStore:
         self.reader = CoalescingReader(store.get_many, self._executor, slots=max_workers,
                                        max_batch_keys=max_batch_keys, max_queued_keys=max_queued_keys,
                                        max_wait_s=queue_wait_s or None, name=store.name)
+        self.lookups: AerospikeLookups | None = None
+        """The native lookup path (``get_rows``), when it can serve this store: the default storable
+        (row JSON is what it builds) and no login (it does not speak the security protocol)."""
+        if native_reads and store.json_rows and not store.config.get("user"):
+            self.lookups = AerospikeLookups(
+                namespace=store.namespace, dataset=store.dataset, name=store.name, list_nodes=store.nodes,
+                run=self._run, fallback_read=store.get_many, timeout_ms=total_ms,
+                connect_timeout_s=store.config.get("connect_timeout", 1000) / 1000,
+            )
+            self.get_rows = self.lookups.get_rows
+            self.deadline_slack_s = 0.0  # no thread to wait for: the lookup's time is all on the wire
 
     @classmethod
     def from_connection(
         cls, connection: Connection, *, namespace: str, dataset: str, ttl_ms: int,
         read_only: bool = False, name: str = "", max_workers: int = DEFAULT_EXECUTOR_WORKERS,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS, max_queued_keys: int = DEFAULT_MAX_QUEUED_KEYS,
-        json_rows: bool = False,
+        json_rows: bool = False, native_reads: bool | None = None,
     ) -> AerospikeStore:
         store = SyncAerospikeStore.from_connection(
             connection, namespace=namespace, dataset=dataset, ttl_ms=ttl_ms, read_only=read_only, name=name,
             json_rows=json_rows,
         )
-        return cls(store, max_workers=max_workers, max_batch_keys=max_batch_keys, max_queued_keys=max_queued_keys)
+        if native_reads is None:
+            native_reads = os.environ.get(NATIVE_READS_ENV, "1") != "0"
+        return cls(store, max_workers=max_workers, max_batch_keys=max_batch_keys, max_queued_keys=max_queued_keys,
+                   native_reads=native_reads)
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -409,5 +441,7 @@ class AerospikeStore:
 
     async def aclose(self) -> None:
         self.reader.fail_waiting(StoreUnavailableError(self.name, "closed"))
+        if self.lookups is not None:
+            await self.lookups.aclose()
         await self._run(self.sync.close)
         self._executor.shutdown(wait=False, cancel_futures=True)

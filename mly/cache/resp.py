@@ -187,13 +187,26 @@ class PipelinedConnection:
             fresh = await self._open()  # the retry: the old socket had died under us
             return await self._send(fresh, packed, count)
 
-    def send_now(self, packed: bytes, count: int = 1) -> asyncio.Future[Any] | None:
+    async def resend(self, packed: bytes, count: int = 1) -> Any:
+        """``packed`` once more, after ``send_now``'s connection died under it: on the connection another
+        lookup has opened meanwhile, else on a fresh one. No further retry."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None or self._stalled(protocol):
+            protocol = await self._open()
+        return await self._send(protocol, packed, count)
+
+    def send_now(self, packed: bytes, count: int = 1, *, at_once: bool = False) -> asyncio.Future[Any] | None:
         """``call`` without a coroutine when the connection is open (``None`` when it is not):
-        several connections' commands go out before the first reply is awaited. No retry."""
+        several connections' commands go out before the first reply is awaited. No retry.
+        ``at_once``: written now, not at the end of this turn of the event loop (a caller that has
+        gathered a turn's lookups itself)."""
         protocol = self._protocol
         if protocol is None or protocol.lost is not None or self._stalled(protocol):
             return None
-        return self._send(protocol, packed, count)
+        future = self._send(protocol, packed, count)
+        if at_once:
+            protocol.flush()
+        return future
 
     def _stalled(self, protocol: _Protocol) -> bool:
         """Its oldest command waited longer than a reply may take: a connection whose far end is gone

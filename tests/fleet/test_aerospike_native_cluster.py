@@ -1,0 +1,107 @@
+"""mly's own Aerospike batch reads on a real 3-node cluster (replication 2): routed per node, and
+reading on from the replicas when a node is killed mid-traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aerospike_server import NAMESPACE, unavailable_reason
+
+from mly._native.aerospike_wire import digest, partition_id
+from mly.cache import TieredCache
+from mly.cache.aerospike import AerospikeStore
+from mly.cache.base import StoredRow
+
+H = 987654321
+ROWS = 300
+
+
+@pytest.fixture
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    reason = unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from aerospike_cluster import AerospikeCluster
+
+    nodes = AerospikeCluster(tmp_path_factory.mktemp("aerospike-native"))
+    try:
+        yield nodes.start()
+    finally:
+        nodes.stop()
+
+
+def store(cluster: Any, dataset: str, *, native: bool) -> AerospikeStore:
+    return AerospikeStore.from_connection(cluster.connection(timeout_ms=400), namespace=NAMESPACE, dataset=dataset,
+                                          ttl_ms=600_000, name=f"aerospike:{dataset}", json_rows=True,
+                                          native_reads=native)
+
+
+def expected(i: int) -> bytes:
+    return b'{"i":%d,"p":0.5,"s":"row %d"}' % (i, i)
+
+
+@pytest.mark.asyncio
+async def test_reads_are_routed_to_every_node_and_go_on_from_the_replicas_when_one_dies(
+    cluster: Any, tmp_path: Path
+) -> None:
+    dataset = f"nat_{uuid.uuid4().hex[:8]}"
+    native, official = store(cluster, dataset, native=True), store(cluster, dataset, native=False)
+    assert native.lookups is not None
+    cache = TieredCache(None, native, None, ttl_ms=600_000, timeout_s=1.0)
+    reference = TieredCache(None, official, None, ttl_ms=600_000, timeout_s=1.0)
+    keys = [f"k{i}" for i in range(ROWS)]
+    try:
+        await official.put_many([(key, StoredRow({"i": i, "p": 0.5, "s": f"row {i}"}, H))
+                                 for i, key in enumerate(keys)])
+        deadline = time.monotonic() + 60
+        while True:  # a cluster just formed migrates partitions for a few seconds: the map follows
+            rows = await cache.get_many(keys, H)
+            assert rows == [expected(i) for i in range(ROWS)]  # right all along (a node proxies what it lost)
+            assert rows == await reference.get_many(keys, H)
+            pmap = native.lookups._map
+            assert pmap is not None
+            owners = {pmap.ranks[0][partition_id(digest(dataset.encode(), key))] for key in keys}
+            if len(owners) == 3:  # each node masters some keys: one batch read per node
+                break
+            assert time.monotonic() < deadline, f"keys still routed to {owners} only"
+            await asyncio.sleep(0.5)
+
+        wrong: list[tuple[str, bytes]] = []
+        complete_at: list[float] = []
+        killed_at = 0.0
+
+        async def traffic(until: float) -> None:
+            while time.monotonic() < until:
+                got = await cache.get_many(keys, H)
+                for i, row in enumerate(got):
+                    if row is not None and row != expected(i):
+                        wrong.append((keys[i], row))
+                if killed_at and all(row is not None for row in got):
+                    complete_at.append(time.monotonic())
+                await asyncio.sleep(0.01)
+
+        runner = asyncio.create_task(traffic(time.monotonic() + 20))
+        await asyncio.sleep(1.0)
+        cluster.nodes[1].kill()
+        killed_at = time.monotonic()
+        await runner
+        assert wrong == []
+        assert complete_at, "no lookup found every row again after a node died"
+        recovered_s = complete_at[0] - killed_at
+        print(f"every row found again {recovered_s:.2f} s after the kill; failed lookups: "
+              f"{cache.counters.errors + cache.counters.timeouts}")
+        assert complete_at[-1] > time.monotonic() - 1.0  # and still at the end
+        assert recovered_s < 10
+        assert await cache.get_many(keys, H) == [expected(i) for i in range(ROWS)]
+    finally:
+        await cache.aclose()
+        await reference.aclose()
