@@ -72,7 +72,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from mly.cache.aerospike_reads import AerospikeLookups
-from mly.cache.base import DICT_HASH_FIELD, StoredRow, StoreUnavailableError, StoreWriteError, effective_ttl_ms
+from mly.cache.base import (
+    DICT_HASH_FIELD,
+    RowsRead,
+    StoredRow,
+    StoreUnavailableError,
+    StoreWriteError,
+    effective_ttl_ms,
+)
 from mly.cache.coalesce import DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_QUEUED_KEYS, CoalescingReader
 
 if TYPE_CHECKING:
@@ -113,6 +120,10 @@ COMMAND_RETRIES = 1
 TEND_INTERVAL_MS = 500
 """How often the client refreshes the cluster map; bounds how long a restarted node stays unseen."""
 _FLOAT32 = struct.Struct("<f")
+_NUL = "\x00"
+"""A key holding a NUL byte is neither looked up nor written: the official client passes keys as
+C strings, so it would read and write the record of the key cut at the NUL, which another key
+may own (two rows whose keys differ only after a NUL would share one record: a wrong answer)."""
 
 
 def _import_aerospike() -> Any:
@@ -295,6 +306,12 @@ class SyncAerospikeStore:
     def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
         if not keys:
             return []
+        if _NUL in "".join(keys):  # never looked up: see ``_NUL``
+            kept = [i for i, key in enumerate(keys) if _NUL not in key]
+            found: list[StoredRow | None] = [None] * len(keys)
+            for i, row in zip(kept, self.get_many([keys[i] for i in kept]) if kept else [], strict=True):
+                found[i] = row
+            return found
         batch = self._call(lambda c: c.batch_read([self._key(k) for k in keys]))
         # A batch that could not reach its node does not raise: it says so in its result.
         if batch.result == _RESULT_TIMEOUT:
@@ -336,6 +353,8 @@ class SyncAerospikeStore:
         """Write every item; a record the server refuses (a bin name too long) does not stop the others."""
         if self.read_only or not items:
             return
+        if any(_NUL in key for key, _ in items):  # never written: see ``_NUL``
+            items = [(key, stored) for key, stored in items if _NUL not in key]
         refused: list[tuple[str, BaseException]] = []
         unavailable = self._unavailable_types + (self._errors.TimeoutError,)
 
@@ -409,8 +428,20 @@ class AerospikeStore:
                 run=self._run, fallback_read=store.get_many, timeout_ms=total_ms,
                 connect_timeout_s=store.config.get("connect_timeout", 1000) / 1000,
             )
-            self.get_rows = self.lookups.get_rows
+            self.get_rows = self._get_rows
             self.deadline_slack_s = 0.0  # no thread to wait for: the lookup's time is all on the wire
+
+    async def _get_rows(self, keys: list[str], dict_hash: int, min_expires_ms: int = 0) -> RowsRead:
+        assert self.lookups is not None
+        if _NUL not in "".join(keys):
+            return await self.lookups.get_rows(keys, dict_hash, min_expires_ms)
+        kept = [i for i, key in enumerate(keys) if _NUL not in key]  # the others never looked up: see ``_NUL``
+        read = await self.lookups.get_rows([keys[i] for i in kept], dict_hash, min_expires_ms)
+        rows: list[bytes | None] = [None] * len(keys)
+        remaining = [0] * len(keys)
+        for j, i in enumerate(kept):
+            rows[i], remaining[i] = read.rows[j], read.remaining_ms[j]
+        return RowsRead(rows, remaining, read.stale, read.foreign)
 
     @classmethod
     def from_connection(

@@ -214,6 +214,21 @@ async def test_mly_go_and_unusual_records(pair: Pair) -> None:
 
 
 @pytest.mark.asyncio
+async def test_keys_holding_a_nul_byte_are_never_read_or_written(pair: Pair) -> None:
+    """The official client cuts a key at its first NUL byte (a C string): keys that differ only
+    after one would share the record of their common start, and one row would answer for another."""
+    shared = "nul/a\x00"
+    await pair.official.put_many([(shared + "x", StoredRow({"v": 1}, H)), ("plain", StoredRow({"v": 3}, H))])
+    await pair.native.put_many([(shared + "z", StoredRow({"v": 2}, H))])
+    assert pair.official.sync.get_many(["nul/a"]) == [None]  # nothing was written under the cut key
+    pair.put_raw("nul/a", {"v": 9, "dictHash": H})  # what another writer may hold under the cut key
+    keys = [shared + "x", shared + "y", "plain", "nul/a"]
+    assert await pair.compare(keys) == [None, None, b'{"v":3}', b'{"v":9}']
+    read = await pair.native.get_rows(keys, H)
+    assert read.rows == [None, None, b'{"v":3}', b'{"v":9}'] and read.remaining_ms[:2] == [0, 0]
+
+
+@pytest.mark.asyncio
 async def test_expired_records_are_misses(pair: Pair) -> None:
     pair.put_raw("short", {"v": 1, "dictHash": H}, ttl_s=1)
     pair.put_raw("long", {"v": 2, "dictHash": H}, ttl_s=600)
