@@ -165,7 +165,7 @@ class LimitedConnection:
     url: bytes
     headers: list[tuple[bytes, bytes]]
     loop: Any
-    head: Callable[..., bytes]  # status line and headers up to the length's value (``MlyHttpProtocol.head``)
+    framed: Callable[..., bytes]  # a whole JSON answer (``MlyHttpProtocol.framed``)
 
     def head_size(self) -> int:
         """Bytes of the request head just parsed (request line and header fields)."""
@@ -182,7 +182,7 @@ class LimitedConnection:
         """Answer ``status`` (if nothing else is owed first) and close the connection."""
         if self.idle_for_answer() and not self.transport.is_closing():
             body = error_body(message)
-            self.transport.write(self.head(status, close=True) + b"%d\r\n\r\n%s" % (len(body), body))
+            self.transport.write(self.framed(status, body, close=True))
         self.deferred = None
         self.read_since = 0.0
         self.transport.close()

@@ -59,7 +59,7 @@ class PlainRequests:
     timeout_keep_alive: Any
     timeout_keep_alive_handler: Any
     timeout_keep_alive_task: Any
-    head: Any
+    framed: Any
     feed: Any
 
     def plain_init(self) -> None:
@@ -107,7 +107,7 @@ class PlainRequests:
                 self.backlog = bytearray(data[end:])
                 pos = len(data)
                 break
-            answers.append(self.head(200) + b"%d\r\n\r\n%s" % (len(answer), answer))
+            answers.append(self.framed(200, answer))
             self.server_state.total_requests += 1
             pos = end
         if pos:
@@ -134,7 +134,7 @@ class PlainRequests:
             if self.transport.is_closing():
                 return  # the client is gone
             stop = self.plain_stop
-            self.transport.write(self.head(status, close=stop) + b"%d\r\n\r\n%s" % (len(answer), answer))
+            self.transport.write(self.framed(status, answer, close=stop))
             self.server_state.total_requests += 1
             if stop:
                 self.transport.close()

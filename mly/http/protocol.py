@@ -225,14 +225,15 @@ class MlyHttpProtocol(PlainRequests, LimitedConnection, HttpToolsProtocol):
         """The whole answer in one write; the connection closes after it when the server began
         stopping while the request ran (``keep_alive`` turned off)."""
         close = not cycle.keep_alive
-        self.transport.write(self.head(status, close=close) + b"%d\r\n\r\n%s" % (len(body), body))
+        self.transport.write(self.framed(status, body, close=close))
         cycle.response_started = cycle.response_complete = True
         if close:
             self.transport.close()
         self.on_response_complete()
 
-    def head(self, status: int, *, close: bool = False) -> bytes:
-        """Status line, uvicorn's default headers (date, server), content type, up to the length's value."""
+    def framed(self, status: int, body: bytes, *, close: bool = False) -> bytes:
+        """A whole JSON answer: status line, uvicorn's default headers (date, server), content
+        type and length, then ``body``."""
         defaults = self.server_state.default_headers  # a new list whenever uvicorn's date changes
         if defaults is not self.head_source:
             self.head_source = defaults
@@ -240,7 +241,7 @@ class MlyHttpProtocol(PlainRequests, LimitedConnection, HttpToolsProtocol):
         prefix = self.heads.get(status)
         if prefix is None:
             prefix = self.heads[status] = b"".join([STATUS_LINE[status], *(n + b": " + v + b"\r\n" for n, v in defaults)])
-        return prefix + (_CLOSE if close else b"") + _JSON_LENGTH
+        return prefix + (_CLOSE if close else b"") + _JSON_LENGTH + b"%d\r\n\r\n%s" % (len(body), body)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.deferred = None
