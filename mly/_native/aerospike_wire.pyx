@@ -42,12 +42,13 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport atoi, strtod
 from libc.string cimport memchr, memcmp, memcpy, strchr, strlen
+
+from mly._native.keybytes cimport key_bytes as _key_bytes
 
 cdef extern from "Python.h":
     Py_ssize_t PyDict_GET_SIZE(object d)
@@ -171,15 +172,6 @@ RESULT_NOT_FOUND = 2
 
 # ------------------------------------------------------------------ digests and requests
 
-cdef inline const char* _key_bytes(object key, Py_ssize_t* size) except NULL:
-    if type(key) is str:
-        return PyUnicode_AsUTF8AndSize(key, size)
-    if type(key) is bytes:
-        size[0] = PyBytes_GET_SIZE(key)
-        return PyBytes_AS_STRING(key)
-    raise TypeError(f"a key must be str or bytes, not {type(key).__name__}")
-
-
 cdef inline Py_ssize_t _c_length(const char* s, Py_ssize_t n) noexcept nogil:
     """Bytes before the first NUL: the official client passes names and keys as C strings."""
     cdef const void* nul = memchr(s, 0, n)
@@ -225,6 +217,15 @@ cdef inline void _put_be32(unsigned char* p, uint32_t v) noexcept nogil:
 
 cdef inline uint32_t _get_be32(const unsigned char* p) noexcept nogil:
     return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+cdef inline uint64_t _get_be(const unsigned char* p, Py_ssize_t length) noexcept nogil:
+    """A big-endian unsigned integer of ``length`` (at most 8) bytes."""
+    cdef uint64_t u = 0
+    cdef Py_ssize_t j
+    for j in range(length):
+        u = (u << 8) | p[j]
+    return u
 
 
 cdef inline uint64_t _get_be64(const unsigned char* p) noexcept nogil:
@@ -588,7 +589,7 @@ cdef bint _utf8(const unsigned char* s, Py_ssize_t n) except -1:
 cdef int _put_list(_Out* out, const unsigned char* p, Py_ssize_t n) except -1:
     """A list particle (msgpack) of integers, doubles and strings as JSON; -2 (nothing written
     that counts) for anything else."""
-    cdef Py_ssize_t count, i, j, q = 0, length
+    cdef Py_ssize_t count, i, q = 0, length
     cdef unsigned char t
     cdef uint64_t u
     cdef double v
@@ -668,10 +669,8 @@ cdef int _put_list(_Out* out, const unsigned char* p, Py_ssize_t n) except -1:
             length = 1 << (t - 0xcc)
             if q + length > n:
                 return -2
-            u = 0
-            for j in range(length):
-                u = (u << 8) | p[q]
-                q += 1
+            u = _get_be(p + q, length)
+            q += length
             if u > <uint64_t>0x7FFFFFFFFFFFFFFF:
                 return -2
             _put_uint64(out, u, False)
@@ -680,10 +679,8 @@ cdef int _put_list(_Out* out, const unsigned char* p, Py_ssize_t n) except -1:
             length = 1 << (t - 0xd0)
             if q + length > n:
                 return -2
-            u = 0
-            for j in range(length):
-                u = (u << 8) | p[q]
-                q += 1
+            u = _get_be(p + q, length)
+            q += length
             if length < 8 and u >> (8 * length - 1):  # sign-extend
                 u |= ~((<uint64_t>1 << (8 * length)) - 1)
             _put_int64(out, <int64_t>u)

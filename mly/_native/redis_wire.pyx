@@ -24,9 +24,10 @@ of the entry into a faster tier keeps the time the entry has left.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
+
+from mly._native.keybytes cimport key_bytes as _key_bytes
 
 DEF _HEADER = 17
 DEF _VERSION = 1
@@ -151,16 +152,6 @@ cdef inline char* _put_bulk(char* p, const char* data, Py_ssize_t n) noexcept no
 
 cdef inline char* _put_count(char* p, Py_ssize_t n) noexcept nogil:
     return _put_header(p, b'*', n)
-
-
-cdef inline const char* _key_bytes(object key, Py_ssize_t* size) except NULL:
-    """A key's bytes: a ``str``'s UTF-8 (cached by CPython after the first call) or a ``bytes``'."""
-    if type(key) is str:
-        return PyUnicode_AsUTF8AndSize(key, size)
-    if type(key) is bytes:
-        size[0] = PyBytes_GET_SIZE(key)
-        return PyBytes_AS_STRING(key)
-    raise TypeError(f"a key must be str or bytes, not {type(key).__name__}")
 
 
 def pack_key_command(bytes command, bytes prefix, list keys, bint each=False) -> bytes:
