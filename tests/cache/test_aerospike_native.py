@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import random
 import struct
 import time
@@ -463,15 +464,23 @@ async def double() -> AsyncIterator[DoubleServer]:
         await server.aclose()
 
 
-def lookups_on(double: DoubleServer, pool: ThreadPoolExecutor) -> AerospikeLookups:
+@contextlib.asynccontextmanager
+async def lookups_on(double: DoubleServer) -> AsyncIterator[AerospikeLookups]:
+    """Lookups against the test double, with their fallback thread pool, closed at the end."""
     loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(2) as pool:
 
-    async def run(fn: Callable[..., Any], *args: Any) -> Any:
-        return await loop.run_in_executor(pool, fn, *args)
+        async def run(fn: Callable[..., Any], *args: Any) -> Any:
+            return await loop.run_in_executor(pool, fn, *args)
 
-    return AerospikeLookups(namespace=NAMESPACE, dataset="d", name="double",
-                            list_nodes=lambda: [("127.0.0.1", double.port)], run=run,
-                            fallback_read=lambda keys: [None] * len(keys), timeout_ms=300, connect_timeout_s=1.0)
+        lookups = AerospikeLookups(namespace=NAMESPACE, dataset="d", name="double",
+                                   list_nodes=lambda: [("127.0.0.1", double.port)], run=run,
+                                   fallback_read=lambda keys: [None] * len(keys), timeout_ms=300,
+                                   connect_timeout_s=1.0)
+        try:
+            yield lookups
+        finally:
+            await lookups.aclose()
 
 
 EXPECTED = [b'{"v":0}', b'{"v":1}', b'{"v":2}']
@@ -482,55 +491,39 @@ EXPECTED = [b'{"v":0}', b'{"v":1}', b'{"v":2}']
 async def test_a_malformed_reply_fails_the_lookup_and_the_next_one_gets_a_fresh_connection(
     double: DoubleServer, behaviour: str
 ) -> None:
-    with ThreadPoolExecutor(2) as pool:
-        lookups = lookups_on(double, pool)
-        try:
-            assert (await lookups.get_rows(["a", "b", "c"], H)).rows == EXPECTED
-            # A broken connection: the lookup and its one retry on a fresh connection; a reply framed
-            # right but naming a key never asked for fails the lookup alone.
-            double.script = [behaviour] * (1 if behaviour == "bad-index" else 2)
-            with pytest.raises(StoreUnavailableError):
-                await asyncio.wait_for(lookups.get_rows(["a", "b", "c"], H), 2.0)
-            assert (await lookups.get_rows(["a", "b", "c"], H)).rows == EXPECTED
-        finally:
-            await lookups.aclose()
+    async with lookups_on(double) as lookups:
+        assert (await lookups.get_rows(["a", "b", "c"], H)).rows == EXPECTED
+        # A broken connection: the lookup and its one retry on a fresh connection; a reply framed
+        # right but naming a key never asked for fails the lookup alone.
+        double.script = [behaviour] * (1 if behaviour == "bad-index" else 2)
+        with pytest.raises(StoreUnavailableError):
+            await asyncio.wait_for(lookups.get_rows(["a", "b", "c"], H), 2.0)
+        assert (await lookups.get_rows(["a", "b", "c"], H)).rows == EXPECTED
 
 
 @pytest.mark.asyncio
 async def test_a_connection_the_server_closed_is_replaced_without_failing_the_lookup(double: DoubleServer) -> None:
-    with ThreadPoolExecutor(2) as pool:
-        lookups = lookups_on(double, pool)
-        try:
-            assert (await lookups.get_rows(["a", "b", "c"], H)).rows == EXPECTED
-            double.script = ["close"]
-            assert (await lookups.get_rows(["a", "b", "c"], H)).rows == EXPECTED
-            assert double.batches == 3
-        finally:
-            await lookups.aclose()
+    async with lookups_on(double) as lookups:
+        assert (await lookups.get_rows(["a", "b", "c"], H)).rows == EXPECTED
+        double.script = ["close"]
+        assert (await lookups.get_rows(["a", "b", "c"], H)).rows == EXPECTED
+        assert double.batches == 3
 
 
 @pytest.mark.asyncio
 async def test_a_reply_arriving_in_pieces_is_read_whole(double: DoubleServer) -> None:
-    with ThreadPoolExecutor(2) as pool:
-        lookups = lookups_on(double, pool)
-        try:
-            double.script = ["dribble", "ok", "dribble"]
-            for _ in range(3):
-                assert (await lookups.get_rows(["a", "b", "c"], H)).rows == EXPECTED
-        finally:
-            await lookups.aclose()
+    async with lookups_on(double) as lookups:
+        double.script = ["dribble", "ok", "dribble"]
+        for _ in range(3):
+            assert (await lookups.get_rows(["a", "b", "c"], H)).rows == EXPECTED
 
 
 @pytest.mark.asyncio
 async def test_a_batch_the_server_timed_out_is_a_timeout(double: DoubleServer) -> None:
-    with ThreadPoolExecutor(2) as pool:
-        lookups = lookups_on(double, pool)
-        try:
-            double.script = ["server-timeout"]
-            with pytest.raises(TimeoutError):
-                await lookups.get_rows(["a", "b", "c"], H)
-        finally:
-            await lookups.aclose()
+    async with lookups_on(double) as lookups:
+        double.script = ["server-timeout"]
+        with pytest.raises(TimeoutError):
+            await lookups.get_rows(["a", "b", "c"], H)
 
 
 def test_reply_framing_waits_for_the_last_message() -> None:

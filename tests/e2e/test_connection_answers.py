@@ -3,7 +3,6 @@ headers, order and metrics as the ASGI path, and the cases that must still take 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,23 +10,8 @@ import orjson
 import pytest
 from live_server import BUFFER_SIZE, LiveServer
 from raw_http import connect, post_request, read_response, split
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 ROW = {"sa": "a", "sl": "b", "i1": 10, "fl": 1.25}
-
-
-@pytest.fixture
-def asgi_cycles(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The paths of requests that ran through uvicorn's ASGI cycle while the test ran."""
-    seen: list[str] = []
-    original = RequestResponseCycle.run_asgi
-
-    async def counting(self: RequestResponseCycle, app: Any) -> None:
-        seen.append(self.scope["path"])
-        await original(self, app)
-
-    monkeypatch.setattr(RequestResponseCycle, "run_asgi", counting)
-    yield seen
 
 
 def ask(server: LiveServer, *requests: bytes) -> list[tuple[int, dict[bytes, bytes], Any]]:

@@ -16,7 +16,6 @@ import orjson
 import pytest
 from live_server import BUFFER_SIZE, LiveServer
 from raw_http import connect, post_request, read_response, split
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from mly.http import plain as plain_module
 from mly.http.h1limits import HEAD_SLACK
@@ -36,19 +35,6 @@ def row(**extra: Any) -> bytes:
 def batch(n: int) -> bytes:
     values = [1000 + next(_fresh) / 4 for _ in range(n)]
     return orjson.dumps({"batch_size": n, "sa": ["a"] * n, "sl": ["b"] * n, "i1": [10] * n, "fl": values})
-
-
-@pytest.fixture
-def asgi_cycles(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    seen: list[str] = []
-    original = RequestResponseCycle.run_asgi
-
-    async def counting(self: RequestResponseCycle, app: Any) -> None:
-        seen.append(self.scope["path"])
-        await original(self, app)
-
-    monkeypatch.setattr(RequestResponseCycle, "run_asgi", counting)
-    return seen
 
 
 def exchange(server: LiveServer, writes: list[bytes], answers: int) -> list[bytes]:

@@ -4,15 +4,13 @@ reading on from the replicas when a node is killed mid-traffic."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aerospike_server import NAMESPACE, unavailable_reason
+from aerospike_server import NAMESPACE
 
 from mly._native.aerospike_wire import digest, partition_id
 from mly.cache import TieredCache
@@ -21,22 +19,6 @@ from mly.cache.base import StoredRow
 
 H = 987654321
 ROWS = 300
-
-
-@pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    reason = unavailable_reason()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from aerospike_cluster import AerospikeCluster
-
-    nodes = AerospikeCluster(tmp_path_factory.mktemp("aerospike-native"))
-    try:
-        yield nodes.start()
-    finally:
-        nodes.stop()
 
 
 def store(cluster: Any, dataset: str, *, native: bool) -> AerospikeStore:
@@ -51,10 +33,10 @@ def expected(i: int) -> bytes:
 
 @pytest.mark.asyncio
 async def test_reads_are_routed_to_every_node_and_go_on_from_the_replicas_when_one_dies(
-    cluster: Any, tmp_path: Path
+    aerospike_cluster: Any, tmp_path: Path
 ) -> None:
     dataset = f"nat_{uuid.uuid4().hex[:8]}"
-    native, official = store(cluster, dataset, native=True), store(cluster, dataset, native=False)
+    native, official = store(aerospike_cluster, dataset, native=True), store(aerospike_cluster, dataset, native=False)
     assert native.lookups is not None
     cache = TieredCache(None, native, None, ttl_ms=600_000, timeout_s=1.0)
     reference = TieredCache(None, official, None, ttl_ms=600_000, timeout_s=1.0)
@@ -91,7 +73,7 @@ async def test_reads_are_routed_to_every_node_and_go_on_from_the_replicas_when_o
 
         runner = asyncio.create_task(traffic(time.monotonic() + 20))
         await asyncio.sleep(1.0)
-        cluster.nodes[1].kill()
+        aerospike_cluster.nodes[1].kill()
         killed_at = time.monotonic()
         await runner
         assert wrong == []

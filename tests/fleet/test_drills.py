@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aerospike_server import NAMESPACE, unavailable_reason
+from aerospike_server import NAMESPACE
 from fleet_drill import DrillReport, aerospike_drill, redis_drill
 
 
@@ -17,22 +14,6 @@ def check(report: DrillReport) -> None:
     assert report.failures == [], report.failures[:5]
     seconds = report.seconds()[:-1]  # the last second is cut short
     assert all(ok > 0 for _, ok, _, _ in seconds), "a second of the run completed no prediction"
-
-
-@pytest.fixture
-def aerospike_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    reason = unavailable_reason()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from aerospike_cluster import AerospikeCluster
-
-    cluster = AerospikeCluster(tmp_path_factory.mktemp("aerospike-cluster"))
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
 
 
 def test_drill_on_an_aerospike_cluster(aerospike_cluster: Any, model_dirs: dict[str, str], tmp_path: Path) -> None:
