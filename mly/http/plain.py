@@ -64,10 +64,10 @@ class PlainRequests:
 
     def plain_init(self) -> None:
         self.plain = self.front is not None and PLAIN_PATH
-        self.plain_task: asyncio.Task[None] | None = None
         self.backlog: bytearray | None = None
-        """What the client sent while ``plain_task`` answers (``None``: no task)."""
-        self.plain_stop = False  # the server began stopping while ``plain_task`` ran
+        """What the client sent while a plain request's answer is on its way (``answer_later``);
+        ``None`` when none is."""
+        self.plain_stop = False  # the server began stopping while ``answer_later`` ran
         self.plain_answered = False
         """The first request is past (no cycle was made for it): ``data_received`` settles on it."""
 
@@ -78,7 +78,7 @@ class PlainRequests:
                 and not self.flow.write_paused and not self.transport.is_closing())
 
     def hold(self, data: bytes) -> None:
-        """Keep ``data`` (unparsed) until ``plain_task``'s answer is written."""
+        """Keep ``data`` (unparsed) until ``answer_later``'s answer is written."""
         assert self.backlog is not None
         self.backlog += data
         if len(self.backlog) > BACKLOG_LIMIT:
@@ -101,7 +101,7 @@ class PlainRequests:
             body = data[body_start:end]
             answer, lookup = front.answer_now(path, body)
             if answer is None:
-                self.plain_task = task = self.loop.create_task(self.answer_later(path, body, lookup))
+                task = self.loop.create_task(self.answer_later(path, body, lookup))
                 task.add_done_callback(self.tasks.discard)
                 self.tasks.add(task)
                 self.backlog = bytearray(data[end:])
@@ -115,7 +115,7 @@ class PlainRequests:
             self.plain_answered = True
         if answers:
             self.transport.write(answers[0] if len(answers) == 1 else b"".join(answers))
-            if self.plain_task is None:
+            if self.backlog is None:  # else ``answer_later`` arms it
                 self.idle_again()
         return pos
 
@@ -140,17 +140,16 @@ class PlainRequests:
                 self.transport.close()
                 return
         finally:
-            self.plain_task = None
             backlog, self.backlog = self.backlog, None
         self.flow.resume_reading()
         if backlog:
             self.feed(bytes(backlog))  # stops the timer first: armed below if nothing began
-        if self.timeout_keep_alive_task is None and self.plain_task is None and self.between_requests():
+        if self.timeout_keep_alive_task is None and self.backlog is None and self.between_requests():
             self.idle_again()
 
     def shutdown(self) -> None:
         """uvicorn's graceful stop: a plain request being answered is answered, then the connection closes."""
-        if self.plain_task is not None:
+        if self.backlog is not None:
             self.plain_stop = True
             return
         super().shutdown()  # type: ignore[misc]
