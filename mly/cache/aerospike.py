@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from mly.cache.aerospike_reads import AerospikeLookups
+from mly.cache.aerospike_reads import RESULT_TIMEOUT, AerospikeLookups
 from mly.cache.base import (
     DICT_HASH_FIELD,
     RowsRead,
@@ -98,7 +98,6 @@ __all__ = [
 _T = TypeVar("_T")
 _RESULT_OK = 0
 _RESULT_NOT_FOUND = 2
-_RESULT_TIMEOUT = 9
 _RESULT_SECURITY_NOT_SUPPORTED = 51
 _UNAVAILABLE_RESULTS = frozenset({
     -16,  # batch failed
@@ -314,7 +313,7 @@ class SyncAerospikeStore:
             return found
         batch = self._call(lambda c: c.batch_read([self._key(k) for k in keys]))
         # A batch that could not reach its node does not raise: it says so in its result.
-        if batch.result == _RESULT_TIMEOUT:
+        if batch.result == RESULT_TIMEOUT:
             raise TimeoutError(f"{self.name}: batch read timed out")
         if batch.result in _UNAVAILABLE_RESULTS:
             raise StoreUnavailableError(self.name, f"batch read failed with status {batch.result}")

@@ -42,7 +42,7 @@ from mly.cache.base import RowsRead, StoredRow, StoreUnavailableError
 from mly.cache.coalesce import DEFAULT_MAX_BATCH_KEYS
 from mly.cache.resp import RespEndpoint
 
-__all__ = ["MAP_CHECK_INTERVAL_S", "AerospikeLookups"]
+__all__ = ["MAP_CHECK_INTERVAL_S", "RESULT_TIMEOUT", "AerospikeLookups"]
 
 log = logging.getLogger("mly.cache")
 
@@ -57,8 +57,8 @@ MAX_MERGED_KEYS = DEFAULT_MAX_BATCH_KEYS
 DIGESTS_REMEMBERED = 32_768
 """Digests of recent keys kept per store (about 6 MB): a hot key's digest is a dictionary hit
 instead of a RIPEMD-160 (about 0.5 µs for a 60-byte key, 18 µs per 32-row lookup)."""
-_RESULT_TIMEOUT = 9
-_STALE = STALE
+RESULT_TIMEOUT = 9
+"""An Aerospike result code: the server gave up on the command within its own timeout."""
 
 
 _Sent = tuple[PartitionMap, list[tuple[list[int], "NodeConnection | None", bytes, "asyncio.Future[Any] | None"]]]
@@ -181,14 +181,14 @@ class AerospikeLookups:
                 continue
             part_rows, part_left = (rows, remaining) if len(parts) == 1 else (
                 rows[offset:offset + count], remaining[offset:offset + count])
-            stale = part_left.count(_STALE)
+            stale = part_left.count(STALE)
             if stale:
-                part_left = [0 if left == _STALE else left for left in part_left]
+                part_left = [0 if left == STALE else left for left in part_left]
             future.set_result(RowsRead(part_rows, part_left, stale))
 
     async def _read_keys(self, keys: list[str], dict_hash: int, min_expires_ms: int,
                          sent: _Sent | None = None) -> tuple[list[bytes | None], list[int]]:
-        """Row JSON and time left per key (``_STALE``: refused for its hash or age)."""
+        """Row JSON and time left per key (``STALE``: refused for its hash or age)."""
         if sent is None and self._map is None:
             task = self._refresh_task or self._schedule_refresh(force=True)
             if task is not None:
@@ -242,7 +242,7 @@ class AerospikeLookups:
                     failed += members
                     problem = exc
                     continue
-                if result == _RESULT_TIMEOUT:
+                if result == RESULT_TIMEOUT:
                     raise TimeoutError(f"{self.name}: batch read timed out on the server")
                 if result:
                     failed += members
@@ -293,7 +293,7 @@ class AerospikeLookups:
             left_ms = NEVER_EXPIRES_MS if row.ttl_ms is None else row.ttl_ms
             if row.dict_hash != dict_hash or (min_expires_ms and (
                     row.ttl_ms is None or now_ms + left_ms < min_expires_ms)):
-                remaining[i] = _STALE
+                remaining[i] = STALE
                 continue
             rows[i] = row.json
             remaining[i] = left_ms
