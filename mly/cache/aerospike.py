@@ -430,6 +430,18 @@ class AerospikeStore:
             self.get_rows = self._get_rows
             self.deadline_slack_s = 0.0  # no thread to wait for: the lookup's time is all on the wire
 
+    def read_now(self, keys: list[str], dict_hash: int, min_expires_ms: int) -> asyncio.Future[RowsRead] | None:
+        """``get_rows`` without a coroutine (``mly.cache.read_now``); ``None`` when the native lookups
+        are off or a key holds a NUL (``_NUL``)."""
+        lookups = self.lookups
+        if lookups is None or lookups.closed or _NUL in "".join(keys):
+            return None
+        return lookups.start_rows(keys, dict_hash, min_expires_ms)
+
+    @staticmethod
+    def rows_of(read: RowsRead, dict_hash: int, min_expires_ms: int) -> RowsRead:
+        return read
+
     async def _get_rows(self, keys: list[str], dict_hash: int, min_expires_ms: int = 0) -> RowsRead:
         assert self.lookups is not None
         if _NUL not in "".join(keys):

@@ -122,6 +122,10 @@ class AerospikeLookups:
         """The longest a merged read may take (a connect, then a reply): its lookups' own deadlines
         are shorter; this only ends a read nobody waits for any more."""
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     # ------------------------------------------------------------------ lookups
 
     async def get_rows(self, keys: list[str], dict_hash: int, min_expires_ms: int = 0) -> RowsRead:
@@ -129,20 +133,25 @@ class AerospikeLookups:
 
         Lookups made in the same turn of the event loop (a burst of requests) are read together:
         one batch read per node for all of them, so a node handles one batch, not one per lookup."""
-        n = len(keys)
-        if not n:
+        if not keys:
             return RowsRead([], [], 0)
+        return await self.start_rows(keys, dict_hash, min_expires_ms)
+
+    def start_rows(self, keys: list[str], dict_hash: int, min_expires_ms: int = 0) -> asyncio.Future[RowsRead]:
+        """``get_rows`` without a coroutine: the lookup joins this turn's read; its rows' future."""
         if self._closed:
             raise StoreUnavailableError(self.name, "closed")
+        n = len(keys)
         group = (dict_hash, min_expires_ms)
         merged = self._merging.get(group)
+        loop = asyncio.get_running_loop()
         if merged is None or len(merged.keys) + n > MAX_MERGED_KEYS:
             self._merging[group] = merged = _Merged()
-            asyncio.get_running_loop().call_soon(self._start, group, merged)
-        future: asyncio.Future[RowsRead] = asyncio.get_running_loop().create_future()
+            loop.call_soon(self._start, group, merged)
+        future: asyncio.Future[RowsRead] = loop.create_future()
         merged.parts.append((len(merged.keys), n, future))
         merged.keys += keys
-        return await future
+        return future
 
     def _start(self, group: tuple[int, int], merged: _Merged) -> None:
         """The turn's lookups go out now; their replies are awaited in a task."""

@@ -17,6 +17,7 @@ replica is promoted and the map says so.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from array import array
@@ -104,6 +105,50 @@ class ClusterLookups:
                 self.refresh()
             raise
         return out
+
+    def read_now(self, prefix: bytes, keys: list[str]) -> asyncio.Future[list[Any]] | None:
+        """``read`` without a coroutine: the ``GET``s sent to every master now, one future for all
+        their replies (in key order; refusals left for ``settle_refusals``). ``None`` (nothing sent)
+        when the slot map is not read yet, a slot has no master or a master's connection is not open."""
+        owners = self._owners
+        if owners is None:
+            return None
+        groups = split_by_owner(b"GET", prefix, keys, owners)
+        masters = self._masters
+        for owner, _, _ in groups:
+            if owner == NO_OWNER or not masters[owner].ready():
+                return None
+        whole: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        out: list[Any] = [None] * len(keys)
+        left = [len(groups)]
+
+        def replied(group: list[int], future: asyncio.Future[Any]) -> None:
+            if whole.done():  # another master failed the read, or it timed out
+                _retrieve(future)
+                return
+            if future.cancelled():
+                whole.cancel()
+                return
+            exc = future.exception()
+            if exc is not None:
+                self.refresh()
+                whole.set_exception(exc)
+                return
+            replies = future.result()
+            if len(group) == 1:
+                out[group[0]] = replies
+            else:
+                for i, reply in zip(group, replies, strict=True):
+                    out[i] = reply
+            left[0] -= 1
+            if not left[0]:
+                whole.set_result(out)
+
+        for owner, packed, group in groups:
+            sent = masters[owner].send_now(packed, len(group))
+            assert sent is not None  # ready() above, nothing ran in between
+            sent.add_done_callback(functools.partial(replied, group))
+        return whole
 
     def _read_slot_map(self) -> None:
         """The owner of every slot from redis-py's map, and a connection per master."""

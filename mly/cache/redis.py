@@ -37,6 +37,7 @@ cache's deadline. Anything longer (backoff, probes) is the breaker's job.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -311,6 +312,26 @@ class RedisStore(_RedisLayout):
         if not keys:
             return RowsRead([], [], 0)
         return self._rows(await self._read(keys), dict_hash, min_expires_ms)
+
+    def read_now(self, keys: list[str], dict_hash: int, min_expires_ms: int) -> asyncio.Future[Any] | None:
+        """``get_rows`` without a coroutine (``mly.cache.read_now``): the ``MGET`` sent, its reply's
+        future for ``rows_of`` (on a cluster, one ``GET`` pipeline per master, ``ClusterLookups.read_now``);
+        ``None`` when a lookup connection is not open (or is full)."""
+        try:
+            if self._lookups is None:
+                assert self._cluster_lookups is not None
+                return self._cluster_lookups.read_now(self._prefix, keys)
+            return self._lookups.send_now(pack_key_command(b"MGET", self._prefix, keys))
+        except TimeoutError:  # too many commands in flight: the common path counts it
+            return None
+
+    def rows_of(self, values: Any, dict_hash: int, min_expires_ms: int) -> RowsRead:
+        """``read_now``'s reply as ``get_rows`` answers it."""
+        if isinstance(values, Exception):  # an error reply: LOADING, NOAUTH after a restart...
+            raise StoreUnavailableError(self.name, str(values))
+        if self._cluster_lookups is not None:
+            settle_refusals(values, self.name)
+        return self._rows(values, dict_hash, min_expires_ms)
 
     async def get_many(self, keys: Sequence[str]) -> list[StoredRow | None]:
         if not keys:

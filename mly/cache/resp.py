@@ -208,6 +208,12 @@ class PipelinedConnection:
             protocol.flush()
         return future
 
+    def ready(self) -> bool:
+        """Whether ``send_now`` would send now (the connection is open, answering and not full)."""
+        protocol = self._protocol
+        return (protocol is not None and protocol.lost is None and not self._stalled(protocol)
+                and len(protocol.waiting) < MAX_IN_FLIGHT)
+
     def _stalled(self, protocol: _Protocol) -> bool:
         """Its oldest command waited longer than a reply may take: a connection whose far end is gone
         without a reset (a moved address, a lost route), which TCP notices only after many minutes.

@@ -46,6 +46,7 @@ import orjson
 
 from mly.cache.base import AsyncStore, RowsRead, StoredRow, StoreWriteError, effective_ttl_ms
 from mly.cache.breaker import CircuitBreaker
+from mly.cache.read_now import Done, read_now
 from mly.cache.stats import CacheCounters
 from mly.cache.storable import DEFAULT_STORABLE, Storable
 
@@ -239,6 +240,15 @@ class TieredCache:
                 self.memory.put_missing(keys[i], dict_hash, self.retry_time_ms)
         return out
 
+    def read_now(self, keys: list[str], dict_hash: int, done: Done) -> bool:
+        """``get_many`` for a cache whose only tier is one store, answered through ``done``
+        without a coroutine (``read_now``); ``False`` when it does not apply: use ``get_many``."""
+        return read_now(self, keys, dict_hash, done)
+
+    def min_expires_ms(self) -> int:
+        """The expiry time before which an external entry predates ``forget_older_entries``: 0 if none."""
+        return int(self._valid_from * 1000) + self.ttl_ms if self._valid_from else 0
+
     def _recheck_memory(self, keys: list[str], pending: list[int], dict_hash: int, out: list[bytes | None]) -> list[int]:
         """Look in memory again for keys the external tiers missed; return those still missing.
 
@@ -269,7 +279,7 @@ class TieredCache:
         get_rows = getattr(tier.store, "get_rows", None)
         if get_rows is not None:
             # A store that keeps row JSON checks hash and age itself and hands back what is served.
-            min_expires_ms = int(self._valid_from * 1000) + self.ttl_ms if self._valid_from else 0
+            min_expires_ms = self.min_expires_ms()
             read = await self._call(tier, lambda ks: get_rows(ks, dict_hash, min_expires_ms), asked,
                                     timeout_s=timeout_s)
             if read is _FAILED or read is _SKIPPED:

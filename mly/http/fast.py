@@ -12,12 +12,14 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mly.cache.read_now import RETRY
 from mly.common.request import parse_body, parse_query
 from mly.common.wire import STATUS_OK
 from mly.errors import DeadlineExceededError, MlyError, PayloadTooLargeError, RequestError
@@ -33,6 +35,8 @@ from mly.service.registry import ModelRegistry
 
 __all__ = ["EvalFastPath", "envelope", "eval_model_id"]
 
+Answered = Callable[[bytes | None, BodyLookup | None], None]
+"""``answer_from_stores``'s callback: an answer, or what to go on from without one."""
 Tiers = tuple[int, ...]
 """Rows answered by the memo, the memory tier, L1 and L2, in that order (the access log's ``tiers``)."""
 NO_TIERS: Tiers = (0, 0, 0, 0)
@@ -152,6 +156,50 @@ class EvalFastPath:
         answer = self._all_hit(service, generation, lookup, key, started, started)
         service.metrics.perf.record((time.perf_counter_ns() - started) // 1000, "eval")
         return answer, None
+
+    def answer_from_stores(self, path: str, body: bytes | bytearray, answered: Answered) -> bool:
+        """For a model whose only cache tier is one store: its lookup started, answered by callback
+        (``TieredCache.read_now``): ``answered(answer, None)`` when every row hit (counted as
+        ``answer_now`` counts its hits), else ``answered(None, lookup)`` for ``answer_post`` to go
+        on from (``lookup`` ``None``: the rows are looked up again there). ``False``: nothing was
+        started; ``answer_post`` does it all."""
+        service = self.registry.services.get(eval_model_id(path))
+        generation = service.generation if service is not None else None
+        if generation is None:
+            return False
+        assert service is not None
+        cache = service.cache
+        schema = generation.key_schema
+        if cache is None or cache.memory is not None or schema is None or service.stream_log is not None:
+            return False
+        keyed = schema.keys_of_body(body, self.max_batch_size)
+        if keyed is None or not keyed[0]:
+            return False
+        keys, batch = keyed
+        started = time.perf_counter_ns()
+
+        def read(rows: Any, hits: int) -> None:
+            if rows is RETRY:
+                answered(None, None)
+                return
+            if hits < len(keys):
+                answered(None, BodyLookup(schema, keys, batch, rows, complete=True, tiers=(0, hits, 0)))
+                return
+            data = b"[" + b",".join(rows) + b"]" if batch else rows[0]
+            service.metrics.request_started(started)
+            memo = generation.memo
+            key = ""
+            if memo is not None and len(body) <= memo.max_body_bytes:
+                if memo.uses(body, count=False):
+                    key = body.decode("latin-1")  # memo_key("POST", body), inlined
+                else:
+                    memo.skipped += 1
+            lookup = BodyLookup(schema, keys, batch, data, complete=True, tiers=(0, hits, 0))
+            answer = self._all_hit(service, generation, lookup, key, started, started)
+            service.metrics.perf.record((time.perf_counter_ns() - started) // 1000, "eval")
+            answered(answer, None)
+
+        return cache.read_now(keys, generation.dict_hash, read)
 
     @staticmethod
     def _all_hit(service: ModelService, generation: Generation, lookup: BodyLookup, memo_key: str,

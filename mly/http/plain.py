@@ -23,6 +23,7 @@ that shape (a strict subset of what llhttp accepts), and this mixin answers such
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -101,11 +102,11 @@ class PlainRequests:
             body = data[body_start:end]
             answer, lookup = front.answer_now(path, body)
             if answer is None:
-                task = self.loop.create_task(self.answer_later(path, body, lookup))
-                task.add_done_callback(self.tasks.discard)
-                self.tasks.add(task)
                 self.backlog = bytearray(data[end:])
                 pos = len(data)
+                if lookup is not None or not front.answer_from_stores(
+                        path, body, functools.partial(self.stores_answered, path, body)):
+                    self.answer_by_task(path, body, lookup)
                 break
             answers.append(self.framed(200, answer))
             self.server_state.total_requests += 1
@@ -124,13 +125,38 @@ class PlainRequests:
         stops it as it begins (``on_message_begin``); bytes that begin none (a stray CRLF) do not."""
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
-    async def answer_later(self, path: str, body: bytes, lookup: BodyLookup | None) -> None:
-        """The answer of a plain request that was not ready, then what the client sent meanwhile."""
+    def answer_by_task(self, path: str, body: bytes, lookup: BodyLookup | None, answer: bytes | None = None) -> None:
+        task = self.loop.create_task(self.answer_later(path, body, lookup, answer))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def stores_answered(self, path: str, body: bytes, answer: bytes | None, lookup: BodyLookup | None) -> None:
+        """``answer_from_stores``'s callback: the answer written now, or finished by a task (rows
+        to evaluate, a lookup to repeat, a client that stopped reading)."""
+        if answer is None or (self.flow.write_paused and not self.transport.is_closing()):
+            self.answer_by_task(path, body, lookup, answer)
+            return
+        self.answered(200, answer)
+
+    async def answer_later(self, path: str, body: bytes, lookup: BodyLookup | None,
+                           answer: bytes | None = None) -> None:
+        """The answer of a plain request that was not ready (``answer``: ready, but the client
+        stopped reading), then what the client sent meanwhile."""
         assert self.front is not None
+        status = 200
         try:
-            status, answer = await self.front.answer_post(path, body, lookup)
+            if answer is None:
+                status, answer = await self.front.answer_post(path, body, lookup)
             if self.flow.write_paused and not self.transport.is_closing():
                 await self.flow.drain()  # the client stopped reading: wait, as uvicorn's send does
+        except BaseException:
+            self.backlog = None
+            raise
+        self.answered(status, answer)
+
+    def answered(self, status: int, answer: bytes) -> None:
+        """Write a plain request's answer, then go on with what the client sent meanwhile."""
+        try:
             if self.transport.is_closing():
                 return  # the client is gone
             stop = self.plain_stop

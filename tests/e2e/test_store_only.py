@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +13,12 @@ import pytest
 from e2e.test_body_rows import bodies, common_path, untimed
 from hypothesis import given, settings
 from live_server import LiveServer
+from raw_http import connect, post_request, read_response, split
 from redis_server import RedisServer, decode_entry, encode_entry
+
+from mly.http import plain as plain_module
+
+EVAL = "/v1/api/model/t/eval"
 
 ROWS = [{"sa": "a", "sl": "b", "i1": 10, "fl": 0.5}, {"sa": "b", "sl": "c", "i1": 20, "fl": 1.25},
         {"sa": "c", "sl": "a", "i1": 30, "fl": 2.0}, {"sa": "zz", "sl": "b", "i1": 99, "fl": 3.5}]
@@ -160,3 +166,104 @@ def test_any_body_is_answered_as_the_common_path_answers_it(
             assert (native.status_code, untimed(native.content)) == (common.status_code, untimed(common.content)), raw
 
         check()
+
+
+# ---- answered by the connection through ``TieredCache.read_now`` (no task, no coroutine)
+
+
+@pytest.fixture
+def get_many_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts ``TieredCache.get_many`` calls (a spy around the real one): the common lookup."""
+    from mly.cache.tiered import TieredCache
+
+    calls: list[int] = []
+    real = TieredCache.get_many
+
+    async def counting(self: TieredCache, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(TieredCache, "get_many", counting)
+    return calls
+
+
+def stored(server: LiveServer, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    _, answer = post(server, batch(rows))
+    flush(server)
+    return answer
+
+
+def test_a_plain_post_whose_rows_are_stored_is_answered_without_the_common_lookup(
+    server: LiveServer, get_many_calls: list[int], asgi_cycles: list[str]
+) -> None:
+    first = stored(server, ROWS)
+    before, hits = evaluated(server), server.registry.caches["shared"].counters.hits_l1
+    get_many_calls.clear()
+    asgi_cycles.clear()
+    with connect(server.url) as sock:
+        sock.sendall(post_request(EVAL, batch(ROWS[::-1])) + post_request(EVAL, orjson.dumps(ROWS[1])))
+        pending = bytearray()
+        answers = [split(read_response(sock, pending)) for _ in range(2)]
+    assert [a[0] for a in answers] == [200, 200]
+    assert row_json(answers[0][2]) == row_json(first)[::-1]
+    assert orjson.dumps(answers[1][2]["data"]) == row_json(first)[1]
+    assert get_many_calls == [] and asgi_cycles == []
+    assert evaluated(server) == before
+    assert server.registry.caches["shared"].counters.hits_l1 == hits + len(ROWS) + 1
+
+
+def pipelined(server: LiveServer, requests: list[bytes]) -> list[bytes]:
+    with connect(server.url) as sock:
+        sock.sendall(b"".join(requests))
+        pending = bytearray()
+        return [untimed(_DATE.sub(b"", read_response(sock, pending))) for _ in requests]
+
+
+_DATE = re.compile(rb"(date|content-length): [^\r]*\r\n", re.IGNORECASE)
+
+
+def test_a_pipelined_mix_is_answered_in_order_and_as_with_the_path_off(
+    server: LiveServer, redis_servers: dict[str, RedisServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stored, partly stored and unstored batches, single rows, a GET, a bad body and another
+    model, pipelined in one write: the same bytes with the connection's path on and off."""
+    stored(server, ROWS[:2])
+    get = b"GET /v1/api/model/t/eval?sa=a&sl=b&i1=10&fl=0.5 HTTP/1.1\r\nHost: t\r\n\r\n"
+    requests = [
+        post_request(EVAL, batch(ROWS[:2])), post_request(EVAL, batch(ROWS)), post_request(EVAL, orjson.dumps(ROWS[0])),
+        get, post_request(EVAL, b'{"sa": "a",'), post_request(EVAL, batch([ROWS[3], ROWS[2]])),
+        post_request("/v1/api/model/nope/eval", orjson.dumps(ROWS[0])), post_request(EVAL, batch(ROWS[1:3])),
+    ] * 3
+    seen = []
+    for plain in (True, False, True):
+        monkeypatch.setattr(plain_module, "PLAIN_PATH", plain)
+        redis_servers["l1"].flush()
+        stored(server, ROWS[:2])
+        seen.append(pipelined(server, requests))
+    assert seen[0] == seen[1] == seen[2]
+    assert [a.split(b" ", 2)[1] for a in seen[0][:8]] == [b"200", b"200", b"200", b"200", b"400", b"200", b"404", b"200"]
+
+
+def test_a_paused_store_answers_by_evaluating_after_its_timeout(
+    server: LiveServer, redis_servers: dict[str, RedisServer]
+) -> None:
+    """Redis stopped (SIGSTOP) with the lookup connection open: the plain POST's lookup times
+    out (500 ms here), the rows are evaluated, and a request pipelined behind it comes after."""
+    first = stored(server, ROWS)
+    cache = server.registry.caches["shared"]
+    timeouts = cache.counters.timeouts
+    redis_servers["l1"].pause()
+    try:
+        with connect(server.url) as sock:
+            started = time.monotonic()
+            sock.sendall(post_request(EVAL, batch(ROWS)) + post_request(EVAL, orjson.dumps(ROWS[3])))
+            pending = bytearray()
+            answers = [split(read_response(sock, pending)) for _ in range(2)]
+            waited = time.monotonic() - started
+    finally:
+        redis_servers["l1"].resume()
+    assert [a[0] for a in answers] == [200, 200]
+    assert row_json(answers[0][2]) == row_json(first)
+    assert orjson.dumps(answers[1][2]["data"]) == row_json(first)[3]
+    assert 0.45 <= waited < 5
+    assert cache.counters.timeouts >= timeouts + 1

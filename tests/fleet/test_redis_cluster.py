@@ -236,3 +236,36 @@ async def test_an_entry_of_the_old_hash_layout_is_a_miss_not_an_outage(cluster: 
         blocking.close()
         routed.close()
         await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_read_now_answers_as_get_many_across_every_master(cluster: Any) -> None:
+    """``TieredCache.read_now`` on a cluster: one ``GET`` pipeline per master sent at once, the
+    replies joined in key order; rows and counters as ``get_many``'s over the same records, an
+    old-layout entry a miss. Declined until the slot map is read and every master's connection open."""
+    from mly.cache.tiered import TieredCache
+
+    store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    twin = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    ours = TieredCache(None, store, None, ttl_ms=60_000, timeout_s=0.5)
+    common = TieredCache(None, twin, None, ttl_ms=60_000, timeout_s=0.5)
+    routed = sync_redis_client(cluster.connection(seeds=6))
+    try:
+        items = rows(200)
+        await store.put_many(items)
+        routed.hset(entry_key("ns", "ds", "old"), mapping={"i": "1", "dictHash": str(H)})
+        keys = [f"k{i}" for i in range(0, 200, 3)] + ["absent", "old", "k5"]
+        assert not ours.read_now(keys, H, lambda rows, hits: pytest.fail("answered"))  # no slot map yet
+        for cache in (ours, common):
+            await cache.get_many([key for key, _ in items], H)  # opens a connection to every master
+        done: asyncio.Future[tuple[Any, int]] = asyncio.get_running_loop().create_future()
+        assert ours.read_now(keys, H, lambda rows, hits: done.set_result((rows, hits)))
+        found, hits = await done
+        assert found == await common.get_many(keys, H)
+        assert found[-3:-1] == [None, None] and None not in found[:-3] + found[-1:]
+        assert hits == len(keys) - 2
+        assert ours.stats() == common.stats()
+    finally:
+        routed.close()
+        await ours.aclose()
+        await common.aclose()
