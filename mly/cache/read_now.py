@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -47,8 +48,7 @@ or ``RETRY``, and the rows L1 answered."""
 
 
 class _Read:
-    __slots__ = ("cache", "dict_hash", "done", "future", "keys", "min_expires_ms", "started", "tier", "timeout_s",
-                 "timer")
+    __slots__ = ("cache", "dict_hash", "done", "future", "keys", "min_expires_ms", "started", "tier", "timeout_s")
 
     def __init__(self, cache: TieredCache, tier: _Tier, keys: list[str], dict_hash: int, min_expires_ms: int,
                  done: Done, timeout_s: float) -> None:
@@ -61,7 +61,6 @@ class _Read:
         self.timeout_s = timeout_s
         self.started = tier.breaker.clock()
         self.future: asyncio.Future[Any] | None = None
-        self.timer: asyncio.TimerHandle | None = None
 
     def replied(self, future: asyncio.Future[Any]) -> None:
         done = self.done
@@ -70,8 +69,6 @@ class _Read:
                 future.exception()  # retrieved: nobody waits for it
             return
         self.done = None
-        assert self.timer is not None
-        self.timer.cancel()
         cache, tier = self.cache, self.tier
         counters = cache.counters
         n = len(self.keys)
@@ -97,15 +94,19 @@ class _Read:
             done([None] * n, 0)
             return
         tier.breaker.record_success()
-        out: list[bytes | None] = [None] * n
-        found = cache._take_rows(tier, self.keys, list(range(n)), self.dict_hash, read, out)
-        if found is None:  # a reply of the wrong length: counted there
+        rows = read.rows
+        if len(rows) != n:
+            counters.errors += 1
             counters.misses += n
+            log.warning("%s returned %d rows for %d keys", tier.store.name, len(rows), n)
             done([None] * n, 0)
             return
-        hits = len(found)
-        counters.misses += n - hits
-        done(out, hits)
+        counters.stale += read.stale
+        counters.errors += read.foreign
+        missed = rows.count(None)
+        counters.hits_l1 += n - missed
+        counters.misses += missed
+        done(rows, n - missed)
 
     def timed_out(self) -> None:
         done = self.done
@@ -141,6 +142,51 @@ def read_now(cache: TieredCache, keys: list[str], dict_hash: int, done: Done) ->
     timeout_s = cache.timeout_s + getattr(store, "deadline_slack_s", 0.0)
     read = _Read(cache, tier, keys, dict_hash, min_expires_ms, done, timeout_s)
     read.future = future
-    read.timer = asyncio.get_running_loop().call_later(timeout_s, read.timed_out)
+    deadlines = cache.read_deadlines
+    if deadlines is None:
+        cache.read_deadlines = deadlines = Deadlines(asyncio.get_running_loop())
+    deadlines.add(read, timeout_s)
     future.add_done_callback(read.replied)
     return True
+
+
+_EARLY_S = 0.001
+"""A timer may fire up to this much before its time (the loop counts whole milliseconds): its reads
+expire then rather than the timer being armed again and again for the same instant."""
+
+
+class Deadlines:
+    """The reads of one cache in the order they started, with one timer for all of them.
+
+    Why not a timer per read: a ``call_later`` and its ``cancel`` cost about as much as the rest of
+    a read's bookkeeping. Every read of a cache has the same timeout, so they expire in the order
+    they started: the timer waits for the oldest read still unanswered, answered reads are
+    dropped from the front as the timer passes them, and it is re-armed for the next one.
+    """
+
+    __slots__ = ("loop", "reads", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.reads: deque[tuple[float, _Read]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, read: _Read, timeout_s: float) -> None:
+        deadline = self.loop.time() + timeout_s
+        self.reads.append((deadline, read))
+        if self.timer is None:
+            self.timer = self.loop.call_at(deadline, self.expire)
+
+    def expire(self) -> None:
+        self.timer = None
+        reads = self.reads
+        now = self.loop.time() + _EARLY_S
+        while reads:
+            deadline, read = reads[0]
+            if read.done is not None and deadline > now:
+                self.timer = self.loop.call_at(deadline, self.expire)
+                return
+            reads.popleft()
+            if read.done is not None:
+                read.timed_out()
+

@@ -235,3 +235,34 @@ async def test_a_value_that_is_not_an_entry_is_an_error_and_a_miss(redis: Server
     finally:
         await cache.aclose()
 
+
+
+@pytest.mark.asyncio
+async def test_each_read_gets_its_whole_timeout_behind_answered_and_expired_ones(
+    faulty_store: FaultyStore, make: Make
+) -> None:
+    """One timer serves every read of a cache (``Deadlines``): a read started later must not expire
+    with an earlier one, and reads answered before are passed over."""
+    server = faulty_store.server
+    cache = make_cache(make(), memory=False)
+    loop = asyncio.get_running_loop()
+    try:
+        await warmed(cache)
+        for _ in range(5):
+            assert await read(cache, ["a"]) == ([None], 0)  # answered: left for the timer to pass over
+        server.pause()
+        ended: dict[str, float] = {}
+        started = {"first": loop.time()}
+        assert cache.read_now(["a"], H, lambda rows, hits: ended.setdefault("first", loop.time()))
+        await asyncio.sleep(TIMEOUT_S / 2)
+        started["second"] = loop.time()
+        assert cache.read_now(["b"], H, lambda rows, hits: ended.setdefault("second", loop.time()))
+        while len(ended) < 2:
+            await asyncio.sleep(0.02)
+        for name in ("first", "second"):
+            assert ended[name] - started[name] >= TIMEOUT_S - 0.002, name
+        assert ended["second"] > ended["first"]
+        assert cache.counters.timeouts == 2
+    finally:
+        server.ensure_up()
+        await cache.aclose()
