@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -48,19 +47,21 @@ or ``RETRY``, and the rows L1 answered."""
 
 
 class _Read:
-    __slots__ = ("cache", "dict_hash", "done", "future", "keys", "min_expires_ms", "started", "tier", "timeout_s")
+    __slots__ = ("cache", "count", "dict_hash", "done", "future", "min_expires_ms", "started", "tier", "timeout_s",
+                 "timer")
 
     def __init__(self, cache: TieredCache, tier: _Tier, keys: list[str], dict_hash: int, min_expires_ms: int,
                  done: Done, timeout_s: float) -> None:
         self.cache = cache
         self.tier = tier
-        self.keys = keys
+        self.count = len(keys)
         self.dict_hash = dict_hash
         self.min_expires_ms = min_expires_ms
         self.done: Done | None = done
         self.timeout_s = timeout_s
         self.started = tier.breaker.clock()
         self.future: asyncio.Future[Any] | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
     def replied(self, future: asyncio.Future[Any]) -> None:
         done = self.done
@@ -69,9 +70,11 @@ class _Read:
                 future.exception()  # retrieved: nobody waits for it
             return
         self.done = None
+        assert self.timer is not None
+        self.timer.cancel()
         cache, tier = self.cache, self.tier
         counters = cache.counters
-        n = len(self.keys)
+        n = self.count
         try:
             read = tier.store.rows_of(future.result(), self.dict_hash, self.min_expires_ms)  # type: ignore[attr-defined]
         except (asyncio.TimeoutError, TimeoutError) as exc:
@@ -118,8 +121,8 @@ class _Read:
         counters = self.cache.counters
         counters.timeouts += 1
         self.cache._failed(self.tier, self.started, f"no answer within {self.timeout_s * 1000:.0f} ms")
-        counters.misses += len(self.keys)
-        done([None] * len(self.keys), 0)
+        counters.misses += self.count
+        done([None] * self.count, 0)
 
 
 def read_now(cache: TieredCache, keys: list[str], dict_hash: int, done: Done) -> bool:
@@ -142,51 +145,6 @@ def read_now(cache: TieredCache, keys: list[str], dict_hash: int, done: Done) ->
     timeout_s = cache.timeout_s + getattr(store, "deadline_slack_s", 0.0)
     read = _Read(cache, tier, keys, dict_hash, min_expires_ms, done, timeout_s)
     read.future = future
-    deadlines = cache.read_deadlines
-    if deadlines is None:
-        cache.read_deadlines = deadlines = Deadlines(asyncio.get_running_loop())
-    deadlines.add(read, timeout_s)
+    read.timer = asyncio.get_running_loop().call_later(timeout_s, read.timed_out)
     future.add_done_callback(read.replied)
     return True
-
-
-_EARLY_S = 0.001
-"""A timer may fire up to this much before its time (the loop counts whole milliseconds): its reads
-expire then rather than the timer being armed again and again for the same instant."""
-
-
-class Deadlines:
-    """The reads of one cache in the order they started, with one timer for all of them.
-
-    Why not a timer per read: a ``call_later`` and its ``cancel`` cost about as much as the rest of
-    a read's bookkeeping. Every read of a cache has the same timeout, so they expire in the order
-    they started: the timer waits for the oldest read still unanswered, answered reads are
-    dropped from the front as the timer passes them, and it is re-armed for the next one.
-    """
-
-    __slots__ = ("loop", "reads", "timer")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.reads: deque[tuple[float, _Read]] = deque()
-        self.timer: asyncio.TimerHandle | None = None
-
-    def add(self, read: _Read, timeout_s: float) -> None:
-        deadline = self.loop.time() + timeout_s
-        self.reads.append((deadline, read))
-        if self.timer is None:
-            self.timer = self.loop.call_at(deadline, self.expire)
-
-    def expire(self) -> None:
-        self.timer = None
-        reads = self.reads
-        now = self.loop.time() + _EARLY_S
-        while reads:
-            deadline, read = reads[0]
-            if read.done is not None and deadline > now:
-                self.timer = self.loop.call_at(deadline, self.expire)
-                return
-            reads.popleft()
-            if read.done is not None:
-                read.timed_out()
-

@@ -46,7 +46,7 @@ import orjson
 
 from mly.cache.base import AsyncStore, RowsRead, StoredRow, StoreWriteError, effective_ttl_ms
 from mly.cache.breaker import CircuitBreaker
-from mly.cache.read_now import Deadlines, Done, read_now
+from mly.cache.read_now import Done, read_now
 from mly.cache.stats import CacheCounters
 from mly.cache.storable import DEFAULT_STORABLE, Storable
 
@@ -146,8 +146,6 @@ class TieredCache:
         self._in_flight = 0
         self._closed = False
         self._valid_from = 0.0
-        self.read_deadlines: Deadlines | None = None
-        """The timer of ``read_now``'s reads (made on the first one, in the event loop's thread)."""
         """Wall-clock time before which external entries are not served (``forget_older_entries``)."""
 
     def forget_older_entries(self) -> None:

@@ -241,8 +241,8 @@ async def test_a_value_that_is_not_an_entry_is_an_error_and_a_miss(redis: Server
 async def test_each_read_gets_its_whole_timeout_behind_answered_and_expired_ones(
     faulty_store: FaultyStore, make: Make
 ) -> None:
-    """One timer serves every read of a cache (``Deadlines``): a read started later must not expire
-    with an earlier one, and reads answered before are passed over."""
+    """A read started later does not expire with an earlier one, and reads answered before leave no
+    timer behind that could end a later read early."""
     server = faulty_store.server
     cache = make_cache(make(), memory=False)
     loop = asyncio.get_running_loop()
