@@ -185,7 +185,7 @@ class AerospikeLookups:
         requests = sent[1]
         left = [len(requests)]
 
-        def replied(_: asyncio.Future[Any]) -> None:
+        def replied(last: asyncio.Future[Any]) -> None:
             left[0] -= 1
             if left[0]:
                 return
@@ -195,7 +195,8 @@ class AerospikeLookups:
             remaining = [0] * n
             fallback: list[int] = []
             now_ms = time.time_ns() // 1_000_000
-            for *_, future in requests:
+            for request in requests:
+                future = request[3]
                 assert future is not None
                 if future.cancelled() or future.exception() is not None:
                     break
