@@ -151,7 +151,9 @@ class EvalFastPath:
         if lookup is None or not lookup.all_hit:
             return None, lookup
         service.metrics.request_started(started)
-        if memo is not None and not key and len(body) <= memo.max_body_bytes:
+        if key:
+            memo.missed()  # type: ignore[union-attr]  # the normal path, which counts it, does not run
+        elif memo is not None and len(body) <= memo.max_body_bytes:
             memo.skipped += 1  # counted where the normal path would have counted it
         answer = self._all_hit(service, generation, lookup, key, started, started)
         service.metrics.perf.record((time.perf_counter_ns() - started) // 1000, "eval")
@@ -192,6 +194,7 @@ class EvalFastPath:
             if memo is not None and len(body) <= memo.max_body_bytes:
                 if memo.uses(body, count=False):
                     key = body.decode("latin-1")  # memo_key("POST", body), inlined
+                    memo.missed()  # ``answer_now`` looked, the normal path does not run
                 else:
                     memo.skipped += 1
             lookup = BodyLookup(schema, keys, batch, data, complete=True, tiers=(0, hits, 0))

@@ -102,6 +102,12 @@ class ResponseMemo:
         assert isinstance(value, bytes)
         return int.from_bytes(value[:_ROWS], "little"), memoryview(value)[_ROWS:]
 
+    def missed(self) -> None:
+        """Count the miss of a first look (``get(..., count_miss=False)``) whose request was then
+        answered without the normal path (every row cached): its hit rate must see it."""
+        self.misses += 1
+        self._counted(0)
+
     def _counted(self, hit: int) -> None:
         self._window_hits += hit
         self._window_lookups += 1

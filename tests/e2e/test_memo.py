@@ -318,3 +318,37 @@ def test_a_hit_starts_no_asgi_task_and_a_miss_does(memo_server: LiveServer) -> N
             assert counting.added == 1
     finally:
         state.tasks = original
+
+
+def test_bodies_every_row_of_which_is_cached_count_as_memo_misses(
+    model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Bodies that never repeat but whose every row the memory tier holds are answered by the
+    connection without the normal path; the memo looked them up all the same, so they must count
+    as its misses, or it never learns that it does not hit and stores every one of them forever."""
+    from mly.service.memo import WINDOW
+
+    config = {"Models": [{"ID": "m", "URL": model_dirs["keras"], "DataStore": "mem",
+                          "Inputs": [{"Name": "fl", "Precision": 2}], "ResponseMemo": {"SizeMb": 1}}],
+              "Datastores": [{"ID": "mem", "Cache": {"SizeMb": 4}}]}
+    live = LiveServer(config, tmp_path_factory.mktemp("memo-learns")).start()
+    try:
+        rows = [{"sa": "a", "sl": "b", "i1": 10, "fl": i / 4} for i in range(40)]
+        with live.client() as client:
+            for row in rows:  # each row computed once, then cached
+                assert client.post(EVAL, content=orjson.dumps(row)).status_code == 200
+        memo = live.registry.get("m").current.memo
+        assert memo is not None and memo.storing
+        pairs = [(a, b) for a in rows for b in rows if a is not b][: WINDOW + 100]
+        bodies = [orjson.dumps({"batch_size": 2, **{k: [a[k], b[k]] for k in a}}) for a, b in pairs]
+        with raw_connect(live.url) as sock:
+            for start in range(0, len(bodies), 50):
+                chunk = bodies[start:start + 50]
+                sock.sendall(b"".join(post_request(EVAL, body) for body in chunk))
+                pending = bytearray()
+                assert all(split(read_response(sock, pending))[0] == 200 for _ in chunk)
+        assert live.registry.get("m").rows_evaluated == len(rows)  # every pair answered from the memory tier
+        assert memo.misses >= WINDOW
+        assert not memo.storing  # a window without a hit: it now uses one body in SAMPLE_EVERY
+    finally:
+        live.stop()
