@@ -44,7 +44,27 @@ def store_only(model_dirs: dict[str, str], redis_servers: dict[str, RedisServer]
 def server(store_only: LiveServer, redis_servers: dict[str, RedisServer]) -> LiveServer:
     redis_servers["l1"].ensure_up()
     redis_servers["l1"].flush()
+    settled(store_only)
     return store_only
+
+
+def settled(server: LiveServer) -> None:
+    """Wait until the store answers lookups again (breaker closed, lookup connection open) after a
+    test that stopped it: lookups then take the connection's path, as the tests below expect."""
+    from mly.cache.breaker import BreakerState
+
+    tier = server.registry.caches["shared"].l1
+    assert tier is not None
+    deadline = time.monotonic() + 10
+    with server.client() as client:
+        def ready() -> bool:  # read only: this is not the server's thread
+            protocol = tier.store._lookups._protocol  # type: ignore[attr-defined]
+            return protocol is not None and protocol.lost is None and not protocol.waiting
+
+        while tier.breaker.state is not BreakerState.CLOSED or not ready():
+            assert time.monotonic() < deadline, "the store never came back"
+            client.post("/v1/api/model/t/eval", content=batch(ROWS[:1]))
+            time.sleep(0.05)
 
 
 def batch(rows: list[dict[str, Any]]) -> bytes:
@@ -267,3 +287,32 @@ def test_a_paused_store_answers_by_evaluating_after_its_timeout(
     assert orjson.dumps(answers[1][2]["data"]) == row_json(first)[3]
     assert 0.45 <= waited < 5
     assert cache.counters.timeouts >= timeouts + 1
+
+
+def test_an_error_while_answering_from_the_store_is_answered_the_common_way(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault that cannot be caused for real (a defect in building the answer) is simulated by a
+    test double: the first ``_stored_answer`` raises. The request must still be answered, by the
+    common path, not dropped inside the reply's callback."""
+    from mly.http.fast import EvalFastPath
+
+    first = stored(server, ROWS)
+    real = EvalFastPath._stored_answer
+    calls: list[int] = []
+
+    def failing_once(self: EvalFastPath, *args: Any) -> bytes:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("simulated defect")
+        return real(self, *args)
+
+    monkeypatch.setattr(EvalFastPath, "_stored_answer", failing_once)
+    with connect(server.url) as sock:
+        sock.settimeout(10)
+        sock.sendall(post_request(EVAL, batch(ROWS)) + post_request(EVAL, batch(ROWS[:2])))
+        pending = bytearray()
+        answers = [split(read_response(sock, pending)) for _ in range(2)]
+    assert [a[0] for a in answers] == [200, 200]
+    assert row_json(answers[0][2]) == row_json(first) and row_json(answers[1][2]) == row_json(first)[:2]
+    assert len(calls) == 2  # the second request came by the store's callback again
