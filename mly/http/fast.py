@@ -192,6 +192,7 @@ class EvalFastPath:
             if memo is not None and len(body) <= memo.max_body_bytes:
                 if memo.uses(body, count=False):
                     key = body.decode("latin-1")  # memo_key("POST", body), inlined
+                    memo.missed()  # ``answer_now`` looked without counting: the common path counts it
                 else:
                     memo.skipped += 1
             lookup = BodyLookup(schema, keys, batch, data, complete=True, tiers=(0, hits, 0))

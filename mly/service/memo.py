@@ -94,13 +94,18 @@ class ResponseMemo:
         value = self.cache.get(key, 0)
         if not value:  # None (absent); entries are never empty
             if count_miss:
-                self.misses += 1
-                self._counted(0)
+                self.missed()
             return None
         self.hits += 1
         self._counted(1)
         assert isinstance(value, bytes)
         return int.from_bytes(value[:_ROWS], "little"), memoryview(value)[_ROWS:]
+
+    def missed(self) -> None:
+        """Count the miss of a first look (``get(..., count_miss=False)``) whose request the
+        normal path will not repeat: its answer came another way (a store lookup by callback)."""
+        self.misses += 1
+        self._counted(0)
 
     def _counted(self, hit: int) -> None:
         self._window_hits += hit

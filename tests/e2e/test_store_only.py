@@ -267,3 +267,41 @@ def test_a_paused_store_answers_by_evaluating_after_its_timeout(
     assert orjson.dumps(answers[1][2]["data"]) == row_json(first)[3]
     assert 0.45 <= waited < 5
     assert cache.counters.timeouts >= timeouts + 1
+
+
+@pytest.fixture(scope="module")
+def memo_store_only(model_dirs: dict[str, str], redis_servers: dict[str, RedisServer],
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The store-only model with a response memo: its counters must not depend on the path."""
+    timeout = {"Connection": 500, "Socket": 500, "Total": 500}
+    config = {
+        "Models": [{"ID": "t", "URL": model_dirs["keras"], "DataStore": "shared",
+                    "Inputs": [{"Name": "fl", "Precision": 2}], "ResponseMemo": {"SizeMb": 1}}],
+        "Connections": [{"ID": "l1", "Kind": "redis", "Hostnames": "127.0.0.1", "Port": redis_servers["l1"].port,
+                         "Timeout": timeout}],
+        "Datastores": [{"ID": "shared", "Connection": "l1", "Namespace": "som", "Dataset": "t", "TimeToLiveMs": 60000}],
+    }
+    live = LiveServer(config, tmp_path_factory.mktemp("store-only-memo")).start()
+    yield live
+    live.stop()
+
+
+def test_a_stored_body_counts_its_memo_miss_as_with_the_path_off(
+    memo_store_only: LiveServer, redis_servers: dict[str, RedisServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body whose rows are all stored, sent twice: a memo miss answered from the store, then
+    a memo hit. ``responseMemo`` (and the hit rate the memo decides on) counts the same either way."""
+    server = memo_store_only
+    redis_servers["l1"].ensure_up()
+    stored(server, ROWS)
+    memo = server.registry.get("t").current.memo
+    assert memo is not None
+    seen = {}
+    for plain, rows in ((False, ROWS[::-1]), (True, [ROWS[1], ROWS[0], ROWS[3], ROWS[2]])):
+        monkeypatch.setattr(plain_module, "PLAIN_PATH", plain)
+        before = memo.stats()
+        answers = pipelined(server, [post_request(EVAL, batch(rows))] * 2)
+        assert [a.split(b" ", 2)[1] for a in answers] == [b"200", b"200"]
+        after = memo.stats()
+        seen[plain] = {k: after[k] - before[k] for k in ("hits", "misses", "stored", "skipped")}
+    assert seen[True] == seen[False] == {"hits": 1, "misses": 1, "stored": 1, "skipped": 0}
