@@ -305,3 +305,32 @@ def test_a_stored_body_counts_its_memo_miss_as_with_the_path_off(
         after = memo.stats()
         seen[plain] = {k: after[k] - before[k] for k in ("hits", "misses", "stored", "skipped")}
     assert seen[True] == seen[False] == {"hits": 1, "misses": 1, "stored": 1, "skipped": 0}
+
+
+def test_the_idle_time_runs_between_requests_in_the_order_they_began(
+    memo_store_only: LiveServer, redis_servers: dict[str, RedisServer]
+) -> None:
+    """A stored body waits for Redis (paused, well within the lookup's timeout) while a memo hit
+    on another connection is answered: the model's idle time (``mly_model_idletime``) is taken at
+    the later request last, never turned back to when the earlier one began (a negative idle time)."""
+    server = memo_store_only
+    redis_servers["l1"].ensure_up()
+    stored(server, ROWS)
+    memoised = batch(ROWS[:2])
+    assert pipelined(server, [post_request(EVAL, memoised)] * 2)[1].split(b" ", 2)[1] == b"200"
+    metrics = server.registry.get("t").metrics
+    with connect(server.url) as waiting, connect(server.url) as other:
+        other.sendall(post_request(EVAL, memoised))
+        read_response(other, bytearray())  # both connections open and past their first request
+        redis_servers["l1"].pause()
+        try:
+            waiting.sendall(post_request(EVAL, batch(ROWS[2:])))  # rows stored, body never sent
+            time.sleep(0.1)
+            before_hit = time.perf_counter_ns()
+            other.sendall(post_request(EVAL, memoised))
+            assert split(read_response(other, bytearray()))[0] == 200
+        finally:
+            redis_servers["l1"].resume()
+        assert split(read_response(waiting, bytearray()))[0] == 200
+    assert server.registry.caches["shared"].counters.timeouts == 0
+    assert metrics.last_request_ns >= before_hit
