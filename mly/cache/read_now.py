@@ -8,8 +8,8 @@ lookup is sent at once (``read_now`` of the store), one timer bounds it, and the
 callback hands the rows to the caller.
 
 Only the common case goes this way; the caller falls back to ``TieredCache.get_many`` for
-everything else, so breaker probes, retries on a fresh connection and copies between tiers
-stay in one place:
+everything else, so breaker probes and copies between tiers stay in one place (a lookup
+whose connection died is sent again through the store's own ``get_rows``):
 
 - the cache has one external tier (L1, no memory tier, no L2) whose store has
   ``read_now``/``rows_of`` and whose breaker is closed;
