@@ -8,13 +8,15 @@ lookup is sent at once (``read_now`` of the store), one timer bounds it, and the
 callback hands the rows to the caller.
 
 Only the common case goes this way; the caller falls back to ``TieredCache.get_many`` for
-everything else, so breaker probes, retries on a fresh connection and copies between tiers
-stay in one place:
+everything else, so breaker probes and copies between tiers stay in one place (a lookup
+whose connection died is sent again through the store's own ``get_rows``):
 
 - the cache has one external tier (L1, no memory tier, no L2) whose store has
   ``read_now``/``rows_of`` and whose breaker is closed;
-- a connection error is not counted here: the rows are looked up again the common way
-  (``RETRY``), which retries a connection that died under the command and counts what fails;
+- a lookup whose connection died under it (or that its store refused) is read once more with
+  the store's ``get_rows``, which opens a fresh connection, as ``get_many``'s call retries it:
+  within the same deadline (the timer still runs), and what fails then is counted as there;
+- a store closed under the lookup hands it back (``RETRY``) to be looked up the common way;
 - a timeout is counted exactly as ``get_many`` counts one (a timeout, a breaker failure,
   every row a miss).
 
@@ -47,14 +49,14 @@ or ``RETRY``, and the rows L1 answered."""
 
 
 class _Read:
-    __slots__ = ("cache", "count", "dict_hash", "done", "future", "min_expires_ms", "started", "tier", "timeout_s",
-                 "timer")
+    __slots__ = ("cache", "dict_hash", "done", "future", "keys", "min_expires_ms", "retried", "started", "tier",
+                 "timeout_s", "timer")
 
     def __init__(self, cache: TieredCache, tier: _Tier, keys: list[str], dict_hash: int, min_expires_ms: int,
                  done: Done, timeout_s: float) -> None:
         self.cache = cache
         self.tier = tier
-        self.count = len(keys)
+        self.keys = keys
         self.dict_hash = dict_hash
         self.min_expires_ms = min_expires_ms
         self.done: Done | None = done
@@ -62,6 +64,8 @@ class _Read:
         self.started = tier.breaker.clock()
         self.future: asyncio.Future[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.retried = False
+        """``future`` is ``get_rows``'s, sent again after the first connection died under it."""
 
     def replied(self, future: asyncio.Future[Any]) -> None:
         done = self.done
@@ -69,33 +73,46 @@ class _Read:
             if not future.cancelled():
                 future.exception()  # retrieved: nobody waits for it
             return
-        self.done = None
-        assert self.timer is not None
-        self.timer.cancel()
         cache, tier = self.cache, self.tier
         counters = cache.counters
-        n = self.count
+        n = len(self.keys)
         try:
-            read = tier.store.rows_of(future.result(), self.dict_hash, self.min_expires_ms)  # type: ignore[attr-defined]
+            result = future.result()
+            read = result if self.retried else tier.store.rows_of(  # type: ignore[attr-defined]
+                result, self.dict_hash, self.min_expires_ms)
         except (asyncio.TimeoutError, TimeoutError) as exc:
+            self.settled()
             counters.timeouts += 1
             cache._failed(tier, self.started, str(exc) or "timed out")
             counters.misses += n
             done([None] * n, 0)
             return
-        except OSError:  # a connection that died under the command: the common path retries it
-            done(RETRY, 0)
+        except OSError as exc:  # StoreUnavailableError: a connection that died under the command, a refusal
+            if not self.retried:  # once more on a fresh connection, as ``get_many``'s call does, in this deadline
+                self.retried = True
+                self.future = asyncio.ensure_future(
+                    tier.store.get_rows(self.keys, self.dict_hash, self.min_expires_ms))  # type: ignore[attr-defined]
+                self.future.add_done_callback(self.replied)
+                return
+            self.settled()
+            counters.errors += 1
+            cache._failed(tier, self.started, str(exc))
+            counters.misses += n
+            done([None] * n, 0)
             return
         except asyncio.CancelledError:  # the store closed
+            self.settled()
             done(RETRY, 0)
             return
         except Exception as exc:
+            self.settled()
             tier.breaker.record_success()
             counters.errors += 1
             counters.misses += n
             log.warning("%s %s: %s: %s", tier.label, tier.store.name, type(exc).__name__, exc)
             done([None] * n, 0)
             return
+        self.settled()
         tier.breaker.record_success()
         rows = read.rows
         if len(rows) != n:
@@ -111,6 +128,12 @@ class _Read:
         counters.misses += missed
         done(rows, n - missed)
 
+    def settled(self) -> None:
+        """The lookup is answered: no timeout any more."""
+        self.done = None
+        assert self.timer is not None
+        self.timer.cancel()
+
     def timed_out(self) -> None:
         done = self.done
         if done is None:
@@ -121,8 +144,8 @@ class _Read:
         counters = self.cache.counters
         counters.timeouts += 1
         self.cache._failed(self.tier, self.started, f"no answer within {self.timeout_s * 1000:.0f} ms")
-        counters.misses += self.count
-        done([None] * self.count, 0)
+        counters.misses += len(self.keys)
+        done([None] * len(self.keys), 0)
 
 
 def read_now(cache: TieredCache, keys: list[str], dict_hash: int, done: Done) -> bool:

@@ -94,8 +94,7 @@ class ResponseMemo:
         value = self.cache.get(key, 0)
         if not value:  # None (absent); entries are never empty
             if count_miss:
-                self.misses += 1
-                self._counted(0)
+                self.missed()
             return None
         self.hits += 1
         self._counted(1)

@@ -25,7 +25,6 @@ from mly._native.mru import MRUCache
 from mly.cache import TieredCache
 from mly.cache.base import AsyncStore, StoredRow
 from mly.cache.breaker import BreakerState
-from mly.cache.read_now import RETRY
 
 FaultyStore = Any
 Servers = dict[str, Any]
@@ -198,10 +197,10 @@ async def test_a_reply_after_the_deadline_is_dropped_and_the_next_lookup_is_answ
 
 
 @pytest.mark.asyncio
-async def test_a_connection_killed_under_the_command_is_handed_back_not_counted(redis: Servers) -> None:
+async def test_a_connection_killed_under_the_command_is_retried_not_counted(redis: Servers) -> None:
     """The server dropped the lookup connection, and this loop has not seen it yet: the command
-    goes out on the dead socket. ``get_many`` retries that on a fresh connection, so ``read_now``
-    hands it back (``RETRY``) instead of counting an outage."""
+    goes out on the dead socket. ``get_many`` retries that on a fresh connection, and so does
+    ``read_now`` (within its deadline), instead of counting an outage."""
     l1 = redis_store(redis["l1"])
     cache = make_cache(l1, memory=False)
     try:
@@ -211,8 +210,7 @@ async def test_a_connection_killed_under_the_command_is_handed_back_not_counted(
             killed = r.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
         assert killed >= 1
         time.sleep(0.05)  # the close has reached this host's socket, not yet the loop
-        assert await read(cache, ["k"]) == (RETRY, 0)
-        assert await cache.get_many(["k"], H) == [b'{"v":1}']
+        assert await read(cache, ["k"]) == ([b'{"v":1}'], 1)
         c = cache.counters
         assert (c.errors, c.timeouts) == (0, 0)
         assert cache.l1 is not None and cache.l1.breaker.failures == 0
@@ -234,7 +232,6 @@ async def test_a_value_that_is_not_an_entry_is_an_error_and_a_miss(redis: Server
         assert cache.l1 is not None and cache.l1.breaker.state is BreakerState.CLOSED
     finally:
         await cache.aclose()
-
 
 
 @pytest.mark.asyncio
@@ -263,6 +260,30 @@ async def test_each_read_gets_its_whole_timeout_behind_answered_and_expired_ones
             assert ended[name] - started[name] >= TIMEOUT_S - 0.002, name
         assert ended["second"] > ended["first"]
         assert cache.counters.timeouts == 2
+    finally:
+        server.ensure_up()
+        await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_lookup_whose_stalled_connection_is_replaced_keeps_its_deadline(redis: Servers) -> None:
+    """Redis paused: a later lookup finds the connection silent for longer than its socket
+    timeout and fails it (``PipelinedConnection._stalled``). The lookup that waited on it is sent
+    once more, as ``get_many``'s call would, within its own deadline: one timeout counted, every
+    row a miss, not a fresh lookup (``RETRY``) that may wait a whole timeout again."""
+    server = redis["l1"]
+    l1 = redis_store(server, timeout_ms=100)  # a connection silent this long is replaced
+    cache = make_cache(l1, memory=False)
+    c = cache.counters
+    try:
+        await l1.put_many([("k", StoredRow({"v": 1}, H))])
+        await warmed(cache)
+        server.pause()
+        waiting = asyncio.ensure_future(read(cache, ["k"]))
+        await asyncio.sleep(TIMEOUT_S * 2 / 3)
+        assert await cache.get_many(["j"], H) == [None]  # finds the connection stalled
+        assert await waiting == ([None], 0)
+        assert (c.timeouts, c.errors, c.misses) == (2, 0, 3)  # the warm-up's miss, then k and j
     finally:
         server.ensure_up()
         await cache.aclose()

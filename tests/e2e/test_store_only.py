@@ -316,3 +316,70 @@ def test_an_error_while_answering_from_the_store_is_answered_the_common_way(
     assert [a[0] for a in answers] == [200, 200]
     assert row_json(answers[0][2]) == row_json(first) and row_json(answers[1][2]) == row_json(first)[:2]
     assert len(calls) == 2  # the second request came by the store's callback again
+
+
+@pytest.fixture(scope="module")
+def memo_store_only(model_dirs: dict[str, str], redis_servers: dict[str, RedisServer],
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The store-only model with a response memo: its counters must not depend on the path."""
+    timeout = {"Connection": 500, "Socket": 500, "Total": 500}
+    config = {
+        "Models": [{"ID": "t", "URL": model_dirs["keras"], "DataStore": "shared",
+                    "Inputs": [{"Name": "fl", "Precision": 2}], "ResponseMemo": {"SizeMb": 1}}],
+        "Connections": [{"ID": "l1", "Kind": "redis", "Hostnames": "127.0.0.1", "Port": redis_servers["l1"].port,
+                         "Timeout": timeout}],
+        "Datastores": [{"ID": "shared", "Connection": "l1", "Namespace": "som", "Dataset": "t", "TimeToLiveMs": 60000}],
+    }
+    live = LiveServer(config, tmp_path_factory.mktemp("store-only-memo")).start()
+    yield live
+    live.stop()
+
+
+def test_a_stored_body_counts_its_memo_miss_as_with_the_path_off(
+    memo_store_only: LiveServer, redis_servers: dict[str, RedisServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body whose rows are all stored, sent twice: a memo miss answered from the store, then
+    a memo hit. ``responseMemo`` (and the hit rate the memo decides on) counts the same either way."""
+    server = memo_store_only
+    redis_servers["l1"].ensure_up()
+    stored(server, ROWS)
+    memo = server.registry.get("t").current.memo
+    assert memo is not None
+    seen = {}
+    for plain, rows in ((False, ROWS[::-1]), (True, [ROWS[1], ROWS[0], ROWS[3], ROWS[2]])):
+        monkeypatch.setattr(plain_module, "PLAIN_PATH", plain)
+        before = memo.stats()
+        answers = pipelined(server, [post_request(EVAL, batch(rows))] * 2)
+        assert [a.split(b" ", 2)[1] for a in answers] == [b"200", b"200"]
+        after = memo.stats()
+        seen[plain] = {k: after[k] - before[k] for k in ("hits", "misses", "stored", "skipped")}
+    assert seen[True] == seen[False] == {"hits": 1, "misses": 1, "stored": 1, "skipped": 0}
+
+
+def test_the_idle_time_runs_between_requests_in_the_order_they_began(
+    memo_store_only: LiveServer, redis_servers: dict[str, RedisServer]
+) -> None:
+    """A stored body waits for Redis (paused, well within the lookup's timeout) while a memo hit
+    on another connection is answered: the model's idle time (``mly_model_idletime``) is taken at
+    the later request last, never turned back to when the earlier one began (a negative idle time)."""
+    server = memo_store_only
+    redis_servers["l1"].ensure_up()
+    stored(server, ROWS)
+    memoised = batch(ROWS[:2])
+    assert pipelined(server, [post_request(EVAL, memoised)] * 2)[1].split(b" ", 2)[1] == b"200"
+    metrics = server.registry.get("t").metrics
+    with connect(server.url) as waiting, connect(server.url) as other:
+        other.sendall(post_request(EVAL, memoised))
+        read_response(other, bytearray())  # both connections open and past their first request
+        redis_servers["l1"].pause()
+        try:
+            waiting.sendall(post_request(EVAL, batch(ROWS[2:])))  # rows stored, body never sent
+            time.sleep(0.1)
+            before_hit = time.perf_counter_ns()
+            other.sendall(post_request(EVAL, memoised))
+            assert split(read_response(other, bytearray()))[0] == 200
+        finally:
+            redis_servers["l1"].resume()
+        assert split(read_response(waiting, bytearray()))[0] == 200
+    assert server.registry.caches["shared"].counters.timeouts == 0
+    assert metrics.last_request_ns >= before_hit
