@@ -27,7 +27,6 @@ Counters (hits, misses, stale, errors, timeouts) and the breaker see the same as
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -37,8 +36,6 @@ if TYPE_CHECKING:
     from mly.cache.tiered import TieredCache, _Tier
 
 __all__ = ["RETRY", "Done", "read_now"]
-
-log = logging.getLogger("mly.cache")
 
 RETRY: Final = "retry"
 """Handed to ``Done`` instead of rows: look these keys up again with ``TieredCache.get_many``."""
@@ -74,65 +71,49 @@ class _Read:
                 future.exception()  # retrieved: nobody waits for it
             return
         cache, tier = self.cache, self.tier
-        counters = cache.counters
-        n = len(self.keys)
         try:
             result = future.result()
             read = result if self.retried else tier.store.rows_of(  # type: ignore[attr-defined]
                 result, self.dict_hash, self.min_expires_ms)
-        except (asyncio.TimeoutError, TimeoutError) as exc:
+        except asyncio.CancelledError:  # the store closed
             self.settled()
-            counters.timeouts += 1
-            cache._failed(tier, self.started, str(exc) or "timed out")
-            counters.misses += n
-            done([None] * n, 0)
+            done(RETRY, 0)
             return
-        except OSError as exc:  # StoreUnavailableError: a connection that died under the command, a refusal
-            if not self.retried:  # once more on a fresh connection, as ``get_many``'s call does, in this deadline
+        except Exception as exc:
+            # StoreUnavailableError: a connection that died under the command, a refusal. Once more
+            # on a fresh connection, as ``get_many``'s call does, within this deadline.
+            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and not self.retried:
                 self.retried = True
                 self.future = asyncio.ensure_future(
                     tier.store.get_rows(self.keys, self.dict_hash, self.min_expires_ms))  # type: ignore[attr-defined]
                 self.future.add_done_callback(self.replied)
                 return
             self.settled()
-            counters.errors += 1
-            cache._failed(tier, self.started, str(exc))
-            counters.misses += n
-            done([None] * n, 0)
-            return
-        except asyncio.CancelledError:  # the store closed
-            self.settled()
-            done(RETRY, 0)
-            return
-        except Exception as exc:
-            self.settled()
-            tier.breaker.record_success()
-            counters.errors += 1
-            counters.misses += n
-            log.warning("%s %s: %s: %s", tier.label, tier.store.name, type(exc).__name__, exc)
-            done([None] * n, 0)
+            cache._call_failed(tier, self.started, exc, self.timeout_s)
+            self.all_missed(done)
             return
         self.settled()
         tier.breaker.record_success()
-        rows = read.rows
-        if len(rows) != n:
-            counters.errors += 1
-            counters.misses += n
-            log.warning("%s returned %d rows for %d keys", tier.store.name, len(rows), n)
-            done([None] * n, 0)
+        n = len(self.keys)
+        out: list[bytes | None] = [None] * n
+        found = cache._take_rows(tier, self.keys, list(range(n)), self.dict_hash, read, out)
+        if found is None:  # a reply of the wrong length: counted there
+            self.all_missed(done)
             return
-        counters.stale += read.stale
-        counters.errors += read.foreign
-        missed = rows.count(None)
-        counters.hits_l1 += n - missed
-        counters.misses += missed
-        done(rows, n - missed)
+        cache.counters.misses += n - len(found)
+        done(out, len(found))
 
     def settled(self) -> None:
         """The lookup is answered: no timeout any more."""
         self.done = None
         assert self.timer is not None
         self.timer.cancel()
+
+    def all_missed(self, done: Done) -> None:
+        """Every key a miss (the lookup failed), counted as ``get_many`` counts it."""
+        n = len(self.keys)
+        self.cache.counters.misses += n
+        done([None] * n, 0)
 
     def timed_out(self) -> None:
         done = self.done
@@ -141,11 +122,8 @@ class _Read:
         self.done = None
         assert self.future is not None
         self.future.cancel()
-        counters = self.cache.counters
-        counters.timeouts += 1
-        self.cache._failed(self.tier, self.started, f"no answer within {self.timeout_s * 1000:.0f} ms")
-        counters.misses += len(self.keys)
-        done([None] * len(self.keys), 0)
+        self.cache._call_failed(self.tier, self.started, TimeoutError(), self.timeout_s)
+        self.all_missed(done)
 
 
 def read_now(cache: TieredCache, keys: list[str], dict_hash: int, done: Done) -> bool:

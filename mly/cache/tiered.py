@@ -373,24 +373,29 @@ class TieredCache:
         try:
             async with asyncio.timeout(timeout_s):  # no extra task per call, unlike wait_for
                 result = await fn(arg)
-        except (asyncio.TimeoutError, TimeoutError):
-            counters.timeouts += 1
-            self._failed(tier, started, f"no answer within {timeout_s * 1000:.0f} ms")
-            return _FAILED
-        except OSError as exc:  # StoreUnavailableError is a ConnectionError
-            counters.errors += 1
-            self._failed(tier, started, str(exc))
-            return _FAILED
         except asyncio.CancelledError:
             breaker.release_probe()
             raise
         except Exception as exc:
-            breaker.record_success()
-            counters.errors += 1
-            log.warning("%s %s: %s: %s", tier.label, tier.store.name, type(exc).__name__, exc)
+            self._call_failed(tier, started, exc, timeout_s)
             return _FAILED
         breaker.record_success()
         return result
+
+    def _call_failed(self, tier: _Tier, started: float, exc: Exception, timeout_s: float) -> None:
+        """Count a store call that raised ``exc``: a timeout or an outage (``StoreUnavailableError``
+        is a ``ConnectionError``) is a failure for the breaker; anything else is an error of a store
+        that did answer. Also ``read_now``'s, so both paths count alike."""
+        if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is TimeoutError
+            self.counters.timeouts += 1
+            self._failed(tier, started, str(exc) or f"no answer within {timeout_s * 1000:.0f} ms")
+        elif isinstance(exc, OSError):
+            self.counters.errors += 1
+            self._failed(tier, started, str(exc))
+        else:
+            tier.breaker.record_success()
+            self.counters.errors += 1
+            log.warning("%s %s: %s: %s", tier.label, tier.store.name, type(exc).__name__, exc)
 
     def _failed(self, tier: _Tier, started: float, reason: str) -> None:
         """Report a failed call; calls already in flight when the breaker opened count once."""
