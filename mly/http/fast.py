@@ -26,7 +26,7 @@ from mly.errors import DeadlineExceededError, MlyError, PayloadTooLargeError, Re
 from mly.http.responses import error_body
 from mly.http.stream import is_ndjson, stream_eval
 from mly.logs.access import AccessLog
-from mly.service.body_hits import BodyLookup, lookup_body, lookup_body_in_stores
+from mly.service.body_hits import BodyLookup, keys_for_stores, lookup_body, lookup_body_in_stores, stored_lookup
 from mly.service.body_rows import evaluate_rows, read_rows
 from mly.service.generation import Generation
 from mly.service.memo import memo_key
@@ -150,14 +150,7 @@ class EvalFastPath:
         lookup = lookup_body(generation, service.cache, body, self.max_batch_size)
         if lookup is None or not lookup.all_hit:
             return None, lookup
-        service.metrics.request_started(started)
-        if key:
-            memo.missed()  # type: ignore[union-attr]  # the normal path, which counts it, does not run
-        elif memo is not None and len(body) <= memo.max_body_bytes:
-            memo.skipped += 1  # counted where the normal path would have counted it
-        answer = self._all_hit(service, generation, lookup, key, started, started)
-        service.metrics.perf.record((time.perf_counter_ns() - started) // 1000, "eval")
-        return answer, None
+        return self._answer_hits(service, generation, lookup, body, key, started, started), None
 
     def answer_from_stores(self, path: str, body: bytes | bytearray, answered: Answered) -> bool:
         """For a model whose only cache tier is one store: its lookup started, answered by callback
@@ -170,25 +163,27 @@ class EvalFastPath:
         if generation is None:
             return False
         assert service is not None
+        if service.stream_log is not None:  # every answer must reach the log: the common path
+            return False
         cache = service.cache
-        schema = generation.key_schema
-        if cache is None or cache.memory is not None or schema is None or service.stream_log is not None:
+        keyed = keys_for_stores(generation, cache, body, self.max_batch_size)
+        if keyed is None:
             return False
-        keyed = schema.keys_of_body(body, self.max_batch_size)
-        if keyed is None or not keyed[0]:
-            return False
-        keys, batch = keyed
+        assert cache is not None
+        schema, keys, batch = keyed
         started = time.perf_counter_ns()
 
         def read(rows: Any, hits: int) -> None:
             if rows is RETRY:
                 answered(None, None)
                 return
-            if hits < len(keys):
-                answered(None, BodyLookup(schema, keys, batch, rows, complete=True, tiers=(0, hits, 0)))
+            lookup = stored_lookup(schema, keys, batch, rows, (0, hits, 0))
+            if not lookup.all_hit:
+                answered(None, lookup)
                 return
             try:
-                answer = self._stored_answer(service, generation, body, keys, batch, rows, hits, started)
+                # Taken now, not at ``started``: requests answered meanwhile took their idle time after it.
+                answer = self._answer_hits(service, generation, lookup, body, None, started, time.perf_counter_ns())
             except Exception:  # in a future's callback, an exception would be logged and the request lost
                 log.exception("answering %s from its store failed; answered the common way", path)
                 answered(None, None)
@@ -197,23 +192,23 @@ class EvalFastPath:
 
         return cache.read_now(keys, generation.dict_hash, read)
 
-    def _stored_answer(self, service: ModelService, generation: Generation, body: bytes | bytearray, keys: list[str],
-                       batch: bool, rows: list[bytes], hits: int, started: int) -> bytes:
-        """``answer_from_stores``'s answer when the store held every row, counted as ``answer_now``
-        counts a memory-tier one."""
-        data = b"[" + b",".join(rows) + b"]" if batch else rows[0]
-        # Now, not ``started``: requests answered meanwhile took their idle time after it.
-        service.metrics.request_started(time.perf_counter_ns())
+    def _answer_hits(self, service: ModelService, generation: Generation, lookup: BodyLookup,
+                     body: bytes | bytearray, memo_key: str | None, started: int, begun: int) -> bytes:
+        """The answer the connection gives a body every row of which a cache tier held, counted as
+        the normal path would count it. ``memo_key``: what ``answer_now``'s look in the memo gave
+        (``""``: the body does not use the memo), ``None`` when not looked yet. ``begun``: the
+        request's start for the idle-time histogram."""
+        service.metrics.request_started(begun)
         memo = generation.memo
         key = ""
         if memo is not None and len(body) <= memo.max_body_bytes:
-            if memo.uses(body, count=False):
-                key = body.decode("latin-1")  # memo_key("POST", body), inlined
-                memo.missed()  # ``answer_now`` looked, the normal path does not run
+            if memo_key is None:
+                memo_key = body.decode("latin-1") if memo.uses(body, count=False) else ""  # memo_key("POST", body)
+            if memo_key:
+                key = memo_key
+                memo.missed()  # the first look did not count it, and the normal path does not run
             else:
-                memo.skipped += 1
-        lookup = BodyLookup(generation.key_schema, keys, batch, data, complete=True,  # type: ignore[arg-type]
-                            tiers=(0, hits, 0))
+                memo.skipped += 1  # counted where the normal path would have counted it
         answer = self._all_hit(service, generation, lookup, key, started, started)
         service.metrics.perf.record((time.perf_counter_ns() - started) // 1000, "eval")
         return answer

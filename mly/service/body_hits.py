@@ -23,7 +23,7 @@ from mly.cache.tiered import TieredCache
 from mly.common.keys import KeySchema
 from mly.service.generation import Generation
 
-__all__ = ["BodyLookup", "lookup_body", "lookup_body_in_stores"]
+__all__ = ["BodyLookup", "keys_for_stores", "lookup_body", "lookup_body_in_stores", "stored_lookup"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,21 +63,38 @@ def lookup_body(generation: Generation, cache: TieredCache | None, body: bytes |
     return BodyLookup(schema, keys, batch, cache.memory_hits(keys, generation.dict_hash, batch))
 
 
-async def lookup_body_in_stores(generation: Generation, cache: TieredCache | None, body: bytes | bytearray,
-                                max_rows: int) -> BodyLookup | None:
-    """``lookup_body`` for a cache whose only tiers are external stores: ``None`` when the body
-    is not plain or there is a memory tier (``lookup_body`` then)."""
+def keys_for_stores(generation: Generation, cache: TieredCache | None, body: bytes | bytearray,
+                    max_rows: int) -> tuple[KeySchema, list[str], bool] | None:
+    """The key schema, keys and batch flag of a body for a cache whose only tiers are external
+    stores; ``None`` when the body is not plain (or has no rows) or there is a memory tier."""
     schema = generation.key_schema
     if schema is None or cache is None or cache.memory is not None:
         return None
     keyed = schema.keys_of_body(body, max_rows)
     if keyed is None or not keyed[0]:
         return None
-    keys, batch = keyed
-    tally = [0, 0, 0]
-    found = await cache.get_many(keys, generation.dict_hash, tally=tally)
-    tiers = (tally[0], tally[1], tally[2])
+    return schema, keyed[0], keyed[1]
+
+
+def stored_lookup(schema: KeySchema, keys: list[str], batch: bool, found: list[bytes | None],
+                  tiers: tuple[int, int, int]) -> BodyLookup:
+    """What the stores answered for a body's keys: the rows joined as the answer's ``data`` when
+    every one was found, else the row (or ``None``) per key."""
     if None in found:
         return BodyLookup(schema, keys, batch, found, complete=True, tiers=tiers)
     data = b"[" + b",".join(found) + b"]" if batch else found[0]  # type: ignore[arg-type]
     return BodyLookup(schema, keys, batch, data, complete=True, tiers=tiers)  # type: ignore[arg-type]
+
+
+async def lookup_body_in_stores(generation: Generation, cache: TieredCache | None, body: bytes | bytearray,
+                                max_rows: int) -> BodyLookup | None:
+    """``lookup_body`` for a cache whose only tiers are external stores: ``None`` when the body
+    is not plain or there is a memory tier (``lookup_body`` then)."""
+    keyed = keys_for_stores(generation, cache, body, max_rows)
+    if keyed is None:
+        return None
+    assert cache is not None
+    schema, keys, batch = keyed
+    tally = [0, 0, 0]
+    found = await cache.get_many(keys, generation.dict_hash, tally=tally)
+    return stored_lookup(schema, keys, batch, found, (tally[0], tally[1], tally[2]))

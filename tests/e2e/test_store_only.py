@@ -293,12 +293,12 @@ def test_an_error_while_answering_from_the_store_is_answered_the_common_way(
     server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fault that cannot be caused for real (a defect in building the answer) is simulated by a
-    test double: the first ``_stored_answer`` raises. The request must still be answered, by the
+    test double: the first ``_answer_hits`` raises. The request must still be answered, by the
     common path, not dropped inside the reply's callback."""
     from mly.http.fast import EvalFastPath
 
     first = stored(server, ROWS)
-    real = EvalFastPath._stored_answer
+    real = EvalFastPath._answer_hits
     calls: list[int] = []
 
     def failing_once(self: EvalFastPath, *args: Any) -> bytes:
@@ -307,7 +307,7 @@ def test_an_error_while_answering_from_the_store_is_answered_the_common_way(
             raise RuntimeError("simulated defect")
         return real(self, *args)
 
-    monkeypatch.setattr(EvalFastPath, "_stored_answer", failing_once)
+    monkeypatch.setattr(EvalFastPath, "_answer_hits", failing_once)
     with connect(server.url) as sock:
         sock.settimeout(10)
         sock.sendall(post_request(EVAL, batch(ROWS)) + post_request(EVAL, batch(ROWS[:2])))
