@@ -24,17 +24,23 @@ ROWS = [{"sa": "a", "sl": "b", "i1": 10, "fl": 0.5}, {"sa": "b", "sl": "c", "i1"
         {"sa": "c", "sl": "a", "i1": 30, "fl": 2.0}, {"sa": "zz", "sl": "b", "i1": 99, "fl": 3.5}]
 
 
+def store_only_config(model_dir: str, redis: RedisServer, namespace: str, **model: Any) -> dict[str, Any]:
+    """Model ``t`` whose only cache tier is the Redis ``redis`` (500 ms timeouts), entries under ``namespace``."""
+    timeout = {"Connection": 500, "Socket": 500, "Total": 500}
+    return {
+        "Models": [{"ID": "t", "URL": model_dir, "DataStore": "shared", "Inputs": [{"Name": "fl", "Precision": 2}],
+                    **model}],
+        "Connections": [{"ID": "l1", "Kind": "redis", "Hostnames": "127.0.0.1", "Port": redis.port,
+                         "Timeout": timeout}],
+        "Datastores": [{"ID": "shared", "Connection": "l1", "Namespace": namespace, "Dataset": "t",
+                        "TimeToLiveMs": 60000}],
+    }
+
+
 @pytest.fixture(scope="module")
 def store_only(model_dirs: dict[str, str], redis_servers: dict[str, RedisServer],
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    timeout = {"Connection": 500, "Socket": 500, "Total": 500}
-    config = {
-        "Models": [{"ID": "t", "URL": model_dirs["keras"], "DataStore": "shared",
-                    "Inputs": [{"Name": "fl", "Precision": 2}]}],
-        "Connections": [{"ID": "l1", "Kind": "redis", "Hostnames": "127.0.0.1", "Port": redis_servers["l1"].port,
-                         "Timeout": timeout}],
-        "Datastores": [{"ID": "shared", "Connection": "l1", "Namespace": "so", "Dataset": "t", "TimeToLiveMs": 60000}],
-    }
+    config = store_only_config(model_dirs["keras"], redis_servers["l1"], "so")
     live = LiveServer(config, tmp_path_factory.mktemp("store-only")).start()
     yield live
     live.stop()
@@ -322,14 +328,7 @@ def test_an_error_while_answering_from_the_store_is_answered_the_common_way(
 def memo_store_only(model_dirs: dict[str, str], redis_servers: dict[str, RedisServer],
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The store-only model with a response memo: its counters must not depend on the path."""
-    timeout = {"Connection": 500, "Socket": 500, "Total": 500}
-    config = {
-        "Models": [{"ID": "t", "URL": model_dirs["keras"], "DataStore": "shared",
-                    "Inputs": [{"Name": "fl", "Precision": 2}], "ResponseMemo": {"SizeMb": 1}}],
-        "Connections": [{"ID": "l1", "Kind": "redis", "Hostnames": "127.0.0.1", "Port": redis_servers["l1"].port,
-                         "Timeout": timeout}],
-        "Datastores": [{"ID": "shared", "Connection": "l1", "Namespace": "som", "Dataset": "t", "TimeToLiveMs": 60000}],
-    }
+    config = store_only_config(model_dirs["keras"], redis_servers["l1"], "som", ResponseMemo={"SizeMb": 1})
     live = LiveServer(config, tmp_path_factory.mktemp("store-only-memo")).start()
     yield live
     live.stop()
