@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from live_server import BUFFER_SIZE, LiveServer
 from redis_server import REDIS_BINARY, RedisServer
+from required import missing
 
 
 @pytest.fixture(scope="session")
@@ -65,9 +66,7 @@ def redis_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     """
     if not os.access(REDIS_BINARY, os.X_OK):
         message = f"redis-server not found at {REDIS_BINARY} (apt-get install -y redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(message)
     servers = {name: RedisServer(name, tmp_path_factory.mktemp(f"redis-{name}")) for name in ("l1", "l2")}
     try:
         for server in servers.values():
@@ -85,9 +84,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     if not (os.access(REDIS_BINARY, os.X_OK) and os.access(REDIS_CLI, os.X_OK)):
         message = "redis-server or redis-cli not found (apt-get install -y redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(message)
     cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
     try:
         yield cluster.start()

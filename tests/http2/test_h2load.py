@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import orjson
-import pytest
 from http2.h2_setup import MAX_STREAMS, ROW
 from live_server import LiveServer
+from required import missing
 
 
 def h2load() -> str:
     path = shutil.which("h2load")
     if path is None:
         message = "h2load not found (apt-get install -y nghttp2-client)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(message)
     return path
 
 
