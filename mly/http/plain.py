@@ -116,7 +116,7 @@ class PlainRequests:
             self.plain_answered = True
         if answers:
             self.transport.write(answers[0] if len(answers) == 1 else b"".join(answers))
-            if self.backlog is None:  # else ``answer_later`` arms it
+            if self.backlog is None:  # else ``answered`` arms it
                 self.idle_again()
         return pos
 
