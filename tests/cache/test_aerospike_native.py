@@ -145,6 +145,20 @@ def test_doubles_at_the_notation_boundaries() -> None:
                 assert aerospike_wire.json_double(v) == orjson.dumps(narrow_float(v)), v
 
 
+def test_remembered_texts_answer_only_for_their_own_value() -> None:
+    """The texts of recent doubles are kept by a hash of their bits, far fewer slots than values
+    here, so slots are overwritten and shared: every value, the first time and again, gets its own."""
+    rng = random.Random(7)
+    values = [struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(10_000)]
+    values += [struct.unpack("<f", rng.getrandbits(32).to_bytes(4, "little"))[0] for _ in range(10_000)]
+    values += [v + 1e-12 for v in (0.1, 0.5, 0.25)] + [0.0, -0.0, 1e-05, 2.5e-05, 1e16, float("inf")]
+    values += [float("nan"), -float("inf")]
+    for _ in range(2):
+        for value in values:
+            assert aerospike_wire.json_double(value) == orjson.dumps(narrow_float(value)), value
+        rng.shuffle(values)
+
+
 # ------------------------------------------------------------------ differential, real server
 
 NAMES = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=6).filter(
