@@ -271,3 +271,16 @@ def split_by_owner(bytes command, bytes prefix, list keys, const unsigned short[
     for owner_key, indices in groups.items():
         out.append((owner_key, pack_key_command(command, prefix, [keys[j] for j in indices], True), indices))
     return out
+
+
+def scatter(list out, list positions, values) -> None:
+    """``out[positions[i]] = values[i]`` for each ``i``: one master's replies put back in key order
+    (``values`` is the reply itself when ``positions`` holds one key, as a pipeline of one answers)."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(positions)
+    if n == 1:
+        out[<Py_ssize_t>positions[0]] = values
+        return
+    if type(values) is not list or PyList_GET_SIZE(values) != n:
+        raise ValueError(f"expected {n} replies")
+    for i in range(n):
+        out[<Py_ssize_t><object>PyList_GET_ITEM(positions, i)] = <object>PyList_GET_ITEM(values, i)

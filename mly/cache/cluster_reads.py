@@ -23,7 +23,7 @@ import time
 from array import array
 from typing import Any
 
-from mly._native.redis_wire import split_by_owner
+from mly._native.redis_wire import scatter, split_by_owner
 from mly.cache.base import StoreUnavailableError
 from mly.cache.resp import PipelinedConnection, RespEndpoint
 
@@ -33,6 +33,8 @@ log = logging.getLogger("mly.cache")
 
 SLOTS = 16384
 NO_OWNER = 65535
+MAX_TURN_KEYS = 4096
+"""Keys of one turn's lookups read together at most; past this a burst makes several reads."""
 REFRESH_INTERVAL_S = 0.25
 """At most one slot-map refresh per this long: a failing master must not turn every lookup
 into a round of ``CLUSTER SLOTS`` calls."""
@@ -48,6 +50,33 @@ def settle_refusals(values: list[Any], name: str) -> list[Any]:
                 raise StoreUnavailableError(name, f"a read was refused: {value}")
             values[i] = None
     return values
+
+
+class _Turn:
+    """Lookups of one turn of the event loop, read as one (``ClusterLookups._send_turn``)."""
+
+    __slots__ = ("keys", "parts", "prefix")
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self.keys: list[str] = []
+        self.parts: list[tuple[int, int, asyncio.Future[list[Any]]]] = []
+        """``(offset in keys, count, future)`` per lookup."""
+
+    def hand_out(self, values: list[Any]) -> None:
+        parts = self.parts
+        if len(parts) == 1:
+            if not parts[0][2].done():
+                parts[0][2].set_result(values)
+            return
+        for offset, count, future in parts:
+            if not future.done():  # done: its lookup timed out and went away
+                future.set_result(values[offset:offset + count])
+
+    def fail(self, exc: BaseException) -> None:
+        for *_, future in self.parts:
+            if not future.done():
+                future.set_exception(exc)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -68,6 +97,7 @@ class ClusterLookups:
         self._masters: list[PipelinedConnection] = []
         self._refresh_task: asyncio.Task[None] | None = None
         self._refreshed_at = 0.0
+        self._turn: _Turn | None = None
 
     async def read(self, prefix: bytes, keys: list[str]) -> list[Any]:
         """``GET`` of ``prefix + key`` for every key, in order: bytes, ``None`` or an error reply."""
@@ -107,48 +137,71 @@ class ClusterLookups:
         return out
 
     def read_now(self, prefix: bytes, keys: list[str]) -> asyncio.Future[list[Any]] | None:
-        """``read`` without a coroutine: the ``GET``s sent to every master now, one future for all
-        their replies (in key order; refusals left for ``settle_refusals``). ``None`` (nothing sent)
-        when the slot map is not read yet, a slot has no master or a master's connection is not open."""
-        owners = self._owners
-        if owners is None:
+        """``read`` without a coroutine: the lookup joins this turn of the event loop's read; the
+        future of its values (in key order; refusals left for ``settle_refusals``). ``None`` (nothing
+        sent) when the slot map is not read yet or a master's connection is not open.
+
+        The lookups of one turn go out together at its end (``_send_turn``): one ``GET`` pipeline
+        per master for all of them, and one reply callback per master, so each lookup costs one
+        future rather than one per master it touches."""
+        if self._owners is None:
             return None
-        groups = split_by_owner(b"GET", prefix, keys, owners)
-        masters = self._masters
-        for owner, _, _ in groups:
-            if owner == NO_OWNER or not masters[owner].ready():
+        for master in self._masters:
+            if not master.ready():
                 return None
-        whole: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        out: list[Any] = [None] * len(keys)
+        loop = asyncio.get_running_loop()
+        turn = self._turn
+        if turn is None or turn.prefix != prefix or len(turn.keys) + len(keys) > MAX_TURN_KEYS:
+            self._turn = turn = _Turn(prefix)
+            loop.call_soon(self._send_turn, turn)
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        turn.parts.append((len(turn.keys), len(keys), future))
+        turn.keys += keys
+        return future
+
+    def _send_turn(self, turn: _Turn) -> None:
+        """The turn's ``GET``s to every master now; its lookups get their values when all replied.
+        A master that cannot be asked now (its connection died since, a slot with no master) fails
+        the turn's lookups as a dead connection does: each is tried once more the common way."""
+        if self._turn is turn:
+            self._turn = None
+        assert self._owners is not None
+        groups = split_by_owner(b"GET", turn.prefix, turn.keys, self._owners)
+        masters = self._masters
+        for owner, _, group in groups:
+            if owner == NO_OWNER:
+                self.refresh()
+                turn.fail(StoreUnavailableError(self.name, f"no master serves the slot of key {turn.keys[group[0]]!r}"))
+                return
+            if not masters[owner].ready():
+                turn.fail(StoreUnavailableError(masters[owner].name, "not connected"))
+                return
+        out: list[Any] = [None] * len(turn.keys)
         left = [len(groups)]
 
         def replied(group: list[int], future: asyncio.Future[Any]) -> None:
-            if whole.done():  # another master failed the read, or it timed out
+            if not left[0]:  # another master failed the turn
                 _retrieve(future)
                 return
-            if future.cancelled():
-                whole.cancel()
-                return
-            exc = future.exception()
+            exc = StoreUnavailableError(self.name, "closed") if future.cancelled() else future.exception()
+            if exc is None:
+                try:
+                    scatter(out, group, future.result())
+                except ValueError as bad:  # not the replies of this pipeline
+                    exc = StoreUnavailableError(self.name, f"unreadable reply: {bad}")
             if exc is not None:
+                left[0] = 0
                 self.refresh()
-                whole.set_exception(exc)
+                turn.fail(exc)
                 return
-            replies = future.result()
-            if len(group) == 1:
-                out[group[0]] = replies
-            else:
-                for i, reply in zip(group, replies, strict=True):
-                    out[i] = reply
             left[0] -= 1
             if not left[0]:
-                whole.set_result(out)
+                turn.hand_out(out)
 
         for owner, packed, group in groups:
-            sent = masters[owner].send_now(packed, len(group))
+            sent = masters[owner].send_now(packed, len(group), at_once=True)
             assert sent is not None  # ready() above, nothing ran in between
             sent.add_done_callback(functools.partial(replied, group))
-        return whole
 
     def _read_slot_map(self) -> None:
         """The owner of every slot from redis-py's map, and a connection per master."""

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+import redis
 from redis_server import decode_entry
 
 from mly.cache.base import StoredRow
@@ -267,5 +268,60 @@ async def test_read_now_answers_as_get_many_across_every_master(cluster: Any) ->
         assert ours.stats() == common.stats()
     finally:
         routed.close()
+        await ours.aclose()
+        await common.aclose()
+
+
+@pytest.mark.asyncio
+async def test_read_now_lookups_of_one_turn_are_read_together(cluster: Any) -> None:
+    """Lookups started in one turn of the event loop go out as one ``GET`` pipeline per master, and
+    each gets exactly its own rows (as ``get_many`` answers them), a lookup of one key and one naming
+    a key twice included. When the server closes a master's lookup connection under such a turn,
+    every lookup of it is still answered, tried once more the common way."""
+    from mly.cache.tiered import TieredCache
+
+    store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    twin = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    ours = TieredCache(None, store, None, ttl_ms=60_000, timeout_s=1.0)
+    common = TieredCache(None, twin, None, ttl_ms=60_000, timeout_s=1.0)
+    try:
+        items = rows(200)
+        await store.put_many(items)
+        for cache in (ours, common):
+            await cache.get_many([key for key, _ in items], H)  # opens a connection to every master
+        lookups = [[f"k{i}" for i in range(start, 200, 7)] for start in range(5)]
+        lookups += [["k1"], ["absent", "k2", "k2", "k199"]]
+        expected = [await common.get_many(keys, H) for keys in lookups]
+        lookups_of = store._cluster_lookups
+        assert lookups_of is not None
+
+        async def turn() -> list[tuple[Any, int]]:
+            answers = []
+            for keys in lookups:
+                answered: asyncio.Future[tuple[Any, int]] = asyncio.get_running_loop().create_future()
+                assert ours.read_now(keys, H, lambda rows, hits, f=answered: f.set_result((rows, hits)))
+                answers.append(answered)
+            assert lookups_of._turn is not None and len(lookups_of._turn.parts) == len(lookups)  # one read
+            return await asyncio.gather(*answers)
+
+        for (found, hits), want in zip(await turn(), expected, strict=True):
+            assert found == want and hits == sum(row is not None for row in want)
+        assert ours.counters.errors == 0
+
+        master = lookups_of._masters[0].endpoint
+        killer = redis.Redis(host=master.host, port=master.port)
+        try:
+            ids = [client["id"] for client in killer.client_list() if client["name"] == "mly-lookups"]
+            assert ids
+            answers = asyncio.ensure_future(turn())
+            await asyncio.sleep(0)  # the lookups joined the turn...
+            for client_id in ids:  # ...and the server drops that master's lookup connections under it
+                killer.client_kill_filter(_id=client_id)
+            for (found, hits), want in zip(await answers, expected, strict=True):
+                assert found == want and hits == sum(row is not None for row in want)
+        finally:
+            killer.close()
+        assert ours.counters.errors == 0 and ours.counters.timeouts == 0
+    finally:
         await ours.aclose()
         await common.aclose()
