@@ -220,7 +220,9 @@ class ClusterLookups:
                 turn.answer(p, out)
         for (owner, packed, group), members in zip(groups, members_of, strict=True):
             sent = masters[owner].send_now(packed, len(group), at_once=True)
-            assert sent is not None  # ready() above, nothing ran in between
+            if sent is None:  # found stalled since its ready() above: as a dead connection
+                turn.fail(StoreUnavailableError(masters[owner].name, "not connected"), members)
+                continue
             sent.add_done_callback(functools.partial(replied, members, group))
 
     def _read_slot_map(self) -> None:

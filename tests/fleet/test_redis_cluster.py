@@ -372,3 +372,38 @@ async def test_a_paused_master_holds_up_only_the_lookups_of_its_own_keys(cluster
     finally:
         await ours.aclose()
         await common.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_master_that_stalls_as_its_turn_is_sent_fails_only_its_lookups(cluster: Any) -> None:
+    """A master's connection found stalled (no reply within the socket timeout) by the ``send_now``
+    of a turn, just after its ``ready()`` said yes: its lookups are tried once more the common way,
+    the others answered; none waits for its deadline. A test double stands for the stall: the
+    moment a reply's wait crosses the socket timeout cannot be placed between the two calls for real."""
+    from redis.crc import key_slot
+
+    from mly.cache.tiered import TieredCache
+
+    store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    cache = TieredCache(None, store, None, ttl_ms=60_000, timeout_s=0.3)
+    try:
+        items = rows(30)
+        await store.put_many(items)
+        await cache.get_many([key for key, _ in items], H)  # opens a connection to every master
+        lookups_of = store._cluster_lookups
+        assert lookups_of is not None and lookups_of._owners is not None
+        owner = {key: lookups_of._owners[key_slot(entry_key("ns", "ds", key).encode())] for key, _ in items}
+        on_stalled = [key for key in owner if owner[key] == 0]
+        elsewhere = [key for key in owner if owner[key] != 0]
+        lookups = [on_stalled[:2], elsewhere[:3]]
+        lookups_of._masters[0].send_now = lambda *args, **kwargs: None  # type: ignore[method-assign]
+        answers = []
+        for keys in lookups:
+            answered: asyncio.Future[tuple[Any, int]] = asyncio.get_running_loop().create_future()
+            assert cache.read_now(keys, H, lambda rows, hits, f=answered: f.set_result((rows, hits)))
+            answers.append(answered)
+        got = await asyncio.gather(*answers)
+        assert [hits for _, hits in got] == [2, 3] and all(None not in found for found, _ in got)
+        assert (cache.counters.errors, cache.counters.timeouts) == (0, 0)
+    finally:
+        await cache.aclose()
