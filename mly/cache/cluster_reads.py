@@ -63,18 +63,37 @@ class _Turn:
         self.parts: list[tuple[int, int, asyncio.Future[list[Any]]]] = []
         """``(offset in keys, count, future)`` per lookup."""
 
-    def hand_out(self, values: list[Any]) -> None:
+    def waits(self, groups: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+        """Per master's group of keys, the lookups with a key in it; per lookup, how many masters it
+        waits for. Why: a lookup is answered when its own masters have replied and failed when one of
+        them fails, as alone: a master that is paused or gone must not time out or fail the turn's
+        lookups that have no key on it (``get_many`` would have answered those)."""
         parts = self.parts
         if len(parts) == 1:
-            if not parts[0][2].done():
-                parts[0][2].set_result(values)
-            return
-        for offset, count, future in parts:
-            if not future.done():  # done: its lookup timed out and went away
-                future.set_result(values[offset:offset + count])
+            return [[0]] * len(groups), [len(groups)]
+        if len(groups) == 1:
+            return [list(range(len(parts)))], [1] * len(parts)
+        part_of: list[int] = []
+        for p, (_, count, _) in enumerate(parts):
+            part_of += [p] * count
+        members = [list({part_of[i] for i in group}) for group in groups]
+        pending = [0] * len(parts)
+        for touched in members:
+            for p in touched:
+                pending[p] += 1
+        return members, pending
 
-    def fail(self, exc: BaseException) -> None:
-        for *_, future in self.parts:
+    def answer(self, p: int, values: list[Any]) -> None:
+        """Lookup ``p`` its own values, unless it is done (it timed out and went away, or failed)."""
+        offset, count, future = self.parts[p]
+        if not future.done():
+            future.set_result(values if len(self.parts) == 1 else values[offset:offset + count])
+
+    def fail(self, exc: BaseException, members: list[int] | None = None) -> None:
+        """Lookups ``members`` (all when ``None``) fail with ``exc``."""
+        parts = self.parts
+        for p in range(len(parts)) if members is None else members:
+            future = parts[p][2]
             if not future.done():
                 future.set_exception(exc)
 
@@ -160,9 +179,10 @@ class ClusterLookups:
         return future
 
     def _send_turn(self, turn: _Turn) -> None:
-        """The turn's ``GET``s to every master now; its lookups get their values when all replied.
-        A master that cannot be asked now (its connection died since, a slot with no master) fails
-        the turn's lookups as a dead connection does: each is tried once more the common way."""
+        """The turn's ``GET``s to every master now; each lookup gets its values when the masters of
+        its own keys replied, and fails when one of them fails. A master that cannot be asked now (its
+        connection died since, a slot with no master) fails the turn's lookups as a dead connection
+        does: each is tried once more the common way."""
         if self._turn is turn:
             self._turn = None
         assert self._owners is not None
@@ -177,12 +197,9 @@ class ClusterLookups:
                 turn.fail(StoreUnavailableError(masters[owner].name, "not connected"))
                 return
         out: list[Any] = [None] * len(turn.keys)
-        left = [len(groups)]
+        members_of, pending = turn.waits([group for _, _, group in groups])
 
-        def replied(group: list[int], future: asyncio.Future[Any]) -> None:
-            if not left[0]:  # another master failed the turn
-                _retrieve(future)
-                return
+        def replied(members: list[int], group: list[int], future: asyncio.Future[Any]) -> None:
             exc = StoreUnavailableError(self.name, "closed") if future.cancelled() else future.exception()
             if exc is None:
                 try:
@@ -190,18 +207,23 @@ class ClusterLookups:
                 except ValueError as bad:  # not the replies of this pipeline
                     exc = StoreUnavailableError(self.name, f"unreadable reply: {bad}")
             if exc is not None:
-                left[0] = 0
                 self.refresh()
-                turn.fail(exc)
+                turn.fail(exc, members)
                 return
-            left[0] -= 1
-            if not left[0]:
-                turn.hand_out(out)
+            for p in members:
+                pending[p] -= 1
+                if not pending[p]:
+                    turn.answer(p, out)
 
-        for owner, packed, group in groups:
+        for p, masters_left in enumerate(pending):
+            if not masters_left:  # no key: nothing to wait for
+                turn.answer(p, out)
+        for (owner, packed, group), members in zip(groups, members_of, strict=True):
             sent = masters[owner].send_now(packed, len(group), at_once=True)
-            assert sent is not None  # ready() above, nothing ran in between
-            sent.add_done_callback(functools.partial(replied, group))
+            if sent is None:  # found stalled since its ready() above: as a dead connection
+                turn.fail(StoreUnavailableError(masters[owner].name, "not connected"), members)
+                continue
+            sent.add_done_callback(functools.partial(replied, members, group))
 
     def _read_slot_map(self) -> None:
         """The owner of every slot from redis-py's map, and a connection per master."""

@@ -325,3 +325,85 @@ async def test_read_now_lookups_of_one_turn_are_read_together(cluster: Any) -> N
     finally:
         await ours.aclose()
         await common.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_paused_master_holds_up_only_the_lookups_of_its_own_keys(cluster: Any) -> None:
+    """Lookups read together in one turn, one master paused (SIGSTOP: no reset, no reply): the lookup
+    whose keys are all on other masters is answered, those with a key on the paused one time out;
+    rows, counters and breaker as ``get_many`` over the same pause. The pause stays well under the
+    cluster's node timeout, so no failover starts."""
+    from redis.crc import key_slot
+
+    from mly.cache.tiered import TieredCache
+
+    store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    twin = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    ours = TieredCache(None, store, None, ttl_ms=60_000, timeout_s=0.3)
+    common = TieredCache(None, twin, None, ttl_ms=60_000, timeout_s=0.3)
+    try:
+        items = rows(30)
+        await store.put_many(items)
+        for cache in (ours, common):
+            await cache.get_many([key for key, _ in items], H)  # opens a connection to every master
+        lookups_of = store._cluster_lookups
+        assert lookups_of is not None and lookups_of._owners is not None
+        owner = {key: lookups_of._owners[key_slot(entry_key("ns", "ds", key).encode())] for key, _ in items}
+        on_paused = [key for key in owner if owner[key] == 0]
+        elsewhere = [key for key in owner if owner[key] != 0]
+        assert on_paused and elsewhere
+        lookups = [[on_paused[0]], elsewhere[:3], [elsewhere[0], on_paused[-1]]]
+        victim = next(node for node in cluster.nodes if node.port == lookups_of._masters[0].endpoint.port)
+        victim.pause()
+        try:
+            answers = []
+            for keys in lookups:
+                answered: asyncio.Future[tuple[Any, int]] = asyncio.get_running_loop().create_future()
+                assert ours.read_now(keys, H, lambda rows, hits, f=answered: f.set_result((rows, hits)))
+                answers.append(answered)
+            got, want = await asyncio.gather(asyncio.gather(*answers),
+                                             asyncio.gather(*(common.get_many(keys, H) for keys in lookups)))
+        finally:
+            victim.resume()
+        assert [[row is None for row in found] for found in want] == [[True], [False] * 3, [True, True]]
+        assert [found for found, _ in got] == want and [hits for _, hits in got] == [0, 3, 0]
+        assert ours.counters.timeouts == 2
+        assert ours.stats() == common.stats()
+    finally:
+        await ours.aclose()
+        await common.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_master_that_stalls_as_its_turn_is_sent_fails_only_its_lookups(cluster: Any) -> None:
+    """A master's connection found stalled (no reply within the socket timeout) by the ``send_now``
+    of a turn, just after its ``ready()`` said yes: its lookups are tried once more the common way,
+    the others answered; none waits for its deadline. A test double stands for the stall: the
+    moment a reply's wait crosses the socket timeout cannot be placed between the two calls for real."""
+    from redis.crc import key_slot
+
+    from mly.cache.tiered import TieredCache
+
+    store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    cache = TieredCache(None, store, None, ttl_ms=60_000, timeout_s=0.3)
+    try:
+        items = rows(30)
+        await store.put_many(items)
+        await cache.get_many([key for key, _ in items], H)  # opens a connection to every master
+        lookups_of = store._cluster_lookups
+        assert lookups_of is not None and lookups_of._owners is not None
+        owner = {key: lookups_of._owners[key_slot(entry_key("ns", "ds", key).encode())] for key, _ in items}
+        on_stalled = [key for key in owner if owner[key] == 0]
+        elsewhere = [key for key in owner if owner[key] != 0]
+        lookups = [on_stalled[:2], elsewhere[:3]]
+        lookups_of._masters[0].send_now = lambda *args, **kwargs: None  # type: ignore[method-assign]
+        answers = []
+        for keys in lookups:
+            answered: asyncio.Future[tuple[Any, int]] = asyncio.get_running_loop().create_future()
+            assert cache.read_now(keys, H, lambda rows, hits, f=answered: f.set_result((rows, hits)))
+            answers.append(answered)
+        got = await asyncio.gather(*answers)
+        assert [hits for _, hits in got] == [2, 3] and all(None not in found for found, _ in got)
+        assert (cache.counters.errors, cache.counters.timeouts) == (0, 0)
+    finally:
+        await cache.aclose()
