@@ -32,6 +32,7 @@ and the breaker counts an outage.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -178,43 +179,54 @@ class AerospikeLookups:
         task.add_done_callback(self._tasks.discard)
 
     def _take_replies(self, merged: _Merged, group: tuple[int, int], sent: _Sent) -> None:
-        """The replies taken by callbacks, without a task: when every node answered with records it
-        decodes, the lookups get their rows at once. Anything else (a failed or refused read, a record
-        for the official client, a reply that is not one) goes to ``_read_merged``, which decodes the
-        same replies again with its retries and fallbacks."""
+        """The replies taken by callbacks, without a task: each lookup gets its rows as soon as the
+        nodes of its own keys answered with records it decodes (a node that is paused or slow holds up
+        only the lookups with a key on it, as alone). Anything else (a failed or refused read, a record
+        for the official client, a reply that is not one) hands the read to ``_read_merged``, which
+        decodes the same replies again with its retries and fallbacks, for the lookups not answered yet."""
         requests = sent[1]
-        left = [len(requests)]
+        parts = merged.parts
+        dict_hash, min_expires_ms = group
+        n = len(merged.keys)
+        rows: list[bytes | None] = [None] * n
+        remaining = [0] * n
+        if len(parts) == 1:
+            touched: list[list[int]] = [[0]] * len(requests)
+            pending = [len(requests)]
+        else:
+            part_of: list[int] = []
+            for p, (_, count, _) in enumerate(parts):
+                part_of += [p] * count
+            touched = [list({part_of[i] for i in request[0]}) for request in requests]
+            pending = [0] * len(parts)
+            for members in touched:
+                for p in members:
+                    pending[p] += 1
+        handed_over = [False]
 
-        def replied(last: asyncio.Future[Any]) -> None:
-            left[0] -= 1
-            if left[0]:
+        def replied(members: list[int], future: asyncio.Future[Any]) -> None:
+            if handed_over[0]:  # ``_read_merged`` took the read over; it awaits this reply itself
                 return
-            dict_hash, min_expires_ms = group
-            n = len(merged.keys)
-            rows: list[bytes | None] = [None] * n
-            remaining = [0] * n
             fallback: list[int] = []
-            now_ms = time.time_ns() // 1_000_000
-            for request in requests:
-                future = request[3]
-                assert future is not None
-                if future.cancelled() or future.exception() is not None:
-                    break
+            if not future.cancelled() and future.exception() is None:
                 try:
-                    _, result = decode_reply(future.result(), rows, remaining, fallback, dict_hash, now_ms,
-                                             min_expires_ms)
+                    _, result = decode_reply(future.result(), rows, remaining, fallback, dict_hash,
+                                             time.time_ns() // 1_000_000, min_expires_ms)
                 except Exception:  # not a reply to this request: ``_read_merged`` says so
-                    break
-                if result or fallback:
-                    break
-            else:
-                self._hand_out(merged, rows, remaining)
-                return
+                    result = -1
+                if not result and not fallback:
+                    for p in members:
+                        pending[p] -= 1
+                        if not pending[p]:
+                            self._hand_out_part(merged, p, rows, remaining)
+                    return
+            handed_over[0] = True
             self._read_in_task(merged, group, sent)
 
-        for *_, future in requests:
+        for request, members in zip(requests, touched, strict=True):
+            future = request[3]
             assert future is not None
-            future.add_done_callback(replied)
+            future.add_done_callback(functools.partial(replied, members))
 
     async def _read_merged(self, merged: _Merged, dict_hash: int, min_expires_ms: int, sent: _Sent | None) -> None:
         """Read every key of the merged lookups (``sent``: already asked for) and hand each its part."""
@@ -234,19 +246,26 @@ class AerospikeLookups:
             return
         self._hand_out(merged, rows, remaining)
 
-    @staticmethod
-    def _hand_out(merged: _Merged, rows: list[bytes | None], remaining: list[int]) -> None:
+    @classmethod
+    def _hand_out(cls, merged: _Merged, rows: list[bytes | None], remaining: list[int]) -> None:
         """Each merged lookup its part of the rows read."""
+        for p in range(len(merged.parts)):
+            cls._hand_out_part(merged, p, rows, remaining)
+
+    @staticmethod
+    def _hand_out_part(merged: _Merged, p: int, rows: list[bytes | None], remaining: list[int]) -> None:
+        """Merged lookup ``p`` its part of the rows read, unless it is done (it timed out and went
+        away, or its nodes answered it already)."""
         parts = merged.parts
-        for offset, count, future in parts:
-            if future.done():  # its lookup timed out and went away
-                continue
-            part_rows, part_left = (rows, remaining) if len(parts) == 1 else (
-                rows[offset:offset + count], remaining[offset:offset + count])
-            stale = part_left.count(STALE)
-            if stale:
-                part_left = [0 if left == STALE else left for left in part_left]
-            future.set_result(RowsRead(part_rows, part_left, stale))
+        offset, count, future = parts[p]
+        if future.done():
+            return
+        part_rows, part_left = (rows, remaining) if len(parts) == 1 else (
+            rows[offset:offset + count], remaining[offset:offset + count])
+        stale = part_left.count(STALE)
+        if stale:
+            part_left = [0 if left == STALE else left for left in part_left]
+        future.set_result(RowsRead(part_rows, part_left, stale))
 
     async def _read_keys(self, keys: list[str], dict_hash: int, min_expires_ms: int,
                          sent: _Sent | None = None) -> tuple[list[bytes | None], list[int]]:

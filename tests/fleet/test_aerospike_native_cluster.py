@@ -87,3 +87,45 @@ async def test_reads_are_routed_to_every_node_and_go_on_from_the_replicas_when_o
     finally:
         await cache.aclose()
         await reference.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_paused_node_holds_up_only_the_lookups_with_a_key_on_it(aerospike_cluster: Any) -> None:
+    """Lookups of one event-loop turn are read together, one batch read per node; each is answered as
+    soon as the nodes of its own keys replied. While a node is paused (SIGSTOP: connected, silent), a
+    lookup whose keys are all on the other nodes gets its rows as it would alone; only a lookup with a
+    key on the paused node waits (and times out)."""
+    dataset = f"nat_{uuid.uuid4().hex[:8]}"
+    native, official = store(aerospike_cluster, dataset, native=True), store(aerospike_cluster, dataset, native=False)
+    assert native.lookups is not None
+    cache = TieredCache(None, native, None, ttl_ms=600_000, timeout_s=0.5)
+    keys = [f"k{i}" for i in range(ROWS)]
+    try:
+        await official.put_many([(key, StoredRow({"i": i, "p": 0.5, "s": f"row {i}"}, H))
+                                 for i, key in enumerate(keys)])
+        deadline = time.monotonic() + 60
+        while True:  # a cluster just formed migrates partitions for a few seconds: wait for a settled map
+            assert await cache.get_many(keys, H) == [expected(i) for i in range(ROWS)]
+            pmap = native.lookups._map
+            assert pmap is not None
+            owner = {key: pmap.ranks[0][partition_id(digest(dataset.encode(), key))] for key in keys}
+            if len(set(owner.values())) == 3:
+                break
+            assert time.monotonic() < deadline, "keys not spread over the three nodes"
+            await asyncio.sleep(0.5)
+        silent = owner[keys[0]]
+        _, port = pmap.nodes[silent]
+        (node,) = [n for n in aerospike_cluster.nodes if n.port == port]
+        on_it = [key for key in keys if owner[key] == silent][:5]
+        elsewhere = [key for key in keys if owner[key] != silent][:5]
+        node.pause()
+        try:
+            held, free = await asyncio.gather(cache.get_many(on_it, H), cache.get_many(elsewhere, H))
+        finally:
+            node.resume()
+        assert free == [expected(int(key[1:])) for key in elsewhere]
+        assert held == [None] * len(on_it)
+        assert cache.counters.timeouts == 1
+    finally:
+        await cache.aclose()
+        await official.aclose()
