@@ -8,8 +8,9 @@ remembered) and grouped by the node that masters their partition natively
 (``aerospike_wire.route``), each node gets one batch read for all of them on its own pipelined
 connection, written at once, every node's read is in flight before the first reply is awaited,
 and each reply is decoded natively straight into row JSON (``aerospike_wire.decode_reply``)
-and handed out to the lookups, by callbacks when every node answered plainly (no task, no
-coroutine), else by a task that retries. A node then answers one batch per turn rather than one per
+and handed out by callbacks, each lookup as soon as the nodes of its own keys answered plainly
+(no task, no coroutine; a paused node holds up only the lookups with a key on it), else by a task
+that retries. A node then answers one batch per turn rather than one per
 lookup, which on a 3-node cluster halved the CPU a 32-row lookup costs. A record the native
 decoder does not handle (maps, blobs, booleans...) is read again through the official
 client, so it costs a round trip, never a wrong answer. Writes stay with the official client.
