@@ -43,6 +43,7 @@ from mly._native.aerospike_wire import NEVER_EXPIRES_MS, NO_OWNER, STALE, decode
 from mly.cache.aerospike_nodes import NodeConnection, PartitionMap, read_partition_map, request_info
 from mly.cache.base import RowsRead, StoredRow, StoreUnavailableError
 from mly.cache.coalesce import DEFAULT_MAX_BATCH_KEYS
+from mly.cache.merged_lookups import lookups_per_read
 from mly.cache.resp import RespEndpoint
 
 __all__ = ["MAP_CHECK_INTERVAL_S", "RESULT_TIMEOUT", "AerospikeLookups"]
@@ -186,23 +187,11 @@ class AerospikeLookups:
         for the official client, a reply that is not one) hands the read to ``_read_merged``, which
         decodes the same replies again with its retries and fallbacks, for the lookups not answered yet."""
         requests = sent[1]
-        parts = merged.parts
         dict_hash, min_expires_ms = group
         n = len(merged.keys)
         rows: list[bytes | None] = [None] * n
         remaining = [0] * n
-        if len(parts) == 1:
-            touched: list[list[int]] = [[0]] * len(requests)
-            pending = [len(requests)]
-        else:
-            part_of: list[int] = []
-            for p, (_, count, _) in enumerate(parts):
-                part_of += [p] * count
-            touched = [list({part_of[i] for i in request[0]}) for request in requests]
-            pending = [0] * len(parts)
-            for members in touched:
-                for p in members:
-                    pending[p] += 1
+        touched, pending = lookups_per_read(merged.parts, [request[0] for request in requests])
         handed_over = [False]
 
         def replied(members: list[int], future: asyncio.Future[Any]) -> None:

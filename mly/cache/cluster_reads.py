@@ -25,6 +25,7 @@ from typing import Any
 
 from mly._native.redis_wire import scatter, split_by_owner
 from mly.cache.base import StoreUnavailableError
+from mly.cache.merged_lookups import lookups_per_read
 from mly.cache.resp import PipelinedConnection, RespEndpoint
 
 __all__ = ["ClusterLookups", "settle_refusals"]
@@ -62,26 +63,6 @@ class _Turn:
         self.keys: list[str] = []
         self.parts: list[tuple[int, int, asyncio.Future[list[Any]]]] = []
         """``(offset in keys, count, future)`` per lookup."""
-
-    def waits(self, groups: list[list[int]]) -> tuple[list[list[int]], list[int]]:
-        """Per master's group of keys, the lookups with a key in it; per lookup, how many masters it
-        waits for. Why: a lookup is answered when its own masters have replied and failed when one of
-        them fails, as alone: a master that is paused or gone must not time out or fail the turn's
-        lookups that have no key on it (``get_many`` would have answered those)."""
-        parts = self.parts
-        if len(parts) == 1:
-            return [[0]] * len(groups), [len(groups)]
-        if len(groups) == 1:
-            return [list(range(len(parts)))], [1] * len(parts)
-        part_of: list[int] = []
-        for p, (_, count, _) in enumerate(parts):
-            part_of += [p] * count
-        members = [list({part_of[i] for i in group}) for group in groups]
-        pending = [0] * len(parts)
-        for touched in members:
-            for p in touched:
-                pending[p] += 1
-        return members, pending
 
     def answer(self, p: int, values: list[Any]) -> None:
         """Lookup ``p`` its own values, unless it is done (it timed out and went away, or failed)."""
@@ -197,7 +178,7 @@ class ClusterLookups:
                 turn.fail(StoreUnavailableError(masters[owner].name, "not connected"))
                 return
         out: list[Any] = [None] * len(turn.keys)
-        members_of, pending = turn.waits([group for _, _, group in groups])
+        members_of, pending = lookups_per_read(turn.parts, [group for _, _, group in groups])
 
         def replied(members: list[int], group: list[int], future: asyncio.Future[Any]) -> None:
             exc = StoreUnavailableError(self.name, "closed") if future.cancelled() else future.exception()
