@@ -31,6 +31,30 @@ def expected(i: int) -> bytes:
     return b'{"i":%d,"p":0.5,"s":"row %d"}' % (i, i)
 
 
+async def written_and_spread(native: AerospikeStore, official: AerospikeStore, cache: TieredCache, dataset: str,
+                             keys: list[str], reference: TieredCache | None = None) -> dict[str, int]:
+    """The rows written (through the official client), then read until the partition map has each
+    node master some of them (a cluster just formed migrates partitions for a few seconds): the index
+    of each key's node. Every read meanwhile is right (a node proxies what it lost) and, given a
+    ``reference``, what it reads too."""
+    assert native.lookups is not None
+    await official.put_many([(key, StoredRow({"i": i, "p": 0.5, "s": f"row {i}"}, H))
+                             for i, key in enumerate(keys)])
+    deadline = time.monotonic() + 60
+    while True:
+        rows = await cache.get_many(keys, H)
+        assert rows == [expected(i) for i in range(len(keys))]
+        if reference is not None:
+            assert rows == await reference.get_many(keys, H)
+        pmap = native.lookups._map
+        assert pmap is not None
+        owner = {key: pmap.ranks[0][partition_id(digest(dataset.encode(), key))] for key in keys}
+        if len(set(owner.values())) == 3:  # each node masters some keys: one batch read per node
+            return owner
+        assert time.monotonic() < deadline, f"keys still routed to {set(owner.values())} only"
+        await asyncio.sleep(0.5)
+
+
 @pytest.mark.asyncio
 async def test_reads_are_routed_to_every_node_and_go_on_from_the_replicas_when_one_dies(
     aerospike_cluster: Any, tmp_path: Path
@@ -42,20 +66,7 @@ async def test_reads_are_routed_to_every_node_and_go_on_from_the_replicas_when_o
     reference = TieredCache(None, official, None, ttl_ms=600_000, timeout_s=1.0)
     keys = [f"k{i}" for i in range(ROWS)]
     try:
-        await official.put_many([(key, StoredRow({"i": i, "p": 0.5, "s": f"row {i}"}, H))
-                                 for i, key in enumerate(keys)])
-        deadline = time.monotonic() + 60
-        while True:  # a cluster just formed migrates partitions for a few seconds: the map follows
-            rows = await cache.get_many(keys, H)
-            assert rows == [expected(i) for i in range(ROWS)]  # right all along (a node proxies what it lost)
-            assert rows == await reference.get_many(keys, H)
-            pmap = native.lookups._map
-            assert pmap is not None
-            owners = {pmap.ranks[0][partition_id(digest(dataset.encode(), key))] for key in keys}
-            if len(owners) == 3:  # each node masters some keys: one batch read per node
-                break
-            assert time.monotonic() < deadline, f"keys still routed to {owners} only"
-            await asyncio.sleep(0.5)
+        await written_and_spread(native, official, cache, dataset, keys, reference)
 
         wrong: list[tuple[str, bytes]] = []
         complete_at: list[float] = []
@@ -101,18 +112,9 @@ async def test_a_paused_node_holds_up_only_the_lookups_with_a_key_on_it(aerospik
     cache = TieredCache(None, native, None, ttl_ms=600_000, timeout_s=0.5)
     keys = [f"k{i}" for i in range(ROWS)]
     try:
-        await official.put_many([(key, StoredRow({"i": i, "p": 0.5, "s": f"row {i}"}, H))
-                                 for i, key in enumerate(keys)])
-        deadline = time.monotonic() + 60
-        while True:  # a cluster just formed migrates partitions for a few seconds: wait for a settled map
-            assert await cache.get_many(keys, H) == [expected(i) for i in range(ROWS)]
-            pmap = native.lookups._map
-            assert pmap is not None
-            owner = {key: pmap.ranks[0][partition_id(digest(dataset.encode(), key))] for key in keys}
-            if len(set(owner.values())) == 3:
-                break
-            assert time.monotonic() < deadline, "keys not spread over the three nodes"
-            await asyncio.sleep(0.5)
+        owner = await written_and_spread(native, official, cache, dataset, keys)
+        pmap = native.lookups._map
+        assert pmap is not None
         silent = owner[keys[0]]
         _, port = pmap.nodes[silent]
         (node,) = [n for n in aerospike_cluster.nodes if n.port == port]

@@ -272,23 +272,30 @@ async def test_read_now_answers_as_get_many_across_every_master(cluster: Any) ->
         await common.aclose()
 
 
+async def warmed_twins(cluster: Any, items: list[tuple[str, StoredRow]],
+                       timeout_s: float) -> tuple[RedisStore, Any, Any]:
+    """``items`` written; a store-only cache over them (its store too) and a twin reading the same
+    records the common way, each with a connection open to every master."""
+    from mly.cache.tiered import TieredCache
+
+    store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    twin = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
+    ours = TieredCache(None, store, None, ttl_ms=60_000, timeout_s=timeout_s)
+    common = TieredCache(None, twin, None, ttl_ms=60_000, timeout_s=timeout_s)
+    await store.put_many(items)
+    for cache in (ours, common):
+        await cache.get_many([key for key, _ in items], H)  # opens a connection to every master
+    return store, ours, common
+
+
 @pytest.mark.asyncio
 async def test_read_now_lookups_of_one_turn_are_read_together(cluster: Any) -> None:
     """Lookups started in one turn of the event loop go out as one ``GET`` pipeline per master, and
     each gets exactly its own rows (as ``get_many`` answers them), a lookup of one key and one naming
     a key twice included. When the server closes a master's lookup connection under such a turn,
     every lookup of it is still answered, tried once more the common way."""
-    from mly.cache.tiered import TieredCache
-
-    store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
-    twin = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
-    ours = TieredCache(None, store, None, ttl_ms=60_000, timeout_s=1.0)
-    common = TieredCache(None, twin, None, ttl_ms=60_000, timeout_s=1.0)
+    store, ours, common = await warmed_twins(cluster, rows(200), timeout_s=1.0)
     try:
-        items = rows(200)
-        await store.put_many(items)
-        for cache in (ours, common):
-            await cache.get_many([key for key, _ in items], H)  # opens a connection to every master
         lookups = [[f"k{i}" for i in range(start, 200, 7)] for start in range(5)]
         lookups += [["k1"], ["absent", "k2", "k2", "k199"]]
         expected = [await common.get_many(keys, H) for keys in lookups]
@@ -335,17 +342,9 @@ async def test_a_paused_master_holds_up_only_the_lookups_of_its_own_keys(cluster
     cluster's node timeout, so no failover starts."""
     from redis.crc import key_slot
 
-    from mly.cache.tiered import TieredCache
-
-    store = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
-    twin = RedisStore.from_connection(cluster.connection(), namespace="ns", dataset="ds", ttl_ms=60_000)
-    ours = TieredCache(None, store, None, ttl_ms=60_000, timeout_s=0.3)
-    common = TieredCache(None, twin, None, ttl_ms=60_000, timeout_s=0.3)
+    items = rows(30)
+    store, ours, common = await warmed_twins(cluster, items, timeout_s=0.3)
     try:
-        items = rows(30)
-        await store.put_many(items)
-        for cache in (ours, common):
-            await cache.get_many([key for key, _ in items], H)  # opens a connection to every master
         lookups_of = store._cluster_lookups
         assert lookups_of is not None and lookups_of._owners is not None
         owner = {key: lookups_of._owners[key_slot(entry_key("ns", "ds", key).encode())] for key, _ in items}
