@@ -231,8 +231,11 @@ def markdown(doc: Record) -> str:
         f"- pinning: {head['pinning']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k not in ("cpu", "cores", "kernel")),
         f"- model: `{head['model']}` ({head['parameters']:,} parameters)",
-        f"- {cfg['rounds']} round(s), alternating server order; {cfg['seconds']} s per cell after "
-        f"{cfg['warmup']} s warm-up (hot, batch32 and zipf32 cells); cells median (min-max) over rounds; "
+        f"- {cfg['rounds']} round(s); every server of a round up at once, cells interleaved server by server "
+        f"in an order alternating per cell and per round; {cfg['seconds']} s per cell after "
+        f"{cfg['warmup']} s warm-up (hot, batch32 cells); zipf32 cells measure the same bodies on every server, "
+        f"each server with a per-row cache first sent every earlier body ({cfg.get('zipf_warm', 0):,} more than the "
+        "furthest server had reached); cells median (min-max) over rounds; "
         "ratios per round against the baseline of the same round",
         "- load: `wrk` = wrk, 1 thread, closed loop, keep-alive, pinned to the load core; "
         "`locust` = locust headless, pinned to the load core",

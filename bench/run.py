@@ -21,8 +21,10 @@ ever sent twice to a server process, so only a per-row cache can hit (``--zipf-*
 ``cold`` single rows never repeated within a server process, ``batch32`` 1,000 distinct
 32-row batches of the hot rows; Triton gets the same rows as KServe v2 bodies. Each cell
 is one wrk run (1 thread, closed loop); the server's CPU is read from ``/proc`` for its
-whole process tree. Every server process serves all its cells of one round and is then
-stopped; odd rounds run the servers in reverse order. Then, on ``mly memory`` only, locust
+whole process tree. Every server of a round is started first and stopped after its last
+cell; the cells interleave them (each workload and concurrency runs on every server back to
+back, in an order that alternates from one cell to the next and from round to round), so a slow
+stretch of this shared machine falls on both sides of a ratio. Then, on ``mly memory`` only, locust
 runs raw-HTTP and ``mly.client`` users, and a last section times one prediction through
 ``mly.client`` with a warm local cache against the same one with no cache anywhere, on a
 slow variant of the model (about 1 ms per evaluation).
@@ -76,6 +78,8 @@ WORKLOADS = ("zipf32", "hot", "cold", "batch32")
 FRESH = frozenset({"cold", "zipf32"})
 #: servers that answer a repeated request from a cache: their hot bodies are sent once before measuring
 CACHED = frozenset({"mly memory", "mly per-row", "mly redis L1", "exact-body", "triton"})
+#: servers whose answers to never-repeated bodies depend on the bodies they saw before (a per-row cache)
+PER_ROW = frozenset({"mly memory", "mly per-row", "mly redis L1"})
 HOT_ROWS, BATCH_BODIES, BATCH_ROWS = 1000, 1000, 32
 HOT_SEED, COLD_SEED, BATCH_SEED = 1, 2, 3
 #: cold rows to generate per measured second and concurrency level: above any server's miss rate
@@ -85,6 +89,9 @@ COLD_ROWS_PER_SECOND = 25_000
 #: Zipf bodies to generate per second of load (warm-up included) and concurrency level: above
 #: any server's rate here (mly answered 3.8-4.2k 32-row bodies/s at c=16 when the workload came)
 ZIPF_BODIES_PER_SECOND = 6_000
+#: zipf32 bodies sent before each cell (after catching up with the furthest server): about what
+#: one second of warm-up at c=16 used to send
+ZIPF_WARM_BODIES = 4_000
 SLOW_HIDDEN = (2560, 2560)
 """The slow model's tower: about 1 ms per one-row evaluation on one core of the project's machine."""
 LOCUSTFILE = BENCH / "locustfile.py"
@@ -338,9 +345,31 @@ def row_hit_rate(before: dict[str, Any] | None, after: dict[str, Any] | None) ->
     return (after["rows"]["cachedRows"] - before["rows"]["cachedRows"]) / rows if rows else None
 
 
+def catch_up(running: Running, workload: str, body_file: BodyFile, line: int, conc: int) -> None:
+    """Bring ``running`` to body ``line`` of a ``FRESH`` workload: a server with a per-row cache
+    is sent every body it has not seen before that line; any other skips them (no body repeats,
+    so none of them could ever be answered from what it saw).
+
+    Why by count and not for a time: a per-row cache's hit rate on ``zipf32`` grows with every
+    body it has seen (from about 80% after 2,000 bodies to 92% after 20,000), so a server that
+    ran slower in the previous cell would start the next one colder, and run slower again."""
+    first = running.next_line.get(workload, 0)
+    running.next_line[workload] = max(first, line)
+    if running.name not in PER_ROW or line <= first:
+        return
+    with body_file.path.open("rb") as fh:
+        bodies = [b for i, b in enumerate(fh) if first <= i < line]
+    with ThreadPoolExecutor(max(2, min(conc, 16))) as pool:
+        for _ in pool.map(lambda b: post(running.url, b.rstrip(b"\n")), bodies):
+            pass
+    if running.redis_port:
+        _drain_redis(running.redis_port)
+
+
 def cell(loader: Loader, running: Running, workload: str, conc: int, body_file: BodyFile, seconds: int,
-         warmup: int, rnd: int) -> Record:
-    """One wrk run of ``workload`` at ``conc`` connections, with the server tree's CPU over it."""
+         warmup: int, rnd: int, start_line: int | None = None) -> Record:
+    """One wrk run of ``workload`` at ``conc`` connections, with the server tree's CPU over it.
+    ``start_line``: a ``FRESH`` workload's measured bodies start there (``catch_up`` first)."""
     prewarm(running, workload, body_file)
 
     def fresh_run(secs: int) -> Result:
@@ -351,8 +380,8 @@ def cell(loader: Loader, running: Running, workload: str, conc: int, body_file: 
         running.next_line[workload] = running.next_line.get(workload, 0) + done.requests + done.errors + conc + 2
         return done
 
-    if warmup and workload == "zipf32":
-        fresh_run(warmup)  # the per-row cache warms on traffic that looks like the measured traffic
+    if start_line is not None:
+        catch_up(running, workload, body_file, start_line, conc)
     elif warmup and workload not in FRESH:
         loader.run(running.url, Workload("file", 0, str(body_file.path)), conc, warmup)
     stats_before = model_stats(running)
@@ -378,6 +407,34 @@ def cell(loader: Loader, running: Running, workload: str, conc: int, body_file: 
     flag += f"  rows hit {100 * hit_rate:.1f}%" if hit_rate is not None else ""
     log(f"  .. {running.name:<13} {workload:<7} c={conc:<3} {r.rps:>9,.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
         f"p99 {r.p99_ms:7.2f} ms  cpu {rec['cpu_us_per_req']:7.0f} us/req {rec['cpu_pct']:4.0f}%{flag}")
+    return rec
+
+
+def cell_order(servers: Sequence[Running], turn: int) -> Sequence[Running]:
+    """The servers in table order on even turns, reversed on odd ones: a cell's servers run back
+    to back, and which one goes first alternates from one cell to the next and between rounds."""
+    return servers if turn % 2 == 0 else servers[::-1]
+
+
+IDLE_CPU_WARN_PCT = 5.0
+"""Above this share of a core, the servers waiting their turn disturbed a cell: said in the log."""
+
+
+def interleaved_cell(loader: Loader, running: Running, servers: Sequence[Running], workload: str, conc: int,
+                     body_file: BodyFile, args: argparse.Namespace, rnd: int, start_line: int | None) -> Record:
+    """``cell`` on ``running`` while the round's other servers wait, idle, on the same core.
+
+    Why every server of a round is up at once: this machine has slow minutes (another tenant),
+    and when each server ran all its cells in its own stretch of minutes, a slow stretch fell on
+    one server and moved a ratio by 20-40%. Side by side, cell by cell, it falls on both sides of a
+    ratio. What the waiting servers spend during the cell is recorded (``idle_cpu_pct``)."""
+    others = [s.roots for s in servers if s is not running]
+    idle_before = tree_cpu_seconds(r for roots in others for r in roots)
+    rec = cell(loader, running, workload, conc, body_file, args.seconds, args.warmup, rnd, start_line)
+    idle = tree_cpu_seconds(r for roots in others for r in roots) - idle_before
+    rec["idle_cpu_pct"] = 100 * idle / rec["seconds"] if rec["seconds"] else 0.0
+    if rec["idle_cpu_pct"] > IDLE_CPU_WARN_PCT:
+        log(f"  !! the waiting servers used {rec['idle_cpu_pct']:.0f}% of a core during that cell")
     return rec
 
 
@@ -537,6 +594,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; cells are median (min-max)")
     parser.add_argument("--seconds", type=int, default=5, help="measured seconds per cell")
     parser.add_argument("--warmup", type=int, default=1, help="wrk warm-up seconds before each hot/batch32 cell")
+    parser.add_argument("--zipf-warm", type=int, default=ZIPF_WARM_BODIES,
+                        help="zipf32: bodies each server with a per-row cache is sent before each cell, "
+                             "counted from the furthest any server of the round has reached")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 1 s per cell, no warm-up")
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, in this order")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
@@ -559,14 +619,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--zipf-oov", type=float, default=zipf.oov, help="zipf32: share of out-of-vocabulary values")
     parser.add_argument("--zipf-seed", type=int, default=zipf.seed, help="zipf32: seed of rows and draws")
     parser.add_argument("--zipf-bodies", type=int, default=0,
-                        help=f"zipf32 bodies (default {ZIPF_BODIES_PER_SECOND:,} x (seconds + warm-up) x "
+                        help=f"zipf32 bodies (default ({ZIPF_BODIES_PER_SECOND:,} x seconds + --zipf-warm) x "
                              "concurrency levels)")
     parser.add_argument("--claim-calls", type=int, default=500, help="timed predicts per case per round")
     parser.add_argument("--render", type=Path, metavar="DIR",
                         help="only rebuild table.md and the plots from DIR/results.json")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.seconds, args.warmup = 1, 1, 0
+        args.rounds, args.seconds, args.warmup, args.zipf_warm = 1, 1, 0, 0
         args.claim_calls = min(args.claim_calls, 200)
     args.server_list = _list(args.servers, SERVERS, "servers")
     if args.no_triton and "triton" in args.server_list:
@@ -582,7 +642,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     except ValueError as exc:
         parser.error(f"--zipf-*: {exc}")
     if not args.zipf_bodies:
-        args.zipf_bodies = ZIPF_BODIES_PER_SECOND * (args.seconds + args.warmup) * len(args.levels)
+        args.zipf_bodies = (ZIPF_BODIES_PER_SECOND * args.seconds + args.zipf_warm) * len(args.levels)
     return args
 
 
@@ -649,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
                 "parameters": parameter_count(model_dir),
             },
             "config": {"rounds": args.rounds, "seconds": args.seconds, "warmup": args.warmup,
+                       "zipf_warm": args.zipf_warm,
                        "servers": args.server_list, "workloads": args.workload_list, "concurrency": args.levels,
                        "cold_rows": args.cold_rows, "hot_rows": HOT_ROWS, "batch_bodies": BATCH_BODIES,
                        "batch_rows": BATCH_ROWS, "zipf": {**dataclasses.asdict(args.zipf), "bodies": args.zipf_bodies}},
@@ -656,21 +717,30 @@ def main(argv: list[str] | None = None) -> int:
         }
         loader = Loader("wrk", load_cpus, tmp)
         for rnd in range(args.rounds):
-            order = args.server_list if rnd % 2 == 0 else args.server_list[::-1]
-            log(f"  .. {time.perf_counter() - started:4.0f}s round {rnd + 1}/{args.rounds}: {', '.join(order)}")
-            for name in order:
-                with start(name, ctx) as running:
-                    if name == "triton":
+            log(f"  .. {time.perf_counter() - started:4.0f}s round {rnd + 1}/{args.rounds}: starting "
+                f"{', '.join(args.server_list)}")
+            with contextlib.ExitStack() as stack:
+                servers = [stack.enter_context(start(name, ctx)) for name in args.server_list]
+                for running in servers:
+                    if running.name == "triton":
                         versions["triton server"] = triton_version(running.base)
-                    for workload in args.workload_list:
-                        body_file = bodies[(workload, running.fmt)]
-                        for conc in args.levels:
-                            doc["cells"].append(cell(loader, running, workload, conc, body_file, args.seconds,
-                                                     args.warmup, rnd))
-                    if run_locust and name == "mly memory":
-                        for cls in LOCUST_CLASSES:
-                            for users in LOCUST_USERS:
-                                doc["locust"].append(locust_cell(running, cls, users, max(2, args.seconds), ctx, rnd))
+                turn = 0
+                for workload in args.workload_list:
+                    for conc in args.levels:
+                        # zipf32: every server's measured bodies start at the same line, after the
+                        # same bodies (``catch_up``)
+                        start_line = (max(s.next_line.get(workload, 0) for s in servers) + args.zipf_warm
+                                      if workload == "zipf32" else None)
+                        for running in cell_order(servers, rnd + turn):
+                            doc["cells"].append(interleaved_cell(loader, running, servers, workload, conc,
+                                                                 bodies[(workload, running.fmt)], args, rnd,
+                                                                 start_line))
+                        turn += 1
+                memory = next((s for s in servers if s.name == "mly memory"), None)
+                if run_locust and memory is not None:
+                    for cls in LOCUST_CLASSES:
+                        for users in LOCUST_USERS:
+                            doc["locust"].append(locust_cell(memory, cls, users, max(2, args.seconds), ctx, rnd))
         if not args.no_claim:
             log(f"  .. {time.perf_counter() - started:4.0f}s end-to-end client section")
             slow_dir = args.slow_model or build_model(work / "slow-model", SLOW_HIDDEN)

@@ -179,3 +179,63 @@ def test_zipf_options_are_checked(run: ModuleType) -> None:
         run.parse_args(["--zipf-exponent", "-1"])
     args = run.parse_args(["--quick"])
     assert args.zipf == run.ZipfBatches() and args.zipf_bodies == run.ZIPF_BODIES_PER_SECOND * 3
+
+
+@pytest.fixture()
+def recording_server() -> Iterator[tuple[str, list[bytes]]]:
+    """A real HTTP server on loopback that answers every POST with 200 and keeps its body."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[bytes] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                seen.append(body)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128  # the default 5 resets connections of a 16-thread burst
+
+    httpd = Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/eval", seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_zipf_cells_start_every_server_at_the_same_body_after_the_same_bodies(
+        run: ModuleType, tmp_path: Path, recording_server: tuple[str, list[bytes]]) -> None:
+    """A server with a per-row cache is sent exactly the bodies it missed before the cell's first
+    line; a server without one only skips ahead (no body repeats, so none could ever hit)."""
+    url, seen = recording_server
+    lines = [b'{"batch_size":1,"i":[%d]}' % i for i in range(50)]
+    path = tmp_path / "zipf32-mly.txt"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    body_file = run.BodyFile(path, len(lines), 1)
+    per_row = run.Running("mly per-row", "", url, "mly", [], next_line={"zipf32": 7})
+    naive = run.Running("naive", "", url, "mly", [], next_line={"zipf32": 3})
+    run.catch_up(per_row, "zipf32", body_file, 30, 16)
+    assert sorted(seen, key=lambda b: json.loads(b)["i"][0]) == lines[7:30]
+    run.catch_up(naive, "zipf32", body_file, 30, 16)
+    assert len(seen) == 23
+    assert per_row.next_line["zipf32"] == naive.next_line["zipf32"] == 30
+    run.catch_up(per_row, "zipf32", body_file, 20, 16)  # already past it: nothing sent, nothing rewound
+    assert len(seen) == 23 and per_row.next_line["zipf32"] == 30
+
+
+def test_cells_alternate_which_server_goes_first(run: ModuleType) -> None:
+    servers = ["a", "b", "c"]
+    assert [list(run.cell_order(servers, t)) for t in range(3)] == [servers, servers[::-1], servers]
