@@ -4,8 +4,13 @@ Why: when a fleet's shared Redis or Aerospike is a model's only tier, every requ
 for one store round trip. Taken through a task and the tiered cache's coroutines (the
 request's task, five awaiting frames, a ``Timeout`` context, the breaker), that wait cost
 the server about as much CPU as the lookup's own encoding, decoding and I/O. Here the
-lookup is sent at once (``read_now`` of the store), one timer bounds it, and the reply's
+lookup is sent at once (``read_now`` of the store), a deadline bounds it, and the reply's
 callback hands the rows to the caller.
+
+Why the deadlines share one timer (``Deadlines``): every lookup of a cache waits the same
+time at most, so they fall due in the order they started; a queue in that order and one timer
+for its oldest lookup bound them all, where a timer per lookup (armed and cancelled for each)
+cost more than the rest of the lookup's bookkeeping.
 
 Only the common case goes this way; the caller falls back to ``TieredCache.get_many`` for
 everything else, so breaker probes and copies between tiers stay in one place (a lookup
@@ -15,7 +20,7 @@ whose connection died is sent again through the store's own ``get_rows``):
   ``read_now``/``rows_of`` and whose breaker is closed;
 - a lookup whose connection died under it (or that its store refused) is read once more with
   the store's ``get_rows``, which opens a fresh connection, as ``get_many``'s call retries it:
-  within the same deadline (the timer still runs), and what fails then is counted as there;
+  within the same deadline, and what fails then is counted as there;
 - a store closed under the lookup hands it back (``RETRY``) to be looked up the common way;
 - a timeout is counted exactly as ``get_many`` counts one (a timeout, a breaker failure,
   every row a miss).
@@ -27,6 +32,7 @@ Counters (hits, misses, stale, errors, timeouts) and the breaker see the same as
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -35,7 +41,7 @@ from mly.cache.breaker import BreakerState
 if TYPE_CHECKING:
     from mly.cache.tiered import TieredCache, _Tier
 
-__all__ = ["RETRY", "Done", "read_now"]
+__all__ = ["RETRY", "Deadlines", "Done", "read_now"]
 
 RETRY: Final = "retry"
 """Handed to ``Done`` instead of rows: look these keys up again with ``TieredCache.get_many``."""
@@ -45,9 +51,57 @@ Done = Callable[[Any, int], None]
 or ``RETRY``, and the rows L1 answered."""
 
 
+class Deadlines:
+    """The deadlines of one cache's lookups: per wait time, a queue in the order they started
+    (so in the order they fall due) and one timer, armed for the oldest lookup still waiting.
+    Each queued entry is a ``[deadline, read]`` ticket; an answered lookup empties its ticket
+    (``read`` becomes ``None``, so its rows are not kept alive), and the ticket leaves the queue
+    when the timer passes it."""
+
+    __slots__ = ("_queues",)
+
+    def __init__(self) -> None:
+        self._queues: dict[float, _Queue] = {}
+
+    def add(self, read: _Read, loop: asyncio.AbstractEventLoop) -> None:
+        queue = self._queues.get(read.timeout_s)
+        if queue is None or queue.loop is not loop:
+            # A store's slack changes once or twice: a handful of queues. A cache used from a new
+            # event loop (tests run one per test) starts afresh: the old loop's timer is gone with it.
+            queue = self._queues[read.timeout_s] = _Queue(loop)
+        queue.tickets.append(read.ticket)
+        if queue.timer is None:
+            queue.timer = loop.call_at(read.ticket[0], queue.expire)
+
+
+class _Queue:
+    __slots__ = ("loop", "tickets", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.tickets: deque[list[Any]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def expire(self) -> None:
+        """Time out every due lookup still waiting, drop the answered ones at the front, and arm
+        the timer for the next lookup still waiting."""
+        self.timer = None
+        tickets = self.tickets
+        loop = self.loop
+        now = loop.time()
+        while tickets:
+            deadline, read = tickets[0]
+            if read is not None and deadline > now:
+                self.timer = loop.call_at(deadline, self.expire)
+                return
+            tickets.popleft()
+            if read is not None:
+                read.timed_out()
+
+
 class _Read:
-    __slots__ = ("cache", "dict_hash", "done", "future", "keys", "min_expires_ms", "retried", "started", "tier",
-                 "timeout_s", "timer")
+    __slots__ = ("cache", "dict_hash", "done", "future", "keys", "min_expires_ms", "retried", "started", "ticket",
+                 "tier", "timeout_s")
 
     def __init__(self, cache: TieredCache, tier: _Tier, keys: list[str], dict_hash: int, min_expires_ms: int,
                  done: Done, timeout_s: float) -> None:
@@ -60,7 +114,8 @@ class _Read:
         self.timeout_s = timeout_s
         self.started = tier.breaker.clock()
         self.future: asyncio.Future[Any] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.ticket: list[Any] = [0.0, self]
+        """``[loop time at which the lookup times out, self]`` while it waits (``Deadlines``)."""
         self.retried = False
         """``future`` is ``get_rows``'s, sent again after the first connection died under it."""
 
@@ -104,10 +159,9 @@ class _Read:
         done(out, len(found))
 
     def settled(self) -> None:
-        """The lookup is answered: no timeout any more."""
+        """The lookup is answered: no timeout any more (``Deadlines`` drops its ticket when its time comes)."""
         self.done = None
-        assert self.timer is not None
-        self.timer.cancel()
+        self.ticket[1] = None
 
     def all_missed(self, done: Done) -> None:
         """Every key a miss (the lookup failed), counted as ``get_many`` counts it."""
@@ -120,6 +174,7 @@ class _Read:
         if done is None:
             return
         self.done = None
+        self.ticket[1] = None  # no cycle left for the garbage collector
         assert self.future is not None
         self.future.cancel()
         self.cache._call_failed(self.tier, self.started, TimeoutError(), self.timeout_s)
@@ -146,6 +201,8 @@ def read_now(cache: TieredCache, keys: list[str], dict_hash: int, done: Done) ->
     timeout_s = cache.timeout_s + getattr(store, "deadline_slack_s", 0.0)
     read = _Read(cache, tier, keys, dict_hash, min_expires_ms, done, timeout_s)
     read.future = future
-    read.timer = asyncio.get_running_loop().call_later(timeout_s, read.timed_out)
+    loop = asyncio.get_running_loop()
+    read.ticket[0] = loop.time() + timeout_s
+    cache.read_deadlines.add(read, loop)
     future.add_done_callback(read.replied)
     return True
