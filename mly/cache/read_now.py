@@ -54,54 +54,62 @@ or ``RETRY``, and the rows L1 answered."""
 class Deadlines:
     """The deadlines of one cache's lookups: per wait time, a queue in the order they started
     (so in the order they fall due) and one timer, armed for the oldest lookup still waiting.
-    Each queued entry is a ``[deadline, read]`` ticket; an answered lookup empties its ticket
-    (``read`` becomes ``None``, so its rows are not kept alive), and the ticket leaves the queue
-    when the timer passes it."""
+
+    A queued entry is a ``(deadline, number)`` pair, and only the lookups still waiting are
+    held (``_Queue.waiting``): an answered lookup leaves at once and keeps nothing alive, and its
+    pair (two numbers, which the garbage collector stops tracking) leaves when the timer passes
+    it. (Queueing the lookups themselves kept thousands of them alive, for the collector to walk.)"""
 
     __slots__ = ("_queues",)
 
     def __init__(self) -> None:
         self._queues: dict[float, _Queue] = {}
 
-    def add(self, read: _Read, loop: asyncio.AbstractEventLoop) -> None:
+    def add(self, read: _Read, deadline: float, loop: asyncio.AbstractEventLoop) -> None:
         queue = self._queues.get(read.timeout_s)
         if queue is None or queue.loop is not loop:
             # A store's slack changes once or twice: a handful of queues. A cache used from a new
             # event loop (tests run one per test) starts afresh: the old loop's timer is gone with it.
             queue = self._queues[read.timeout_s] = _Queue(loop)
-        queue.tickets.append(read.ticket)
+        queue.count += 1
+        read.queue, read.number = queue, queue.count
+        queue.waiting[queue.count] = read
+        queue.pairs.append((deadline, queue.count))
         if queue.timer is None:
-            queue.timer = loop.call_at(read.ticket[0], queue.expire)
+            queue.timer = loop.call_at(deadline, queue.expire)
 
 
 class _Queue:
-    __slots__ = ("loop", "tickets", "timer")
+    __slots__ = ("count", "loop", "pairs", "timer", "waiting")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.tickets: deque[list[Any]] = deque()
+        self.pairs: deque[tuple[float, int]] = deque()
+        self.waiting: dict[int, _Read] = {}
+        self.count = 0
         self.timer: asyncio.TimerHandle | None = None
 
     def expire(self) -> None:
         """Time out every due lookup still waiting, drop the answered ones at the front, and arm
         the timer for the next lookup still waiting."""
         self.timer = None
-        tickets = self.tickets
+        pairs, waiting = self.pairs, self.waiting
         loop = self.loop
         now = loop.time()
-        while tickets:
-            deadline, read = tickets[0]
-            if read is not None and deadline > now:
+        while pairs:
+            deadline, number = pairs[0]
+            if deadline > now and number in waiting:
                 self.timer = loop.call_at(deadline, self.expire)
                 return
-            tickets.popleft()
+            pairs.popleft()
+            read = waiting.pop(number, None)
             if read is not None:
                 read.timed_out()
 
 
 class _Read:
-    __slots__ = ("cache", "dict_hash", "done", "future", "keys", "min_expires_ms", "retried", "started", "ticket",
-                 "tier", "timeout_s")
+    __slots__ = ("cache", "dict_hash", "done", "future", "keys", "min_expires_ms", "number", "queue", "retried",
+                 "started", "tier", "timeout_s")
 
     def __init__(self, cache: TieredCache, tier: _Tier, keys: list[str], dict_hash: int, min_expires_ms: int,
                  done: Done, timeout_s: float) -> None:
@@ -114,8 +122,9 @@ class _Read:
         self.timeout_s = timeout_s
         self.started = tier.breaker.clock()
         self.future: asyncio.Future[Any] | None = None
-        self.ticket: list[Any] = [0.0, self]
-        """``[loop time at which the lookup times out, self]`` while it waits (``Deadlines``)."""
+        self.queue: _Queue | None = None
+        self.number = 0
+        """Where its deadline waits (``Deadlines.add``)."""
         self.retried = False
         """``future`` is ``get_rows``'s, sent again after the first connection died under it."""
 
@@ -159,9 +168,10 @@ class _Read:
         done(out, len(found))
 
     def settled(self) -> None:
-        """The lookup is answered: no timeout any more (``Deadlines`` drops its ticket when its time comes)."""
+        """The lookup is answered: no timeout any more."""
         self.done = None
-        self.ticket[1] = None
+        if self.queue is not None:
+            self.queue.waiting.pop(self.number, None)
 
     def all_missed(self, done: Done) -> None:
         """Every key a miss (the lookup failed), counted as ``get_many`` counts it."""
@@ -174,7 +184,6 @@ class _Read:
         if done is None:
             return
         self.done = None
-        self.ticket[1] = None  # no cycle left for the garbage collector
         assert self.future is not None
         self.future.cancel()
         self.cache._call_failed(self.tier, self.started, TimeoutError(), self.timeout_s)
@@ -202,7 +211,6 @@ def read_now(cache: TieredCache, keys: list[str], dict_hash: int, done: Done) ->
     read = _Read(cache, tier, keys, dict_hash, min_expires_ms, done, timeout_s)
     read.future = future
     loop = asyncio.get_running_loop()
-    read.ticket[0] = loop.time() + timeout_s
-    cache.read_deadlines.add(read, loop)
+    cache.read_deadlines.add(read, loop.time() + timeout_s, loop)
     future.add_done_callback(read.replied)
     return True

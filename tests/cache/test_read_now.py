@@ -304,8 +304,7 @@ def test_a_cache_used_from_a_new_event_loop_still_times_its_lookups_out(redis: S
         answered: asyncio.Future[Any] = loop.create_future()
         read = _Read(cache, tier, ["k"], H, 0, lambda rows, hits: answered.set_result(rows), TIMEOUT_S)
         read.future = loop.create_future()
-        read.ticket[0] = loop.time() + TIMEOUT_S
-        cache.read_deadlines.add(read, loop)
+        cache.read_deadlines.add(read, loop.time() + TIMEOUT_S, loop)
         return answered
 
     async def leave_one_waiting() -> None:
