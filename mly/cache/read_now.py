@@ -4,13 +4,8 @@ Why: when a fleet's shared Redis or Aerospike is a model's only tier, every requ
 for one store round trip. Taken through a task and the tiered cache's coroutines (the
 request's task, five awaiting frames, a ``Timeout`` context, the breaker), that wait cost
 the server about as much CPU as the lookup's own encoding, decoding and I/O. Here the
-lookup is sent at once (``read_now`` of the store), a deadline bounds it, and the reply's
+lookup is sent at once (``read_now`` of the store), one timer bounds it, and the reply's
 callback hands the rows to the caller.
-
-Why the deadlines share one timer (``Deadlines``): every lookup of a cache waits the same
-time at most, so they fall due in the order they started; a queue in that order and one timer
-for its oldest lookup bound them all, where a timer per lookup (armed and cancelled for each)
-cost more than the rest of the lookup's bookkeeping.
 
 Only the common case goes this way; the caller falls back to ``TieredCache.get_many`` for
 everything else, so breaker probes and copies between tiers stay in one place (a lookup
@@ -20,7 +15,7 @@ whose connection died is sent again through the store's own ``get_rows``):
   ``read_now``/``rows_of`` and whose breaker is closed;
 - a lookup whose connection died under it (or that its store refused) is read once more with
   the store's ``get_rows``, which opens a fresh connection, as ``get_many``'s call retries it:
-  within the same deadline, and what fails then is counted as there;
+  within the same deadline (the timer still runs), and what fails then is counted as there;
 - a store closed under the lookup hands it back (``RETRY``) to be looked up the common way;
 - a timeout is counted exactly as ``get_many`` counts one (a timeout, a breaker failure,
   every row a miss).
@@ -32,7 +27,6 @@ Counters (hits, misses, stale, errors, timeouts) and the breaker see the same as
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -41,7 +35,7 @@ from mly.cache.breaker import BreakerState
 if TYPE_CHECKING:
     from mly.cache.tiered import TieredCache, _Tier
 
-__all__ = ["RETRY", "Deadlines", "Done", "read_now"]
+__all__ = ["RETRY", "Done", "read_now"]
 
 RETRY: Final = "retry"
 """Handed to ``Done`` instead of rows: look these keys up again with ``TieredCache.get_many``."""
@@ -51,65 +45,9 @@ Done = Callable[[Any, int], None]
 or ``RETRY``, and the rows L1 answered."""
 
 
-class Deadlines:
-    """The deadlines of one cache's lookups: per wait time, a queue in the order they started
-    (so in the order they fall due) and one timer, armed for the oldest lookup still waiting.
-
-    A queued entry is a ``(deadline, number)`` pair, and only the lookups still waiting are
-    held (``_Queue.waiting``): an answered lookup leaves at once and keeps nothing alive, and its
-    pair (two numbers, which the garbage collector stops tracking) leaves when the timer passes
-    it. (Queueing the lookups themselves kept thousands of them alive, for the collector to walk.)"""
-
-    __slots__ = ("_queues",)
-
-    def __init__(self) -> None:
-        self._queues: dict[float, _Queue] = {}
-
-    def add(self, read: _Read, deadline: float, loop: asyncio.AbstractEventLoop) -> None:
-        queue = self._queues.get(read.timeout_s)
-        if queue is None or queue.loop is not loop:
-            # A store's slack changes once or twice: a handful of queues. A cache used from a new
-            # event loop (tests run one per test) starts afresh: the old loop's timer is gone with it.
-            queue = self._queues[read.timeout_s] = _Queue(loop)
-        queue.count += 1
-        read.queue, read.number = queue, queue.count
-        queue.waiting[queue.count] = read
-        queue.pairs.append((deadline, queue.count))
-        if queue.timer is None:
-            queue.timer = loop.call_at(deadline, queue.expire)
-
-
-class _Queue:
-    __slots__ = ("count", "loop", "pairs", "timer", "waiting")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.pairs: deque[tuple[float, int]] = deque()
-        self.waiting: dict[int, _Read] = {}
-        self.count = 0
-        self.timer: asyncio.TimerHandle | None = None
-
-    def expire(self) -> None:
-        """Time out every due lookup still waiting, drop the answered ones at the front, and arm
-        the timer for the next lookup still waiting."""
-        self.timer = None
-        pairs, waiting = self.pairs, self.waiting
-        loop = self.loop
-        now = loop.time()
-        while pairs:
-            deadline, number = pairs[0]
-            if deadline > now and number in waiting:
-                self.timer = loop.call_at(deadline, self.expire)
-                return
-            pairs.popleft()
-            read = waiting.pop(number, None)
-            if read is not None:
-                read.timed_out()
-
-
 class _Read:
-    __slots__ = ("cache", "dict_hash", "done", "future", "keys", "min_expires_ms", "number", "queue", "retried",
-                 "started", "tier", "timeout_s")
+    __slots__ = ("cache", "dict_hash", "done", "future", "keys", "min_expires_ms", "retried", "started", "tier",
+                 "timeout_s", "timer")
 
     def __init__(self, cache: TieredCache, tier: _Tier, keys: list[str], dict_hash: int, min_expires_ms: int,
                  done: Done, timeout_s: float) -> None:
@@ -122,9 +60,7 @@ class _Read:
         self.timeout_s = timeout_s
         self.started = tier.breaker.clock()
         self.future: asyncio.Future[Any] | None = None
-        self.queue: _Queue | None = None
-        self.number = 0
-        """Where its deadline waits (``Deadlines.add``)."""
+        self.timer: asyncio.TimerHandle | None = None
         self.retried = False
         """``future`` is ``get_rows``'s, sent again after the first connection died under it."""
 
@@ -170,8 +106,8 @@ class _Read:
     def settled(self) -> None:
         """The lookup is answered: no timeout any more."""
         self.done = None
-        if self.queue is not None:
-            self.queue.waiting.pop(self.number, None)
+        assert self.timer is not None
+        self.timer.cancel()
 
     def all_missed(self, done: Done) -> None:
         """Every key a miss (the lookup failed), counted as ``get_many`` counts it."""
@@ -210,7 +146,6 @@ def read_now(cache: TieredCache, keys: list[str], dict_hash: int, done: Done) ->
     timeout_s = cache.timeout_s + getattr(store, "deadline_slack_s", 0.0)
     read = _Read(cache, tier, keys, dict_hash, min_expires_ms, done, timeout_s)
     read.future = future
-    loop = asyncio.get_running_loop()
-    cache.read_deadlines.add(read, loop.time() + timeout_s, loop)
+    read.timer = asyncio.get_running_loop().call_later(timeout_s, read.timed_out)
     future.add_done_callback(read.replied)
     return True

@@ -46,7 +46,7 @@ import orjson
 
 from mly.cache.base import AsyncStore, RowsRead, StoredRow, StoreWriteError, effective_ttl_ms
 from mly.cache.breaker import CircuitBreaker
-from mly.cache.read_now import Deadlines, Done, read_now
+from mly.cache.read_now import Done, read_now
 from mly.cache.stats import CacheCounters
 from mly.cache.storable import DEFAULT_STORABLE, Storable
 
@@ -147,8 +147,6 @@ class TieredCache:
         self._closed = False
         self._valid_from = 0.0
         """Wall-clock time before which external entries are not served (``forget_older_entries``)."""
-        self.read_deadlines = Deadlines()
-        """The deadlines of store-only lookups answered by callback (``read_now``)."""
 
     def forget_older_entries(self) -> None:
         """Serve no entry written before now: the model changed but its dictionary hash did not.

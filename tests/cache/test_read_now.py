@@ -287,35 +287,3 @@ async def test_a_lookup_whose_stalled_connection_is_replaced_keeps_its_deadline(
     finally:
         server.ensure_up()
         await cache.aclose()
-
-
-def test_a_cache_used_from_a_new_event_loop_still_times_its_lookups_out(redis: Servers) -> None:
-    """The lookups' shared timer belongs to one event loop: when the cache is next used from
-    another (the first one closed with the timer pending), its lookups must still time out.
-    White-box: the lookup's reply is a future that never completes (no store is contacted)."""
-    from mly.cache.read_now import _Read
-
-    cache = make_cache(redis_store(redis["l1"]), memory=False)
-    assert cache.l1 is not None
-    tier = cache.l1
-
-    def waiting_lookup() -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        answered: asyncio.Future[Any] = loop.create_future()
-        read = _Read(cache, tier, ["k"], H, 0, lambda rows, hits: answered.set_result(rows), TIMEOUT_S)
-        read.future = loop.create_future()
-        cache.read_deadlines.add(read, loop.time() + TIMEOUT_S, loop)
-        return answered
-
-    async def leave_one_waiting() -> None:
-        waiting_lookup()  # the loop closes before it is due
-
-    async def time_one_out() -> Any:
-        try:
-            return await asyncio.wait_for(waiting_lookup(), TIMEOUT_S * 5)
-        finally:
-            await cache.aclose()
-
-    asyncio.run(leave_one_waiting())
-    assert asyncio.run(time_one_out()) == [None]
-    assert cache.counters.timeouts == 1
