@@ -16,7 +16,8 @@ whose connection died is sent again through the store's own ``get_rows``):
 - a lookup whose connection died under it (or that its store refused) is read once more with
   the store's ``get_rows``, which opens a fresh connection, as ``get_many``'s call retries it:
   within the same deadline (the timer still runs), and what fails then is counted as there;
-- a store closed under the lookup hands it back (``RETRY``) to be looked up the common way;
+- a store or cache closed under the lookup hands it back (``RETRY``) to be looked up the common
+  way, with nothing counted (a reload replaced the cache; the store is not at fault);
 - a timeout is counted exactly as ``get_many`` counts one (a timeout, a breaker failure,
   every row a miss).
 
@@ -80,6 +81,10 @@ class _Read:
             done(RETRY, 0)
             return
         except Exception as exc:
+            if cache._closed:  # closed under the lookup (a reload replaced it): nothing is wrong with the store
+                self.settled()
+                done(RETRY, 0)
+                return
             # StoreUnavailableError: a connection that died under the command, a refusal. Once more
             # on a fresh connection, as ``get_many``'s call does, within this deadline.
             if isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and not self.retried:
@@ -122,6 +127,9 @@ class _Read:
         self.done = None
         assert self.future is not None
         self.future.cancel()
+        if self.cache._closed:  # as in ``replied``: handed back, not counted
+            done(RETRY, 0)
+            return
         self.cache._call_failed(self.tier, self.started, TimeoutError(), self.timeout_s)
         self.all_missed(done)
 

@@ -287,3 +287,28 @@ async def test_a_lookup_whose_stalled_connection_is_replaced_keeps_its_deadline(
     finally:
         server.ensure_up()
         await cache.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_lookup_under_a_closing_cache_is_handed_back_not_counted(faulty_store: FaultyStore, make: Make) -> None:
+    """A cache closed while a lookup waits (a reload replaced its datastore): the lookup is handed
+    back (``RETRY``, to be looked up the common way, by the current cache) and no error, timeout or
+    breaker failure is counted, since nothing is wrong with the store."""
+    from mly.cache.read_now import RETRY
+
+    server = faulty_store.server
+    cache = make_cache(make(), memory=False)
+    try:
+        await warmed(cache)
+        server.pause()  # no reply comes: the lookup is still waiting when the cache closes
+        answered: asyncio.Future[tuple[Any, int]] = asyncio.get_running_loop().create_future()
+        assert cache.read_now(["k"], H, lambda rows, hits: answered.set_result((rows, hits)))
+        await asyncio.sleep(0.05)
+        await cache.aclose(timeout_s=0.1)
+        assert await asyncio.wait_for(answered, TIMEOUT_S * 3) == (RETRY, 0)
+        c = cache.counters
+        assert (c.errors, c.timeouts) == (0, 0)
+        assert cache.l1 is not None and cache.l1.breaker.failures == 0
+    finally:
+        server.ensure_up()
+        await cache.aclose()
