@@ -47,6 +47,8 @@ def test_bodies_that_never_repeat_stop_using_the_memo_and_repeating_ones_bring_i
     # About one body in SAMPLE_EVERY still uses it (looked up and stored), chosen by its bytes.
     assert 0.5 * len(fresh) / SAMPLE_EVERY < used < 2 * len(fresh) / SAMPLE_EVERY
     assert memo.stats()["storing"] is False and memo.stats()["skipped"] == memo.skipped
+    # While sampling it holds only enough to notice repeats: a small budget, not SizeMb.
+    assert memo.stats()["maxBytes"] == memo_module.SAMPLING_BYTES < 16 << 20
 
     # The traffic turns repetitive (a page asking the same batches again): the sampled bodies hit,
     # the hit rate passes the bar, and every body uses the memo again.
@@ -56,7 +58,7 @@ def test_bodies_that_never_repeat_stop_using_the_memo_and_repeating_ones_bring_i
             serve(memo, raw)
         if memo.storing:
             break
-    assert memo.storing
+    assert memo.storing and memo.stats()["maxBytes"] == 16 << 20  # its whole budget again
     for raw in hot:
         serve(memo, raw)
     hits = memo.hits
@@ -69,3 +71,27 @@ def test_a_memo_that_hits_keeps_every_body() -> None:
     for i in range(4 * WINDOW):
         serve(memo, body(i - 1 if i % 10 == 9 else i))  # one body in ten repeats the one before: 10% hits
     assert memo.storing and memo.skipped == 0
+
+
+def test_while_sampling_the_memo_stays_within_its_small_budget() -> None:
+    """Never-repeating bodies whose answers are large: the memo evicts within ``SAMPLING_BYTES``
+    rather than filling ``SizeMb`` with answers nobody asks for again."""
+    memo = ResponseMemo(ResponseMemoConfig(size_mb=64))
+    answer = b"[" + b",".join(b'{"ctr":0.123456789}' for _ in range(200)) + b"]"  # about 4 KB
+    n = 0
+    while memo.storing:
+        raw = body(n)
+        n += 1
+        if memo.uses(raw):
+            key = memo_key("POST", raw)
+            assert memo.get(key) is None
+            memo.put(key, 200, answer)
+    for i in range(n, n + 40 * SAMPLE_EVERY * 1024):
+        raw = body(i)
+        if memo.uses(raw):
+            key = memo_key("POST", raw)
+            assert memo.get(key) is None
+            memo.put(key, 200, answer)
+    stats = memo.stats()
+    assert not stats["storing"] and stats["stored"] > 2 * memo_module.SAMPLING_BYTES // len(answer)
+    assert stats["bytesUsed"] <= memo_module.SAMPLING_BYTES
