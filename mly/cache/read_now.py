@@ -77,13 +77,11 @@ class _Read:
             read = result if self.retried else tier.store.rows_of(  # type: ignore[attr-defined]
                 result, self.dict_hash, self.min_expires_ms)
         except asyncio.CancelledError:  # the store closed
-            self.settled()
-            done(RETRY, 0)
+            self.handed_back(done)
             return
         except Exception as exc:
             if cache._closed:  # closed under the lookup (a reload replaced it): nothing is wrong with the store
-                self.settled()
-                done(RETRY, 0)
+                self.handed_back(done)
                 return
             # StoreUnavailableError: a connection that died under the command, a refusal. Once more
             # on a fresh connection, as ``get_many``'s call does, within this deadline.
@@ -114,6 +112,11 @@ class _Read:
         assert self.timer is not None
         self.timer.cancel()
 
+    def handed_back(self, done: Done) -> None:
+        """Answered with ``RETRY``, nothing counted: its store or cache closed under it."""
+        self.settled()
+        done(RETRY, 0)
+
     def all_missed(self, done: Done) -> None:
         """Every key a miss (the lookup failed), counted as ``get_many`` counts it."""
         n = len(self.keys)
@@ -128,7 +131,7 @@ class _Read:
         assert self.future is not None
         self.future.cancel()
         if self.cache._closed:  # as in ``replied``: handed back, not counted
-            done(RETRY, 0)
+            self.handed_back(done)
             return
         self.cache._call_failed(self.tier, self.started, TimeoutError(), self.timeout_s)
         self.all_missed(done)
