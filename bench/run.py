@@ -42,6 +42,7 @@ import contextlib
 import csv
 import dataclasses
 import datetime
+import itertools
 import json
 import os
 import shlex
@@ -358,7 +359,7 @@ def catch_up(running: Running, workload: str, body_file: BodyFile, line: int, co
     if running.name not in PER_ROW or line <= first:
         return
     with body_file.path.open("rb") as fh:
-        bodies = [b for i, b in enumerate(fh) if first <= i < line]
+        bodies = list(itertools.islice(fh, first, line))
     with ThreadPoolExecutor(max(2, min(conc, 16))) as pool:
         for _ in pool.map(lambda b: post(running.url, b.rstrip(b"\n")), bodies):
             pass
