@@ -19,7 +19,7 @@ def body(i: int) -> bytes:
     return orjson.dumps({"batch_size": 2, "site": [f"s{i}", f"t{i * 7}"], "bid": [i / 100, 1.5]})
 
 
-def serve(memo: ResponseMemo, raw: bytes) -> bool:
+def serve(memo: ResponseMemo, raw: bytes, data: bytes = DATA) -> bool:
     """What the eval path does with one body: the connection's look, then the normal path's
     (look up, store the answer on a miss). True when the memo answered."""
     if not memo.uses(raw, count=False):
@@ -28,7 +28,7 @@ def serve(memo: ResponseMemo, raw: bytes) -> bool:
     key = memo_key("POST", raw)
     if memo.get(key) is not None:
         return True
-    memo.put(key, 2, DATA)
+    memo.put(key, 2, data)
     return False
 
 
@@ -80,18 +80,10 @@ def test_while_sampling_the_memo_stays_within_its_small_budget() -> None:
     answer = b"[" + b",".join(b'{"ctr":0.123456789}' for _ in range(200)) + b"]"  # about 4 KB
     n = 0
     while memo.storing:
-        raw = body(n)
+        assert not serve(memo, body(n), answer)
         n += 1
-        if memo.uses(raw):
-            key = memo_key("POST", raw)
-            assert memo.get(key) is None
-            memo.put(key, 200, answer)
     for i in range(n, n + 40 * SAMPLE_EVERY * 1024):
-        raw = body(i)
-        if memo.uses(raw):
-            key = memo_key("POST", raw)
-            assert memo.get(key) is None
-            memo.put(key, 200, answer)
+        assert not serve(memo, body(i), answer)
     stats = memo.stats()
     assert not stats["storing"] and stats["stored"] > 2 * memo_module.SAMPLING_BYTES // len(answer)
     assert stats["bytesUsed"] <= memo_module.SAMPLING_BYTES
