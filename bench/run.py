@@ -310,8 +310,14 @@ def prewarm(running: Running, workload: str, body_file: BodyFile) -> None:
     if running.name not in CACHED or workload in FRESH:
         post(running.url, lines[0])  # one answer checked; the model is warm from its start
         return
-    with ThreadPoolExecutor(8) as pool:
-        for _ in pool.map(lambda b: post(running.url, b), lines):
+    send_bodies(running, lines, 8)
+
+
+def send_bodies(running: Running, bodies: Sequence[bytes], threads: int) -> None:
+    """POST every body (each answer must be a 200), then wait until a Redis tier has written them
+    all, so that what was sent is in the cache before anything is measured."""
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in pool.map(lambda b: post(running.url, b), bodies):
             pass
     if running.redis_port:
         _drain_redis(running.redis_port)
@@ -359,12 +365,8 @@ def catch_up(running: Running, workload: str, body_file: BodyFile, line: int, co
     if running.name not in PER_ROW or line <= first:
         return
     with body_file.path.open("rb") as fh:
-        bodies = list(itertools.islice(fh, first, line))
-    with ThreadPoolExecutor(max(2, min(conc, 16))) as pool:
-        for _ in pool.map(lambda b: post(running.url, b.rstrip(b"\n")), bodies):
-            pass
-    if running.redis_port:
-        _drain_redis(running.redis_port)
+        bodies = [b.rstrip(b"\n") for b in itertools.islice(fh, first, line)]
+    send_bodies(running, bodies, max(2, min(conc, 16)))
 
 
 def cell(loader: Loader, running: Running, workload: str, conc: int, body_file: BodyFile, seconds: int,
